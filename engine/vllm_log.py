@@ -235,7 +235,7 @@ def _how_it_ended(returncode: int | None) -> tuple[str, str]:
     # A shell wrapper reports a child killed by signal N as exit status 128 + N.
     number = -returncode if returncode < 0 else returncode - 128 if returncode > 128 else 0
     if not number:
-        return f"vLLM exited with code {returncode} before it was ready", ""
+        return f"vLLM exited with code {returncode}", ""
     name = signal_name(number)
     if returncode < 0:
         reason = f"vLLM was killed by {name}"

@@ -1,0 +1,538 @@
+"""Run and look after a local `vllm serve` process for DeepSeek-OCR.
+
+`LocalServer` starts vLLM on 127.0.0.1 with a free port and a fresh random API key, keeps its log
+(a file under the log folder, and the last lines in memory), turns the log into a status a person
+understands (`vllm_log.status_from_line`), waits until the server really answers (GET /health is
+200 *and* GET /v1/models with the key lists a model) while watching the process, and explains a
+failure with a reason and a fix (`vllm_log.classify_failure`) in an `EngineStartError`.
+
+No orphans. vLLM is not one process: `vllm serve` spawns an engine-core process (and workers for
+tensor/data parallelism). OCRDesk must take all of them down when it exits, crashes or is
+SIGKILLed, or the GPU stays full until someone finds the strays. We start vLLM through a small
+watchdog (engine/watchdog.py) rather than directly with prctl(PR_SET_PDEATHSIG) because:
+
+- PDEATHSIG reaches one process only. vLLM's engine core is a grandchild, and a signal to the
+  process group is what reaches it; a SIGKILLed parent cannot send that. The watchdog can: it holds
+  a pipe whose only writer is OCRDesk, sees EOF when OCRDesk dies (any way, SIGKILL included, the
+  kernel closes the pipe) and then killpg's vLLM's own process group (SIGTERM, grace, SIGKILL).
+- PDEATHSIG fires when the *thread* that forked exits, which is fragile in a GUI that may start the
+  server from a worker thread; a pipe's EOF depends only on the process.
+- It also works on macOS (no prctl), where only the pipe part applies.
+
+The watchdog still sets PDEATHSIG=SIGKILL on vLLM (Linux), so even a SIGKILLed watchdog does not
+leave vLLM's main process behind. A normal exit is covered too: `stop()`, `async with`, and an
+atexit hook that SIGTERMs every watchdog still running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import datetime as _dt
+import json
+import logging
+import os
+import re
+import secrets
+import shlex
+import shutil
+import signal
+import socket
+import sys
+import weakref
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any, NoReturn
+
+from .errors import EngineStartError
+from .vllm_log import classify_failure, known_failure, status_from_line
+
+try:  # openai >= 3 depends on `httpx2`, older ones on `httpx`: the same API under two names
+    import httpx
+except ImportError:  # pragma: no cover - depends on the installed openai
+    import httpx2 as httpx  # type: ignore[no-redef]
+
+__all__ = [
+    "LOGITS_PROCESSOR",
+    "LocalServer",
+    "LocalServerConfig",
+    "build_command",
+    "free_port",
+    "httpx",
+    "needs_trust_remote_code",
+    "resolve_vllm",
+]
+
+log = logging.getLogger(__name__)
+
+LOGITS_PROCESSOR = "vllm.model_executor.models.deepseek_ocr:NGramPerReqLogitsProcessor"
+NOT_FOUND_FIX = (
+    "install vLLM in its own environment and set OCRDESK_VLLM/--vllm/settings to its `vllm` "
+    "executable, or use a remote server with --server"
+)
+_WATCHDOG = Path(__file__).with_name("watchdog.py")
+_WATCHDOG_PID = re.compile(r"\[ocrdesk-watchdog\] started pid (\d+)")
+_LOG_LINES = 500
+
+
+@dataclass
+class LocalServerConfig:
+    """How to run vLLM. Tuning flags left at None are not passed: vLLM's defaults apply."""
+
+    model: str = "deepseek-ai/DeepSeek-OCR"  # hub id or local folder
+    vllm: str | None = None  # executable (may be several words); None -> $OCRDESK_VLLM, "vllm"
+    gpu_memory_utilization: float | None = None
+    max_model_len: int = 8192
+    max_num_seqs: int | None = None
+    max_num_batched_tokens: int | None = None
+    tensor_parallel_size: int = 1
+    data_parallel_size: int = 1
+    trust_remote_code: bool | None = None  # None: auto, see needs_trust_remote_code()
+    attention_backend: str | None = None  # e.g. "TRITON_ATTN" (shared/gpu/RESULTS.md)
+    extra_args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    start_timeout: float = 1200.0
+    log_dir: Path | None = None  # default: platformdirs.user_state_path("ocrdesk") / "logs"
+    stop_timeout: float = 15.0  # SIGTERM, then this long, then SIGKILL
+    restart_tries: int = 3  # ensure_running: starts tried before giving up
+    restart_backoff: float = 2.0  # seconds before the 2nd try, doubled before each next one
+
+
+def resolve_vllm(vllm: str | None = None) -> list[str]:
+    """The vLLM command as argv words: `vllm`, else $OCRDESK_VLLM, else "vllm" (on PATH).
+
+    A value may be several words, e.g. "python3 -m vllm.entrypoints.cli.main".
+    """
+    value = vllm or os.environ.get("OCRDESK_VLLM") or "vllm"
+    return shlex.split(value)
+
+
+def needs_trust_remote_code(model: str) -> bool:
+    """Whether to pass `--trust-remote-code`: only for DeepSeek-OCR-2 (custom code in its config).
+
+    DeepSeek-OCR (1) has a native vLLM implementation and is served without it (as its guides do).
+    A local folder decides by its config.json: an architecture named like DeepseekOCR2* together
+    with an `auto_map` (custom code). A hub id, which we cannot read without the network, decides
+    by its name: "DeepSeek-OCR-2" (also "-ocr2", any case).
+    """
+    folder = Path(model).expanduser()
+    config_file = folder / "config.json"
+    if config_file.is_file():
+        try:
+            config = json.loads(config_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            config = {}
+        architectures = config.get("architectures") or [] if isinstance(config, dict) else []
+        is_ocr2 = any("ocr2" in str(name).lower() for name in architectures)
+        return bool(is_ocr2 and isinstance(config, dict) and config.get("auto_map"))
+    return re.search(r"deepseek[-_]?ocr[-_]?2", model, re.IGNORECASE) is not None
+
+
+def build_command(config: LocalServerConfig, port: int, api_key: str) -> list[str]:
+    """The argv of `vllm serve` for `config` on 127.0.0.1:`port` with `api_key`."""
+    command = [
+        *resolve_vllm(config.vllm),
+        "serve",
+        config.model,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--api-key",
+        api_key,
+        "--logits_processors",
+        LOGITS_PROCESSOR,
+        "--no-enable-prefix-caching",
+        "--mm-processor-cache-gb",
+        "0",
+        "--max-model-len",
+        str(config.max_model_len),
+    ]
+    optional: list[tuple[str, object]] = [
+        ("--gpu-memory-utilization", config.gpu_memory_utilization),
+        ("--max-num-seqs", config.max_num_seqs),
+        ("--max-num-batched-tokens", config.max_num_batched_tokens),
+        (
+            "--tensor-parallel-size",
+            config.tensor_parallel_size if config.tensor_parallel_size != 1 else None,
+        ),
+        (
+            "--data-parallel-size",
+            config.data_parallel_size if config.data_parallel_size != 1 else None,
+        ),
+        ("--attention-backend", config.attention_backend),
+    ]
+    for flag, value in optional:
+        if value is not None:
+            command += [flag, str(value)]
+    trust = config.trust_remote_code
+    if trust is None:
+        trust = needs_trust_remote_code(config.model)
+    if trust:
+        command.append("--trust-remote-code")
+    return [*command, *config.extra_args]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _default_log_dir() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_state_path("ocrdesk")) / "logs"
+
+
+def _masked(command: list[str], secret: str) -> str:
+    return shlex.join("***" if word == secret else word for word in command)
+
+
+# Every LocalServer with a live process, for the atexit hook.
+_LIVE: weakref.WeakSet[LocalServer] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_all_at_exit() -> None:
+    for server in list(_LIVE):
+        server._terminate_now()
+
+
+class LocalServer:
+    """One local vLLM server: start it, know when it is ready, restart it, stop it.
+
+    After `start()`: `url` (http://127.0.0.1:PORT/v1), `api_key`, `model`, `log_path`. A restart
+    gives a new port and a new key: read `url` and `api_key` again after `ensure_running()`
+    returns True.
+    """
+
+    def __init__(
+        self, config: LocalServerConfig, *, on_status: Callable[[str], None] | None = None
+    ) -> None:
+        self.config = config
+        self.on_status = on_status
+        self.model = config.model
+        self.status = "stopped"
+        self.port = 0
+        self.url = ""
+        self.api_key = ""
+        self.log_path = Path()
+        self.pid: int | None = None  # vLLM's own pid (its process group id too)
+        self.last_failure: tuple[str, str] | None = None  # (reason, fix): last failed start/crash
+        self._proc: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._log_file: IO[bytes] | None = None
+        self._lines: deque[str] = deque(maxlen=_LOG_LINES)
+        self._lock = asyncio.Lock()
+
+    # -- state -----------------------------------------------------------------------------
+
+    def is_running(self) -> bool:
+        """Whether the server process is alive (not whether it is ready)."""
+        return self._proc is not None and self._proc.returncode is None
+
+    def log_tail(self, lines: int = 50) -> str:
+        """The last `lines` lines of the server's log."""
+        return "\n".join(list(self._lines)[-lines:])
+
+    def _set_status(self, status: str) -> None:
+        if status == self.status:
+            return
+        self.status = status
+        log.info("local vLLM: %s", status)
+        if self.on_status is not None:
+            try:
+                self.on_status(status)
+            except Exception:  # a broken callback must not stop the log reader
+                log.exception("on_status callback failed")
+
+    # -- start -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start vLLM and wait until it serves; EngineStartError (reason, fix, log tail) if not."""
+        async with self._lock:
+            if not self.is_running():
+                await self._start()
+
+    async def _start(self) -> None:
+        await self._cleanup()
+        config = self.config
+        argv = resolve_vllm(config.vllm)
+        if not argv or shutil.which(argv[0]) is None:
+            if config.vllm:
+                source = "the vLLM setting"
+            elif os.environ.get("OCRDESK_VLLM"):
+                source = "OCRDESK_VLLM"
+            else:
+                source = "PATH"
+            name = argv[0] if argv else ""
+            raise EngineStartError(
+                f"vLLM not found: {name!r} (from {source}) is not an executable", fix=NOT_FOUND_FIX
+            )
+        self.port = free_port()
+        self.api_key = secrets.token_urlsafe(24)
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self.pid = None
+        command = build_command(config, self.port, self.api_key)
+
+        log_dir = config.log_dir or _default_log_dir()
+        log_dir.mkdir(parents=True, exist_ok=True)
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+        self.log_path = log_dir / f"vllm-{stamp}.log"
+        self._log_file = self.log_path.open("wb")
+        self._log_file.write(f"# {_masked(command, self.api_key)}\n".encode())
+        self._lines.clear()
+        self._set_status("starting vLLM")
+
+        try:
+            self._proc = await self._spawn(command)
+        except OSError as exc:
+            self._log_file.close()
+            self._log_file = None
+            raise EngineStartError(f"cannot start vLLM: {exc}", fix=NOT_FOUND_FIX) from exc
+        _LIVE.add(self)
+        self._reader = asyncio.create_task(self._read_log(self._proc))
+        try:
+            await self._wait_ready(self._proc)
+        except BaseException:
+            await self._cleanup()
+            raise
+        self._set_status("ready")
+
+    async def _spawn(self, command: list[str]) -> asyncio.subprocess.Process:
+        """Start `command` under the watchdog, output merged into one pipe."""
+        config = self.config
+        return await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(_WATCHDOG),
+            "--grace",
+            str(config.stop_timeout),
+            "--",
+            *command,
+            stdin=asyncio.subprocess.PIPE,  # the lifeline: EOF tells the watchdog we are gone
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env={**os.environ, **config.env},
+        )
+
+    async def _wait_ready(self, proc: asyncio.subprocess.Process) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.start_timeout
+        exited = asyncio.ensure_future(proc.wait())
+        try:
+            async with httpx.AsyncClient(timeout=5.0) as client:
+                delay = 0.1
+                while True:
+                    if exited.done():
+                        await self._fail(proc.returncode)
+                    if await self._answers(client):
+                        return
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        await self._fail(None)
+                    await asyncio.wait({exited}, timeout=min(delay, remaining))
+                    delay = min(delay * 1.5, 1.0)
+        finally:
+            exited.cancel()
+
+    async def _answers(self, client: Any) -> bool:
+        """GET /health is 200 and GET /v1/models (with the key) lists a model."""
+        base = f"http://127.0.0.1:{self.port}"
+        try:
+            health = await client.get(f"{base}/health")
+            if health.status_code != 200:
+                return False
+            models = await client.get(
+                f"{base}/v1/models", headers={"Authorization": f"Bearer {self.api_key}"}
+            )
+            return models.status_code == 200 and bool(models.json().get("data"))
+        except (httpx.HTTPError, ValueError, AttributeError):
+            return False
+
+    async def _fail(self, returncode: int | None) -> NoReturn:
+        """Raise the EngineStartError that says why the start failed (process kept for cleanup)."""
+        if returncode is None:  # timed out: stop it first so the log is complete
+            await self._terminate()
+        await self._drain_log()
+        text = "\n".join(self._lines)
+        if returncode is None:
+            timeout = f"vLLM did not become ready within {self.config.start_timeout:g} s"
+            known = known_failure(text, None)
+            if known is not None:
+                reason, fix = f"{timeout}; the log shows: {known[0]}", known[1]
+            else:
+                reason = f"{timeout} (last status: {self.status})"
+                fix = (
+                    "the first start downloads the model (about 6.7 GB) and compiles it, which can "
+                    "take many minutes: allow more time (the start timeout setting), or read the "
+                    f"log at {self.log_path}"
+                )
+        else:
+            reason, fix = classify_failure(text, returncode, log_path=str(self.log_path))
+        self.last_failure = (reason, fix)
+        self._set_status(f"failed: {reason}")
+        raise EngineStartError(reason, fix, self.log_tail(50))
+
+    # -- the log -----------------------------------------------------------------------------
+
+    async def _read_log(self, proc: asyncio.subprocess.Process) -> None:
+        """Copy the server's output to the log file and the in-memory tail; report status."""
+        assert proc.stdout is not None
+        pending = b""
+        while True:
+            chunk = await proc.stdout.read(65536)
+            if self._log_file is not None:
+                self._log_file.write(chunk)
+                self._log_file.flush()
+            if not chunk:
+                if pending:
+                    self._take_line(pending)
+                return
+            # \r as well: progress bars (weights, CUDA graphs) redraw one line with it
+            *lines, pending = re.split(rb"\r\n|\r|\n", pending + chunk)
+            for line in lines:
+                if line.strip():
+                    self._take_line(line)
+
+    def _take_line(self, raw: bytes) -> None:
+        line = raw.decode("utf-8", errors="replace").rstrip()
+        self._lines.append(line)
+        if self.pid is None and (found := _WATCHDOG_PID.search(line)):
+            self.pid = int(found.group(1))
+            return
+        status = status_from_line(line)
+        if status is not None and status != "ready":  # "ready" is ours to say, after the checks
+            self._set_status(status)
+
+    async def _drain_log(self) -> None:
+        if self._reader is not None:
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(self._reader), 5.0)
+
+    # -- stop --------------------------------------------------------------------------------
+
+    def _terminate_now(self) -> None:
+        """Synchronous: ask the watchdog to stop vLLM (atexit; works without an event loop)."""
+        proc = self._proc
+        if proc is not None and proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(proc.pid, signal.SIGTERM)
+
+    async def _terminate(self) -> None:
+        """SIGTERM the watchdog (it stops vLLM's group: TERM, grace, KILL); SIGKILL if it hangs."""
+        proc = self._proc
+        if proc is None or proc.returncode is not None:
+            return
+        self._terminate_now()
+        try:
+            await asyncio.wait_for(proc.wait(), self.config.stop_timeout + 5.0)
+        except asyncio.TimeoutError:
+            log.warning("watchdog did not stop in time: killing it and vLLM's process group")
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            if self.pid is not None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(self.pid, signal.SIGKILL)
+            await proc.wait()
+
+    async def _cleanup(self) -> None:
+        """Stop the process if it runs, finish the log, forget the process."""
+        if self._proc is None:
+            return
+        await self._terminate()
+        await self._drain_log()
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        if self._proc.stdin is not None:
+            self._proc.stdin.close()
+        if self._log_file is not None:
+            self._log_file.close()
+        self._reader = None
+        self._log_file = None
+        self._proc = None
+        _LIVE.discard(self)
+
+    async def stop(self) -> None:
+        """Stop the server and everything it spawned. Safe to call more than once."""
+        async with self._lock:
+            if self._proc is None:
+                return
+            if self.is_running():
+                self._set_status("stopping")
+            await self._cleanup()
+            self._set_status("stopped")
+
+    # -- restart -----------------------------------------------------------------------------
+
+    async def ensure_running(self) -> bool:
+        """Make sure the server runs; start it again if it died. True if it (re)started it.
+
+        A process that is alive but does not answer /health is given 5 s to finish dying (a
+        crash being reaped); if it is still alive then, it is left alone (it may only be busy).
+        Restarts are tried `restart_tries` times with exponential backoff; then EngineStartError.
+        """
+        async with self._lock:
+            if self.is_running() and await self._alive_or_dying():
+                return False
+            if self._proc is not None:
+                returncode = self._proc.returncode
+                await self._drain_log()
+                self.last_failure = classify_failure(
+                    "\n".join(self._lines), returncode, log_path=str(self.log_path)
+                )
+                self._set_status(f"crashed: {self.last_failure[0]}; restarting")
+                log.warning("local vLLM died (%s): restarting", self.last_failure[0])
+            error: EngineStartError | None = None
+            for attempt in range(max(1, self.config.restart_tries)):
+                if attempt:
+                    await asyncio.sleep(self.config.restart_backoff * 2 ** (attempt - 1))
+                try:
+                    await self._start()
+                    return True
+                except EngineStartError as exc:
+                    error = exc
+            assert error is not None
+            raise EngineStartError(
+                f"vLLM could not be restarted ({self.config.restart_tries} tries): {error.reason}",
+                error.fix,
+                error.log_tail,
+            )
+
+    async def _alive_or_dying(self) -> bool:
+        """True if the live process answers /health, or stays alive 5 s; False if it exits."""
+        proc = self._proc
+        assert proc is not None
+        try:
+            async with httpx.AsyncClient(timeout=5.0) as client:
+                response = await client.get(f"http://127.0.0.1:{self.port}/health")
+                if response.status_code == 200:
+                    return True
+        except httpx.HTTPError:
+            pass
+        try:
+            await asyncio.wait_for(proc.wait(), 5.0)
+        except asyncio.TimeoutError:
+            return True
+        return False
+
+    # -- context manager -----------------------------------------------------------------------
+
+    async def __aenter__(self) -> LocalServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
