@@ -1,0 +1,457 @@
+"""`ocrdesk doctor`: check that this machine can run OCRDesk, and say what to fix if not.
+
+    checks = await run_checks(model=None, server=None, api_key=None, vllm=None)
+    print(format_checks(checks)); sys.exit(doctor_exit_code(checks))
+
+Always: the Python version and whether PySide6 is there (only the GUI needs it: not required).
+Local mode (no server): the vLLM executable, resolved as the supervisor does (engine.local_server),
+and its version against the known-good range; the NVIDIA GPUs and their free memory (nvidia-smi);
+the model, either a local folder with config.json or the Hugging Face cache; when it is not cached
+yet, whether the hub answers and whether the cache's disk has room for the download.
+Remote mode (a server URL): GET {server}/models answers (with the key) and lists the model.
+
+Nothing here imports Qt or vLLM: PySide6 is looked up with importlib.util.find_spec, vLLM is asked
+for its version in its own process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import os
+import re
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .local_server import (
+    NOT_FOUND_FIX,
+    LocalServerConfig,
+    httpx,
+    needs_trust_remote_code,
+    resolve_vllm,
+)
+from .vllm_log import KNOWN_GOOD_VLLM, OCR2_MIN_VLLM
+
+__all__ = ["Check", "doctor_exit_code", "format_checks", "run_checks"]
+
+MIN_PYTHON = (3, 10)
+MIN_VLLM = "0.11.1"
+NEWEST_TRIED_VLLM = "0.24"  # shared/gpu/RESULTS.md; pyproject's vllm extra stops before 0.25
+MODEL_DOWNLOAD_GB = 6.7
+DISK_NEEDED_GB = 15.0
+MIN_GPU_FREE_GIB = 8.0  # DeepSeek-OCR's weights (~6.7 GB) plus a little KV cache
+VERSION_TIMEOUT = 60.0  # `vllm --version` imports torch: seconds, not milliseconds
+HTTP_TIMEOUT = 5.0
+
+
+@dataclass
+class Check:
+    """One line of the doctor's report."""
+
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+    required: bool = True
+
+
+# -- helpers --------------------------------------------------------------------------------------
+
+
+def _version_tuple(text: str) -> tuple[int, ...] | None:
+    found = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", text)
+    if found is None:
+        return None
+    return tuple(int(part or 0) for part in found.groups())
+
+
+def _required_version(text: str) -> tuple[int, ...]:
+    version = _version_tuple(text)
+    assert version is not None, text
+    return version
+
+
+async def _run(argv: list[str], timeout: float) -> tuple[int | None, str]:
+    """Run argv; (returncode, stdout+stderr). returncode None: could not run, or timed out."""
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+    except OSError as exc:
+        return None, str(exc)
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    except asyncio.TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+        return None, f"no answer within {timeout:g} s"
+    return proc.returncode, out.decode("utf-8", errors="replace").strip()
+
+
+def _shebang_python(executable: str) -> str | None:
+    """The interpreter a console script such as `vllm` runs with (its #! line), if a Python."""
+    try:
+        with open(executable, "rb") as file:
+            first = file.readline(512).decode("utf-8", errors="replace")
+    except OSError:
+        return None
+    if not first.startswith("#!"):
+        return None
+    words = first[2:].split()
+    if words and words[0].endswith("/env"):
+        words = words[1:]
+    if words and "python" in Path(words[0]).name:
+        return shutil.which(words[0]) or words[0]
+    return None
+
+
+def _hub_cache() -> Path:
+    """Where huggingface_hub keeps downloads (HF_HUB_CACHE, HF_HOME/hub, XDG, ~/.cache)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    home = os.environ.get("HF_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache"), "huggingface"
+    )
+    return Path(home).expanduser() / "hub"
+
+
+def _existing_parent(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _is_ocr2(model: str) -> bool:
+    return needs_trust_remote_code(model) or re.search(r"ocr[-_]?2", model, re.I) is not None
+
+
+# -- the checks -----------------------------------------------------------------------------------
+
+
+def check_python() -> Check:
+    version = ".".join(map(str, sys.version_info[:3]))
+    ok = sys.version_info[:2] >= MIN_PYTHON
+    return Check(
+        "Python",
+        ok,
+        f"{version} ({sys.executable})",
+        "" if ok else f"use Python {'.'.join(map(str, MIN_PYTHON))} or newer",
+    )
+
+
+def check_pyside6() -> Check:
+    spec = importlib.util.find_spec("PySide6")
+    if spec is None:
+        return Check(
+            "PySide6 (GUI)",
+            False,
+            "not installed: the desktop window cannot open (the CLI works without it)",
+            "pip install 'PySide6>=6.6' in OCRDesk's environment",
+            required=False,
+        )
+    where = Path(spec.origin).parent if spec.origin else "installed"
+    return Check("PySide6 (GUI)", True, f"found at {where}", required=False)
+
+
+async def check_vllm(vllm: str | None, model: str) -> list[Check]:
+    """The vLLM executable, and its version against the known-good range."""
+    argv = resolve_vllm(vllm)
+    path = shutil.which(argv[0]) if argv else None
+    if path is None:
+        name = argv[0] if argv else "(empty)"
+        return [Check("vLLM", False, f"{name!r} is not an executable", NOT_FOUND_FIX)]
+    found = Check("vLLM", True, " ".join([path, *argv[1:]]))
+
+    returncode, output = await _run([*argv, "--version"], VERSION_TIMEOUT)
+    version = _version_tuple(output.splitlines()[-1]) if returncode == 0 and output else None
+    if version is None and (python := _shebang_python(path)):
+        returncode, output = await _run(
+            [python, "-c", "import vllm; print(vllm.__version__)"], VERSION_TIMEOUT
+        )
+        version = _version_tuple(output.splitlines()[-1]) if returncode == 0 and output else None
+    if version is None:
+        last = output.splitlines()[-1] if output else "no output"
+        return [
+            found,
+            Check(
+                "vLLM version",
+                False,
+                f"could not tell ({last})",
+                f"check that `{' '.join(argv)} --version` works; vLLM {KNOWN_GOOD_VLLM} is needed",
+            ),
+        ]
+
+    shown = ".".join(map(str, version))
+    ocr2 = _is_ocr2(model)
+    minimum = OCR2_MIN_VLLM if ocr2 else MIN_VLLM
+    model_name = "DeepSeek-OCR-2" if ocr2 else "DeepSeek-OCR"
+    if version < _required_version(minimum):
+        return [
+            found,
+            Check(
+                "vLLM version",
+                False,
+                f"{shown} is too old for {model_name} (needs >={minimum})",
+                f"pip install -U 'vllm>={minimum}' in vLLM's environment",
+            ),
+        ]
+    detail = f"{shown} (known good for {model_name}: >={minimum})"
+    if version[:2] > _required_version(NEWEST_TRIED_VLLM)[:2]:
+        detail += f"; newer than the newest tried here ({NEWEST_TRIED_VLLM})"
+    return [found, Check("vLLM version", True, detail)]
+
+
+async def check_gpu() -> list[Check]:
+    """NVIDIA GPUs and their memory, from nvidia-smi."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return [
+            Check(
+                "GPU",
+                False,
+                "nvidia-smi not found: no NVIDIA driver on this machine",
+                "install the NVIDIA driver (nvidia-smi comes with it), or use a remote server "
+                "with --server",
+            )
+        ]
+    query = "--query-gpu=name,memory.total,memory.free"
+    returncode, output = await _run([smi, query, "--format=csv,noheader,nounits"], HTTP_TIMEOUT * 3)
+    gpus: list[tuple[str, float, float]] = []
+    for line in output.splitlines() if returncode == 0 else []:
+        parts = [part.strip() for part in line.split(",")]
+        with contextlib.suppress(ValueError):
+            gpus.append((parts[0], float(parts[1]) / 1024, float(parts[2]) / 1024))
+    if not gpus:
+        return [
+            Check(
+                "GPU",
+                False,
+                f"nvidia-smi found no usable GPU: {output or 'no output'}"[:300],
+                "check the NVIDIA driver (run nvidia-smi), or use a remote server with --server",
+            )
+        ]
+    listing = "; ".join(
+        f"{i}: {name}, {free:.1f} of {total:.1f} GiB free"
+        for i, (name, total, free) in enumerate(gpus)
+    )
+    best_free = max(free for _, _, free in gpus)
+    checks = [
+        Check(
+            "GPU",
+            best_free >= MIN_GPU_FREE_GIB,
+            listing,
+            ""
+            if best_free >= MIN_GPU_FREE_GIB
+            else f"DeepSeek-OCR needs about {MIN_GPU_FREE_GIB:g} GiB of free GPU memory: close "
+            "programs using the GPU, or use a remote server with --server",
+        )
+    ]
+    _, total, free = max(gpus, key=lambda gpu: gpu[2])
+    if free < 0.9 * total:  # vLLM's default --gpu-memory-utilization 0.9 would fail
+        suggest = max(0.1, int(free / total * 20) / 20 - 0.05)
+        checks.append(
+            Check(
+                "GPU memory for vLLM",
+                False,
+                f"{free:.1f} of {total:.1f} GiB free: less than vLLM's default "
+                "--gpu-memory-utilization 0.9 asks for",
+                f"set --gpu-memory-utilization {suggest:.2f} (settings), or free the GPU",
+                required=False,
+            )
+        )
+    return checks
+
+
+async def check_model(model: str) -> list[Check]:
+    """The model: a local folder, or the hub cache; else the hub and the disk for a download."""
+    folder = Path(model).expanduser()
+    looks_local = folder.is_absolute() or model.startswith((".", "~")) or folder.exists()
+    if looks_local:
+        if (folder / "config.json").is_file():
+            weights = any(folder.glob("*.safetensors")) or any(folder.glob("*.bin"))
+            return [
+                Check(
+                    "model",
+                    weights,
+                    f"local folder {folder}"
+                    + ("" if weights else ": config.json but no *.safetensors weights"),
+                    "" if weights else "copy the model's *.safetensors files into the folder",
+                )
+            ]
+        return [
+            Check(
+                "model",
+                False,
+                f"{folder} is not a model folder (no config.json)",
+                "point the model setting to the folder holding config.json and the weights, or "
+                "use the hub id deepseek-ai/DeepSeek-OCR",
+            )
+        ]
+
+    cache = _hub_cache()
+    repo = cache / ("models--" + model.replace("/", "--"))
+    snapshots = sorted(repo.glob("snapshots/*/config.json"))
+    if snapshots and any(snapshots[-1].parent.glob("*.safetensors")):
+        return [Check("model", True, f"{model} is in the Hugging Face cache ({repo})")]
+
+    checks = []
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        checks.append(
+            Check(
+                "model",
+                False,
+                f"{model} is not in the cache ({cache}) and HF_HUB_OFFLINE is set",
+                f"download it once while online (`hf download {model}`), unset HF_HUB_OFFLINE, "
+                "or point the model setting to a local folder",
+            )
+        )
+    else:
+        checks.append(await _check_hub(model, cache))
+    where = _existing_parent(cache)
+    free_gb = shutil.disk_usage(where).free / 1e9
+    enough = free_gb >= DISK_NEEDED_GB
+    checks.append(
+        Check(
+            "disk for the download",
+            enough,
+            f"{free_gb:.1f} GB free on {where} (the download is about {MODEL_DOWNLOAD_GB:g} GB; "
+            f"{DISK_NEEDED_GB:g} GB wanted)",
+            ""
+            if enough
+            else "free some disk space, or set HF_HOME (or HF_HUB_CACHE) to a disk with more "
+            "room before the first start",
+        )
+    )
+    return checks
+
+
+async def _check_hub(model: str, cache: Path) -> Check:
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+    not_cached = f"{model} is not downloaded yet (cache: {cache})"
+    try:
+        async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as client:
+            response = await client.get(f"{endpoint}/api/models/{model}")
+    except httpx.HTTPError as exc:
+        return Check(
+            "model",
+            False,
+            f"{not_cached}, and {endpoint} cannot be reached ({type(exc).__name__})",
+            "connect to the network for the first start (it downloads about "
+            f"{MODEL_DOWNLOAD_GB:g} GB), or download the model elsewhere and point the model "
+            "setting to its folder",
+        )
+    if response.status_code == 200:
+        return Check(
+            "model",
+            True,
+            f"{not_cached}: the first start downloads about {MODEL_DOWNLOAD_GB:g} GB "
+            f"from {endpoint}",
+        )
+    if response.status_code in (401, 403):
+        fix = "log in with `hf auth login` (and accept the model's terms on its page)"
+    else:
+        fix = "check the model id (deepseek-ai/DeepSeek-OCR) or use a local folder"
+    return Check(
+        "model", False, f"{not_cached}; the hub answers HTTP {response.status_code} for it", fix
+    )
+
+
+async def check_remote(server: str, api_key: str | None, model: str | None) -> list[Check]:
+    """GET {server}/models answers (with the key) and lists `model`."""
+    url = server.rstrip("/")
+    if not url.endswith("/v1"):
+        url += "/v1"
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as client:
+            response = await client.get(f"{url}/models", headers=headers)
+    except httpx.HTTPError as exc:
+        return [
+            Check(
+                "server",
+                False,
+                f"{url} does not answer ({type(exc).__name__}: {exc})"[:300],
+                "check the address and port, that the server runs, and that this machine can "
+                "reach it (firewall, VPN)",
+            )
+        ]
+    if response.status_code in (401, 403):
+        return [
+            Check(
+                "server",
+                False,
+                f"{url} refuses the request (HTTP {response.status_code})",
+                "give the server's API key with --api-key (or in the settings)"
+                if not api_key
+                else "the API key is wrong: use the one the server was started with",
+            )
+        ]
+    served: list[str] = []
+    try:
+        data: Any = response.json()
+        served = [str(entry["id"]) for entry in data.get("data", [])]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        pass
+    if response.status_code != 200 or not served:
+        return [
+            Check(
+                "server",
+                False,
+                f"{url}/models answers HTTP {response.status_code} without a model list",
+                "is this an OpenAI-compatible server (vLLM, SGLang)? The address should end in /v1",
+            )
+        ]
+    checks = [Check("server", True, f"{url} serves {', '.join(served)}")]
+    if model is not None:
+        ok = model in served
+        checks.append(
+            Check(
+                "model",
+                ok,
+                f"{model} is served" if ok else f"{model} is not among {', '.join(served)}",
+                ""
+                if ok
+                else f"use one of the served models ({', '.join(served)}), or start "
+                f"the server with {model}",
+            )
+        )
+    return checks
+
+
+async def run_checks(
+    *, model: str | None, server: str | None, api_key: str | None, vllm: str | None
+) -> list[Check]:
+    """Every check that applies: local mode when `server` is None, remote mode otherwise."""
+    checks = [check_python(), check_pyside6()]
+    if server is not None:
+        return checks + await check_remote(server, api_key, model)
+    model = model or LocalServerConfig().model
+    parts = await asyncio.gather(check_vllm(vllm, model), check_gpu(), check_model(model))
+    for part in parts:
+        checks += part
+    return checks
+
+
+def format_checks(checks: list[Check]) -> str:
+    """A plain-text table: mark, name, detail; the fix under each failure."""
+    width = max((len(check.name) for check in checks), default=0)
+    lines = []
+    for check in checks:
+        mark = "ok" if check.ok else "FAIL" if check.required else "warn"
+        lines.append(f"[{mark:^4}] {check.name:<{width}}  {check.detail}")
+        if not check.ok and check.fix:
+            lines.append(f"{'':7}{'':<{width}}  fix: {check.fix}")
+    return "\n".join(lines)
+
+
+def doctor_exit_code(checks: list[Check]) -> int:
+    """0 if every required check passed, else 1."""
+    return 0 if all(check.ok for check in checks if check.required) else 1
