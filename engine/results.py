@@ -94,8 +94,12 @@ class PageResult:
         blocks = []
         for b in data.get("blocks", []):
             boxes_data = b.get("boxes") or ([b["box"]] if b.get("box") else [])
-            boxes = tuple((float(x1), float(y1), float(x2), float(y2)) for x1, y1, x2, y2 in boxes_data)
-            blocks.append(Block(label=str(b.get("label", "")), boxes=boxes, text=str(b.get("text", ""))))
+            boxes = tuple(
+                (float(x1), float(y1), float(x2), float(y2)) for x1, y1, x2, y2 in boxes_data
+            )
+            blocks.append(
+                Block(label=str(b.get("label", "")), boxes=boxes, text=str(b.get("text", "")))
+            )
         return cls(
             number=int(data["number"]),
             width=int(data.get("width", 0)),

@@ -1,0 +1,358 @@
+"""The `ocrdesk` command: `convert` runs the pipeline headless for batches; more subcommands
+(`serve`, `doctor`, `gui`) join as their parts land.
+
+Exit status of `convert`: 0 when every page is done (truncated pages are kept, flagged and
+reported, and do not fail the run), 1 when any page or document failed, 2 for bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from . import __version__
+from .client import ModelClient, ServerPool
+from .documents import find_documents
+from .errors import OCRDeskError
+from .export import DocumentExport, export_folder
+from .pipeline import (
+    ConvertOptions,
+    DocumentFailed,
+    DocumentFinished,
+    DocumentJob,
+    DocumentOpened,
+    PageFailed,
+    PageFinished,
+    Pipeline,
+)
+from .results import PageStatus
+from .tasks import ModelFamily, Sampling, Task
+
+
+class UsageError(Exception):
+    """Bad command-line usage: exit status 2."""
+
+
+def _request_field(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ocrdesk", description="OCR documents with DeepSeek-OCR into grounded markdown."
+    )
+    parser.add_argument("--version", action="version", version=f"ocrdesk {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    conv = sub.add_parser(
+        "convert",
+        help="convert PDFs and images to markdown, JSON, raw output and a layout PDF",
+        description="Convert documents (files or folders) through a DeepSeek-OCR server.",
+    )
+    conv.add_argument("inputs", nargs="+", metavar="INPUT", help="files or folders")
+    conv.add_argument("-o", "--output", required=True, type=Path, help="output folder")
+    conv.add_argument(
+        "--server",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="OpenAI-compatible server (vLLM, SGLang), e.g. http://gpu1:8000/v1; "
+        "give it more than once to share pages between servers",
+    )
+    conv.add_argument("--api-key", default=None, help="API key of the server(s)")
+    conv.add_argument("--model", default=None, help="model name (default: what the server serves)")
+    conv.add_argument(
+        "--family",
+        choices=[f.value for f in ModelFamily],
+        default=None,
+        help="prompt family (default: guessed from the model name)",
+    )
+    conv.add_argument(
+        "--task", choices=[t.value for t in Task], default=Task.MARKDOWN.value, help="what to ask"
+    )
+    conv.add_argument("--prompt", default=None, help="custom prompt, or the text to locate")
+    conv.add_argument("--pages", default=None, metavar="RANGE", help='e.g. "1-3,7,10-"')
+    conv.add_argument("--dpi", type=_positive, default=144, help="PDF render DPI (default 144)")
+    conv.add_argument(
+        "--concurrency", type=_positive, default=16, help="pages in flight at once (default 16)"
+    )
+    conv.add_argument("--resume", action="store_true", help="skip pages already done in OUTPUT")
+    conv.add_argument("--password", default=None, help="password of encrypted PDFs")
+    conv.add_argument("--max-tokens", type=_positive, default=8192, help="per page (default 8192)")
+    conv.add_argument("--ngram-size", type=_positive, default=30)
+    conv.add_argument("--window-size", type=_positive, default=90)
+    conv.add_argument(
+        "--whitelist-token-ids",
+        default="128821,128822",
+        help="comma-separated token ids the n-gram processor lets repeat (<td>, </td>)",
+    )
+    conv.add_argument(
+        "--request-field",
+        action="append",
+        type=_request_field,
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra request field, VALUE as JSON if it parses (e.g. ignore_eos=true)",
+    )
+    conv.add_argument(
+        "--image-format", choices=["png", "jpeg"], default="png", help="how pages are sent"
+    )
+    conv.add_argument("--timeout", type=float, default=300.0, help="seconds per read (default 300)")
+    conv.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    conv.add_argument(
+        "--stats", type=Path, default=None, metavar="FILE", help="write timing figures as JSON"
+    )
+    conv.set_defaults(func=_convert_command)
+    return parser
+
+
+def _options(args: argparse.Namespace) -> ConvertOptions:
+    if args.task in (Task.CUSTOM.value, Task.LOCATE.value) and not args.prompt:
+        raise UsageError(f"--task {args.task} needs --prompt")
+    try:
+        whitelist = [int(v) for v in args.whitelist_token_ids.split(",") if v.strip()]
+    except ValueError as exc:
+        raise UsageError(f"--whitelist-token-ids: {exc}") from exc
+    sampling = Sampling(
+        max_tokens=args.max_tokens,
+        ngram_size=args.ngram_size,
+        window_size=args.window_size,
+        whitelist_token_ids=whitelist,
+        extra_body=dict(args.request_field),
+    )
+    return ConvertOptions(
+        task=Task(args.task),
+        family=ModelFamily(args.family) if args.family else None,
+        prompt=args.prompt,
+        sampling=sampling,
+        dpi=args.dpi,
+        concurrency=args.concurrency,
+        image_format=args.image_format,
+    )
+
+
+class _Progress:
+    """One progress bar per document (pages, pages/s, ETA); plain lines when not on a terminal."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.bars: dict[int, tqdm[Any]] = {}
+        self.tty = sys.stderr.isatty()
+
+    def opened(self, job: DocumentJob, name: str, total: int, already: int) -> None:
+        if self.quiet or not self.tty:
+            return
+        self.bars[id(job)] = tqdm(
+            total=total,
+            initial=already,
+            desc=name[:40],
+            unit="page",
+            file=sys.stderr,
+            dynamic_ncols=True,
+            leave=True,
+        )
+
+    def page(self, job: DocumentJob) -> None:
+        bar = self.bars.get(id(job))
+        if bar is not None:
+            bar.update(1)
+
+    def finished(self, job: DocumentJob, line: str) -> None:
+        bar = self.bars.pop(id(job), None)
+        if bar is not None:
+            bar.close()
+        if not self.quiet:
+            self.write(line)
+
+    def write(self, line: str) -> None:
+        tqdm.write(line, file=sys.stderr)
+
+
+async def convert(args: argparse.Namespace) -> int:
+    """Run `ocrdesk convert`; returns the exit status."""
+    options = _options(args)
+    if not args.server:
+        raise UsageError("give --server URL (an OpenAI-compatible DeepSeek-OCR server)")
+    paths, missing = find_documents(args.inputs)
+    failed = False
+    for error in missing:
+        print(f"ocrdesk: {error}", file=sys.stderr)
+        failed = True
+    if not paths:
+        print("ocrdesk: no documents to convert", file=sys.stderr)
+        return 1
+
+    clients = [
+        ModelClient(url, api_key=args.api_key, model=args.model, timeout=args.timeout)
+        for url in args.server
+    ]
+    pool = ServerPool(clients)
+    try:
+        try:
+            model = await clients[0].resolve_model()
+            for client in clients[1:]:
+                await client.resolve_model()
+        except OCRDeskError as exc:
+            print(f"ocrdesk: {exc}", file=sys.stderr)
+            return 1
+
+        args.output.mkdir(parents=True, exist_ok=True)
+        taken: set[str] = set()
+        exports: dict[int, DocumentExport] = {}
+        jobs: list[DocumentJob] = []
+        for path in paths:
+            job = DocumentJob(path, pages=args.pages, password=args.password)
+            export = DocumentExport(
+                export_folder(args.output, path.stem, taken),
+                source=str(path),
+                model=model,
+                task=options.task.value,
+            )
+            if args.resume:
+                job.skip = export.load_finished()
+            exports[id(job)] = export
+            jobs.append(job)
+
+        progress = _Progress(args.quiet)
+        truncated: list[str] = []
+        stats = _Stats()
+        async for event in Pipeline(pool, options).run(jobs):
+            stats.see(event)
+            export = exports[id(event.job)]
+            if isinstance(event, DocumentOpened):
+                progress.opened(
+                    event.job, path_name(event.job), len(event.pages), len(event.job.skip)
+                )
+            elif isinstance(event, (PageFinished, PageFailed)):
+                image = event.image if isinstance(event, PageFinished) else None
+                await asyncio.to_thread(export.add_page, event.result, image)
+                progress.page(event.job)
+                if event.result.status is PageStatus.FAILED:
+                    failed = True
+                    progress.write(
+                        f"ocrdesk: {event.job.label}: page {event.result.number} failed: "
+                        f"{event.result.error}"
+                    )
+                elif event.result.status is PageStatus.TRUNCATED:
+                    truncated.append(f"{event.job.label}: page {event.result.number}")
+            elif isinstance(event, DocumentFailed):
+                failed = True
+                progress.write(f"ocrdesk: {event.error}")
+            elif isinstance(event, DocumentFinished):
+                await asyncio.to_thread(export.finish)
+                done = sum(r.status is not PageStatus.FAILED for r in event.results)
+                progress.finished(
+                    event.job,
+                    f"{event.job.label}: {done}/{len(event.results)} pages -> {export.folder}",
+                )
+        for item in truncated:
+            print(
+                f"ocrdesk: warning: {item} hit max_tokens (kept, flagged truncated)",
+                file=sys.stderr,
+            )
+        return 1 if failed else 0
+    finally:
+        await pool.close()
+
+
+class _Stats:
+    """Throughput figures of one run: pages/s, time to the first finished page, tokens/s."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.first: float | None = None
+        self.pages = 0
+        self.failed = 0
+        self.tokens = 0
+        self.page_seconds: list[float] = []
+
+    def see(self, event: object) -> None:
+        if isinstance(event, (PageFinished, PageFailed)):
+            now = time.monotonic() - self.started
+            self.pages += 1
+            if isinstance(event, PageFailed):
+                self.failed += 1
+                return
+            if self.first is None:
+                self.first = now
+            self.tokens += event.result.output_tokens or 0
+            self.page_seconds.append(event.result.seconds)
+
+    def summary(self) -> dict[str, Any]:
+        wall = time.monotonic() - self.started
+        return {
+            "pages": self.pages,
+            "failed": self.failed,
+            "seconds": round(wall, 3),
+            "pages_per_second": round(self.pages / wall, 4) if wall else None,
+            "first_page_seconds": round(self.first, 3) if self.first is not None else None,
+            "output_tokens": self.tokens,
+            "output_tokens_per_second": round(self.tokens / wall, 1) if wall else None,
+            "mean_page_seconds": (
+                round(sum(self.page_seconds) / len(self.page_seconds), 3)
+                if self.page_seconds
+                else None
+            ),
+        }
+
+    @staticmethod
+    def line(s: dict[str, Any]) -> str:
+        first = (
+            f", first page after {s['first_page_seconds']:.1f} s" if s["first_page_seconds"] else ""
+        )
+        return (
+            f"{s['pages']} pages in {s['seconds']:.1f} s: {s['pages_per_second']:.2f} pages/s"
+            f"{first}, {s['output_tokens_per_second']:.0f} output tokens/s"
+        )
+
+
+def path_name(job: DocumentJob) -> str:
+    return Path(job.label).name
+
+
+def _convert_command(args: argparse.Namespace) -> int:
+    return asyncio.run(convert(args))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        status: int = args.func(args)
+    except UsageError as exc:
+        parser.error(str(exc))  # exits 2
+    except KeyboardInterrupt:
+        print("ocrdesk: interrupted; finished pages are saved (use --resume)", file=sys.stderr)
+        return 130
+    except OCRDeskError as exc:
+        print(f"ocrdesk: {exc}", file=sys.stderr)
+        return 1
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,322 @@
+"""The OCR pipeline: documents in, an async stream of events out.
+
+    events = Pipeline(pool, options).run(jobs)
+    async for event in events: ...   # DocumentOpened, PageStarted, PageDelta, PageFinished, ...
+
+Pages of all documents share one bound: at most `options.concurrency` pages are rendered, sent or
+waiting for the consumer at any moment, so a 2,000-page PDF costs no more memory than a 20-page
+one, and many one-page documents still keep the server busy. A page's slot is released only after
+the consumer has taken its PageFinished (or PageFailed) event, so a slow consumer (the exporter
+writing files) slows the pipeline down instead of letting page images pile up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import io
+import time
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from PIL import Image
+
+from .client import ServerPool
+from .documents import Document, open_document
+from .errors import DocumentError, OCRDeskError
+from .pagerange import parse_page_range
+from .parser import StreamParser
+from .results import Block, PageResult, PageStatus
+from .tasks import ModelFamily, Sampling, Task, prompt_text
+
+
+@dataclass
+class ConvertOptions:
+    """How documents are converted. Defaults follow the official DeepSeek-OCR pipeline."""
+
+    task: Task = Task.MARKDOWN
+    family: ModelFamily | None = None  # None: guessed from the served model's name
+    prompt: str | None = None  # the custom prompt, or the text to locate
+    sampling: Sampling = field(default_factory=Sampling)
+    dpi: int = 144
+    concurrency: int = 16
+    image_format: Literal["png", "jpeg"] = "png"
+    jpeg_quality: int = 92
+
+
+@dataclass
+class DocumentJob:
+    """One document to convert: a path or raw bytes, with its page range and password."""
+
+    source: str | Path | bytes
+    name: str | None = None  # for bytes: the name shown and used for the export folder
+    pages: str | None = None  # "1-3,7,10-"; None means all
+    password: str | None = None
+    skip: dict[int, PageResult] = field(default_factory=dict)  # pages already done (resume)
+
+    @property
+    def label(self) -> str:
+        if isinstance(self.source, bytes):
+            return self.name or "pasted image"
+        return str(self.source)
+
+
+@dataclass(frozen=True)
+class DocumentOpened:
+    job: DocumentJob
+    document: Document
+    pages: list[int]  # the pages that will be converted, resumed ones included
+
+
+@dataclass(frozen=True)
+class DocumentFailed:
+    job: DocumentJob
+    error: OCRDeskError
+
+
+@dataclass(frozen=True)
+class PageStarted:
+    job: DocumentJob
+    number: int
+    width: int
+    height: int
+    server: str
+
+
+@dataclass(frozen=True)
+class PageDelta:
+    job: DocumentJob
+    number: int
+    text: str
+    blocks: list[Block]  # blocks whose box became known with this delta
+
+
+@dataclass(frozen=True)
+class PageRestarted:
+    """A retry threw the page's streamed text away; the text starts again from nothing."""
+
+    job: DocumentJob
+    number: int
+
+
+@dataclass(frozen=True)
+class PageFinished:
+    job: DocumentJob
+    result: PageResult
+    image: Image.Image | None  # the page image that was sent (None for resumed pages)
+
+
+@dataclass(frozen=True)
+class PageFailed:
+    job: DocumentJob
+    result: PageResult  # status FAILED, `error` says why
+
+
+@dataclass(frozen=True)
+class DocumentFinished:
+    job: DocumentJob
+    results: list[PageResult]  # every requested page, in page order
+
+
+Event = (
+    DocumentOpened
+    | DocumentFailed
+    | PageStarted
+    | PageDelta
+    | PageRestarted
+    | PageFinished
+    | PageFailed
+    | DocumentFinished
+)
+
+
+def image_data_url(image: Image.Image, fmt: str = "png", quality: int = 92) -> str:
+    """The page image as a data URL, the form the OpenAI API takes images in."""
+    buffer = io.BytesIO()
+    if fmt == "jpeg":
+        image.save(buffer, format="JPEG", quality=quality)
+        mime = "image/jpeg"
+    else:
+        # compress_level 1: the bytes only cross loopback or a LAN; level 6 costs 3-4x the time.
+        image.save(buffer, format="PNG", compress_level=1)
+        mime = "image/png"
+    return f"data:{mime};base64,{base64.b64encode(buffer.getvalue()).decode('ascii')}"
+
+
+def image_prefix(number: int) -> str:
+    """Figure crops of page N are named images/{prefix}{k}.png."""
+    return f"p{number:04d}_"
+
+
+class _DocState:
+    def __init__(self, job: DocumentJob, document: Document, pages: list[int]) -> None:
+        self.job = job
+        self.document = document
+        self.results: dict[int, PageResult] = {n: job.skip[n] for n in pages if n in job.skip}
+        self.pending = len(pages) - len(self.results)
+        self.pages = pages
+
+
+class Pipeline:
+    """Converts documents through a pool of servers, yielding events as pages progress."""
+
+    def __init__(self, pool: ServerPool, options: ConvertOptions | None = None) -> None:
+        self.pool = pool
+        self.options = options or ConvertOptions()
+        if self.options.concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+
+    async def _prompt(self) -> str:
+        family = self.options.family
+        if family is None:
+            model = await self.pool.clients[0].resolve_model()
+            family = ModelFamily.from_model_name(model)
+        return prompt_text(self.options.task, family, custom=self.options.prompt)
+
+    async def run(self, jobs: Iterable[DocumentJob]) -> AsyncIterator[Event]:
+        """Convert `jobs` in order, pages of several documents overlapping; yield every event."""
+        queue: asyncio.Queue[Event | None] = asyncio.Queue()
+        slots = asyncio.Semaphore(self.options.concurrency)
+        tasks: set[asyncio.Task[None]] = set()
+        states: dict[int, _DocState] = {}
+        prompt = await self._prompt()
+
+        def finish_page(state: _DocState, result: PageResult) -> None:
+            state.results[result.number] = result
+            state.pending -= 1
+            if state.pending == 0:
+                done(state)
+
+        def done(state: _DocState) -> None:
+            results = [state.results[n] for n in state.pages if n in state.results]
+            queue.put_nowait(DocumentFinished(state.job, results))
+            state.document.close()
+            states.pop(id(state.job), None)
+
+        async def page(state: _DocState, number: int) -> None:
+            try:
+                result, image = await self._page(state, number, prompt, queue)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a bug must fail the page, never the run
+                result = PageResult(
+                    number, 0, 0, PageStatus.FAILED, error=f"internal error: {exc!r}"
+                )
+                image = None
+            event: Event
+            if result.status is PageStatus.FAILED:
+                event = PageFailed(state.job, result)
+            else:
+                event = PageFinished(state.job, result, image)
+            queue.put_nowait(event)
+            finish_page(state, result)
+
+        async def produce() -> None:
+            try:
+                for job in jobs:
+                    try:
+                        document = await asyncio.to_thread(
+                            open_document, job.source, password=job.password, name=job.name
+                        )
+                        pages = parse_page_range(job.pages, document.page_count)
+                    except OCRDeskError as exc:
+                        queue.put_nowait(DocumentFailed(job, exc))
+                        continue
+                    state = _DocState(job, document, pages)
+                    states[id(job)] = state
+                    queue.put_nowait(DocumentOpened(job, document, pages))
+                    if state.pending == 0:
+                        done(state)
+                        continue
+                    for number in pages:
+                        if number in job.skip:
+                            continue
+                        await slots.acquire()
+                        task = asyncio.create_task(page(state, number))
+                        tasks.add(task)
+                        task.add_done_callback(tasks.discard)
+                if tasks:
+                    await asyncio.gather(*list(tasks))
+            finally:
+                queue.put_nowait(None)
+
+        producer = asyncio.create_task(produce())
+        try:
+            while True:
+                event = await queue.get()
+                if event is None:
+                    break
+                yield event
+                if isinstance(event, (PageFinished, PageFailed)):
+                    slots.release()
+            await producer
+        finally:
+            producer.cancel()
+            for task in list(tasks):
+                task.cancel()
+            with contextlib.suppress(BaseException):
+                await asyncio.gather(producer, *tasks, return_exceptions=True)
+            for state in list(states.values()):
+                state.document.close()
+
+    async def _page(
+        self,
+        state: _DocState,
+        number: int,
+        prompt: str,
+        queue: asyncio.Queue[Event | None],
+    ) -> tuple[PageResult, Image.Image | None]:
+        job = state.job
+        started = time.monotonic()
+        opts = self.options
+        try:
+            image = await asyncio.to_thread(state.document.render, number, opts.dpi)
+        except DocumentError as exc:
+            return PageResult(number, 0, 0, PageStatus.FAILED, error=exc.reason), None
+        width, height = image.size
+        url = await asyncio.to_thread(image_data_url, image, opts.image_format, opts.jpeg_quality)
+        client = self.pool.pick()
+        queue.put_nowait(PageStarted(job, number, width, height, client.url))
+        parser = StreamParser(width, height, image_prefix(number))
+
+        def on_delta(text: str) -> None:
+            queue.put_nowait(PageDelta(job, number, text, parser.feed(text)))
+
+        def on_restart() -> None:
+            nonlocal parser
+            parser = StreamParser(width, height, image_prefix(number))
+            queue.put_nowait(PageRestarted(job, number))
+
+        try:
+            completion = await client.complete(
+                url, prompt, opts.sampling, on_delta=on_delta, on_restart=on_restart
+            )
+        except OCRDeskError as exc:
+            result = PageResult(
+                number,
+                width,
+                height,
+                PageStatus.FAILED,
+                raw=parser.text,
+                error=str(exc),
+                seconds=time.monotonic() - started,
+            )
+            return result, image
+        parsed = parser.finish()
+        status = PageStatus.TRUNCATED if completion.finish_reason == "length" else PageStatus.DONE
+        result = PageResult(
+            number=number,
+            width=width,
+            height=height,
+            status=status,
+            raw=completion.text,
+            markdown=parsed.markdown,
+            blocks=parsed.blocks,
+            finish_reason=completion.finish_reason,
+            seconds=time.monotonic() - started,
+            output_tokens=completion.output_tokens,
+        )
+        return result, image

@@ -1,0 +1,258 @@
+"""The pipeline and client against the loopback OpenAI test server, over real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from engine.client import ModelClient, ServerPool
+from engine.parser import parse
+from engine.pipeline import (
+    ConvertOptions,
+    DocumentFailed,
+    DocumentFinished,
+    DocumentJob,
+    DocumentOpened,
+    PageDelta,
+    PageFailed,
+    PageFinished,
+    PageRestarted,
+    PageStarted,
+    Pipeline,
+)
+from engine.results import PageStatus
+from engine.tasks import Sampling, Task
+from tests.conftest import MODEL_OUTPUTS, need
+from tests.engine.helpers import make_pdf, make_png
+from tests.fakes.openai_server import FakeOpenAIServer
+
+GROUNDED = (
+    "<|ref|>title<|/ref|><|det|>[[100, 50, 900, 120]]<|/det|>\n# Report\n\n"
+    "<|ref|>text<|/ref|><|det|>[[100, 150, 900, 400]]<|/det|>\nSome text here.\n\n"
+    "<|ref|>image<|/ref|><|det|>[[100, 500, 600, 900]]<|/det|>\n"
+)
+
+
+async def collect(pipeline: Pipeline, jobs: list[DocumentJob]) -> list[object]:
+    return [event async for event in pipeline.run(jobs)]
+
+
+def pool_for(server: FakeOpenAIServer, **kwargs: object) -> ServerPool:
+    return ServerPool([ModelClient(server.url, api_key=server.api_key, **kwargs)])  # type: ignore[arg-type]
+
+
+async def test_events_and_results_for_a_pdf(tmp_path: Path) -> None:
+    pdf = make_pdf(tmp_path / "doc.pdf", 3)
+    with FakeOpenAIServer([GROUNDED]) as server:
+        pool = pool_for(server)
+        events = await collect(Pipeline(pool, ConvertOptions(concurrency=2)), [DocumentJob(pdf)])
+        await pool.close()
+    kinds = [type(e) for e in events]
+    assert kinds[0] is DocumentOpened and kinds[-1] is DocumentFinished
+    assert kinds.count(PageStarted) == 3 and kinds.count(PageFinished) == 3
+    finished = [e for e in events if isinstance(e, PageFinished)]
+    for event in finished:
+        result = event.result
+        assert result.status is PageStatus.DONE
+        assert result.raw == GROUNDED
+        assert (result.width, result.height) == event.image.size  # type: ignore[union-attr]
+        assert [b.label for b in result.blocks] == ["title", "text", "image"]
+        x1, y1, x2, y2 = result.blocks[0].boxes[0]
+        assert x1 == pytest.approx(100 / 999 * result.width)
+        assert y1 == pytest.approx(50 / 999 * result.height)
+        assert x2 == pytest.approx(900 / 999 * result.width)
+        assert y2 == pytest.approx(120 / 999 * result.height)
+    # deltas arrive and closed boxes are announced while streaming
+    deltas = [e for e in events if isinstance(e, PageDelta)]
+    assert "".join(d.text for d in deltas if d.number == 1) == GROUNDED
+    assert sum(len(d.blocks) for d in deltas if d.number == 1) == 3
+    assert server.max_in_flight <= 2
+    done = events[-1]
+    assert isinstance(done, DocumentFinished)
+    assert [r.number for r in done.results] == [1, 2, 3]
+
+
+async def test_request_is_what_vllm_deepseek_ocr_expects(tmp_path: Path) -> None:
+    png = make_png(tmp_path / "shot.png")
+    with FakeOpenAIServer([GROUNDED]) as server:
+        pool = pool_for(server)
+        await collect(Pipeline(pool), [DocumentJob(png)])
+        await pool.close()
+    body = server.requests[0]
+    content = body["messages"][0]["content"]
+    assert [part["type"] for part in content] == ["image_url", "text"]
+    assert content[1]["text"] == "<|grounding|>Convert the document to markdown."
+    assert body["temperature"] == 0
+    assert body["skip_special_tokens"] is False
+    assert body["vllm_xargs"] == {
+        "ngram_size": 30,
+        "window_size": 90,
+        "whitelist_token_ids": [128821, 128822],
+    }
+    assert body["stream"] is True
+    assert body["model"] == server.model
+
+
+async def test_free_ocr_prompt_and_extra_fields(tmp_path: Path) -> None:
+    png = make_png(tmp_path / "shot.png")
+    options = ConvertOptions(
+        task=Task.FREE, sampling=Sampling(max_tokens=1000, extra_body={"ignore_eos": True})
+    )
+    with FakeOpenAIServer(["plain text"]) as server:
+        pool = pool_for(server)
+        await collect(Pipeline(pool, options), [DocumentJob(png)])
+        await pool.close()
+    body = server.requests[0]
+    assert body["messages"][0]["content"][1]["text"] == "Free OCR."
+    assert body["max_tokens"] == 1000 and body["ignore_eos"] is True
+
+
+async def test_truncated_page_is_kept_and_flagged(tmp_path: Path) -> None:
+    raw = (need(MODEL_OUTPUTS) / "06_repetition_loop_pmatrix.txt").read_text(encoding="utf-8")
+    png = make_png(tmp_path / "shot.png")
+    options = ConvertOptions(sampling=Sampling(max_tokens=50))
+    with FakeOpenAIServer([raw]) as server:
+        pool = pool_for(server)
+        events = await collect(Pipeline(pool, options), [DocumentJob(png)])
+        await pool.close()
+    (finished,) = [e for e in events if isinstance(e, PageFinished)]
+    assert finished.result.status is PageStatus.TRUNCATED
+    assert finished.result.finish_reason == "length"
+    assert finished.result.raw and raw.startswith(finished.result.raw)
+
+
+@pytest.mark.parametrize("mode", ["500", "429", "cut"])
+async def test_transient_failures_are_retried(tmp_path: Path, mode: str) -> None:
+    png = make_png(tmp_path / "shot.png")
+    with FakeOpenAIServer([GROUNDED]) as server:
+        server.fail_next(mode, count=2)
+        pool = pool_for(server, backoff=0.01)
+        events = await collect(Pipeline(pool), [DocumentJob(png)])
+        await pool.close()
+    (finished,) = [e for e in events if isinstance(e, PageFinished)]
+    assert finished.result.status is PageStatus.DONE
+    assert finished.result.raw == GROUNDED  # nothing of the cut attempts leaks in
+    assert len(server.requests) == 3
+    if mode == "cut":
+        assert any(isinstance(e, PageRestarted) for e in events)
+
+
+async def test_a_hung_request_fails_its_page_only(tmp_path: Path) -> None:
+    pdf = make_pdf(tmp_path / "doc.pdf", 2)
+    with FakeOpenAIServer([GROUNDED]) as server:
+        server.fail_next("hang", count=1)
+        pool = pool_for(server, timeout=0.5, max_retries=0)
+        events = await collect(Pipeline(pool, ConvertOptions(concurrency=1)), [DocumentJob(pdf)])
+        await pool.close()
+    failed = [e for e in events if isinstance(e, PageFailed)]
+    finished = [e for e in events if isinstance(e, PageFinished)]
+    assert [e.result.number for e in failed] == [1]
+    assert failed[0].result.error
+    assert [e.result.number for e in finished] == [2]
+
+
+async def test_server_without_vllm_xargs_gets_them_dropped(tmp_path: Path) -> None:
+    pdf = make_pdf(tmp_path / "doc.pdf", 2)
+    with FakeOpenAIServer([GROUNDED], reject_vllm_xargs=True) as server:
+        pool = pool_for(server)
+        events = await collect(Pipeline(pool, ConvertOptions(concurrency=1)), [DocumentJob(pdf)])
+        await pool.close()
+    finished = [e for e in events if isinstance(e, PageFinished)]
+    assert len(finished) == 2 and all(e.result.status is PageStatus.DONE for e in finished)
+    # the first request (with vllm_xargs) was refused, so only the retries without them arrive
+    assert len(server.requests) == 2
+    assert all("vllm_xargs" not in body for body in server.requests)
+    assert pool.clients[0].send_vllm_xargs is False
+
+
+async def test_cancel_closes_the_stream(tmp_path: Path) -> None:
+    png = make_png(tmp_path / "shot.png")
+    with FakeOpenAIServer(["word " * 2000], token_delay=0.01) as server:
+        pool = pool_for(server)
+
+        async def consume() -> None:
+            async for event in Pipeline(pool).run([DocumentJob(png)]):
+                if isinstance(event, PageDelta):
+                    started.set()
+
+        started = asyncio.Event()
+        task = asyncio.create_task(consume())
+        await asyncio.wait_for(started.wait(), 10)
+        assert server.in_flight == 1
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        for _ in range(100):
+            if server.in_flight == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert server.in_flight == 0
+        assert server.completed == 0
+        await pool.close()
+
+
+async def test_pages_are_shared_by_several_servers(tmp_path: Path) -> None:
+    pdf = make_pdf(tmp_path / "doc.pdf", 8)
+    with (
+        FakeOpenAIServer([GROUNDED], token_delay=0.002) as one,
+        FakeOpenAIServer([GROUNDED], token_delay=0.002) as two,
+    ):
+        pool = ServerPool(
+            [ModelClient(one.url, api_key=one.api_key), ModelClient(two.url, api_key=two.api_key)]
+        )
+        events = await collect(Pipeline(pool, ConvertOptions(concurrency=4)), [DocumentJob(pdf)])
+        await pool.close()
+    assert sum(isinstance(e, PageFinished) for e in events) == 8
+    assert len(one.requests) >= 2 and len(two.requests) >= 2
+    assert len(one.requests) + len(two.requests) == 8
+
+
+async def test_memory_bound_holds_with_a_slow_consumer(tmp_path: Path) -> None:
+    pdf = make_pdf(tmp_path / "doc.pdf", 12)
+    with FakeOpenAIServer([GROUNDED]) as server:
+        pool = pool_for(server)
+        outstanding = 0
+        peak = 0
+        async for event in Pipeline(pool, ConvertOptions(concurrency=3)).run([DocumentJob(pdf)]):
+            if isinstance(event, PageStarted):
+                outstanding += 1
+                peak = max(peak, outstanding)
+            elif isinstance(event, (PageFinished, PageFailed)):
+                await asyncio.sleep(0.02)  # a slow exporter
+                outstanding -= 1
+        await pool.close()
+    assert peak <= 3
+
+
+async def test_bad_documents_fail_alone(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.pdf"
+    empty.write_bytes(b"")
+    garbage = tmp_path / "garbage.pdf"
+    garbage.write_bytes(b"this is not a pdf at all" * 10)
+    good = make_png(tmp_path / "good.png")
+    with FakeOpenAIServer([GROUNDED]) as server:
+        pool = pool_for(server)
+        events = await collect(
+            Pipeline(pool), [DocumentJob(empty), DocumentJob(garbage), DocumentJob(good)]
+        )
+        await pool.close()
+    failed = [e for e in events if isinstance(e, DocumentFailed)]
+    assert {Path(e.job.label).name for e in failed} == {"empty.pdf", "garbage.pdf"}
+    assert all(str(e.job.label) in str(e.error) for e in failed)
+    assert sum(isinstance(e, PageFinished) for e in events) == 1
+
+
+async def test_every_corpus_output_streams_to_the_same_parse(tmp_path: Path) -> None:
+    outputs = [p.read_text(encoding="utf-8") for p in sorted(need(MODEL_OUTPUTS).glob("*.txt"))]
+    pdf = make_pdf(tmp_path / "doc.pdf", len(outputs))
+    with FakeOpenAIServer(outputs, tokens_per_chunk=3) as server:
+        pool = pool_for(server)
+        events = await collect(Pipeline(pool, ConvertOptions(concurrency=1)), [DocumentJob(pdf)])
+        await pool.close()
+    finished = [e.result for e in events if isinstance(e, PageFinished)]
+    assert len(finished) == len(outputs)
+    for result in finished:
+        whole = parse(result.raw, result.width, result.height, f"p{result.number:04d}_")
+        assert result.blocks == whole.blocks and result.markdown == whole.markdown
