@@ -46,6 +46,7 @@ DISK_NEEDED_GB = 15.0
 MIN_GPU_FREE_GIB = 8.0  # DeepSeek-OCR's weights (~6.7 GB) plus a little KV cache
 VERSION_TIMEOUT = 60.0  # `vllm --version` imports torch: seconds, not milliseconds
 HTTP_TIMEOUT = 5.0
+SMI_TIMEOUT = 15.0  # nvidia-smi can take seconds when the driver wakes the GPUs
 
 
 @dataclass
@@ -223,7 +224,7 @@ async def check_gpu() -> list[Check]:
             )
         ]
     query = "--query-gpu=name,memory.total,memory.free"
-    returncode, output = await _run([smi, query, "--format=csv,noheader,nounits"], HTTP_TIMEOUT * 3)
+    returncode, output = await _run([smi, query, "--format=csv,noheader,nounits"], SMI_TIMEOUT)
     gpus: list[tuple[str, float, float]] = []
     for line in output.splitlines() if returncode == 0 else []:
         parts = [part.strip() for part in line.split(",")]

@@ -230,6 +230,7 @@ class LocalServer:
         self._log_file: IO[bytes] | None = None
         self._lines: deque[str] = deque(maxlen=_LOG_LINES)
         self._lock = asyncio.Lock()
+        self._stopping = False  # stop() is under way: a start that sees vLLM exit says so
 
     # -- state -----------------------------------------------------------------------------
 
@@ -361,6 +362,9 @@ class LocalServer:
             await self._terminate()
         await self._drain_log()
         text = "\n".join(self._lines)
+        if self._stopping:
+            self._set_status("stopped")
+            raise EngineStartError("vLLM was stopped before it was ready", "", self.log_tail(50))
         if returncode is None:
             timeout = f"vLLM did not become ready within {self.config.start_timeout:g} s"
             known = known_failure(text, None)
@@ -461,14 +465,22 @@ class LocalServer:
         _LIVE.discard(self)
 
     async def stop(self) -> None:
-        """Stop the server and everything it spawned. Safe to call more than once."""
-        async with self._lock:
-            if self._proc is None:
-                return
+        """Stop the server and everything it spawned. Safe to call more than once.
+
+        It also interrupts a start in progress: that `start()` raises EngineStartError ("stopped
+        before it was ready") instead of waiting out its timeout.
+        """
+        self._stopping = True
+        try:
             if self.is_running():
                 self._set_status("stopping")
-            await self._cleanup()
-            self._set_status("stopped")
+                await self._terminate()  # outside the lock, which a start may hold for minutes
+            async with self._lock:
+                if self._proc is not None:
+                    await self._cleanup()
+                    self._set_status("stopped")
+        finally:
+            self._stopping = False
 
     # -- restart -----------------------------------------------------------------------------
 

@@ -253,6 +253,22 @@ async def test_never_ready_times_out_and_leaves_nothing(config: LocalServerConfi
     assert server.pid is not None and wait_gone([server.pid])
 
 
+async def test_stop_interrupts_a_start(config: LocalServerConfig) -> None:
+    config.env["FAKE_VLLM_START_DELAY"] = "20"
+    loading = asyncio.Event()
+    server = LocalServer(config, on_status=lambda s: s == "loading weights" and loading.set())
+    starting = asyncio.create_task(server.start())
+    await asyncio.wait_for(loading.wait(), 10)
+    started = time.monotonic()
+    await server.stop()
+    with pytest.raises(EngineStartError) as caught:
+        await starting
+    assert caught.value.reason == "vLLM was stopped before it was ready"
+    assert time.monotonic() - started < 5
+    assert server.status == "stopped" and not server.is_running()
+    assert server.pid is not None and wait_gone([server.pid])
+
+
 async def test_crash_at_start_is_explained(config: LocalServerConfig) -> None:
     config.env["FAKE_VLLM_CRASH_AT_START"] = (
         "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 20.00 GiB. GPU 0 has a "
