@@ -190,6 +190,11 @@ def _default_log_dir() -> Path:
     return Path(platformdirs.user_state_path("ocrdesk")) / "logs"
 
 
+def _loopback_client() -> Any:
+    """A client for our own server on 127.0.0.1: never through a proxy named in the environment."""
+    return httpx.AsyncClient(timeout=5.0, trust_env=False)
+
+
 def _masked(command: list[str], secret: str) -> str:
     return shlex.join("***" if word == secret else word for word in command)
 
@@ -265,7 +270,8 @@ class LocalServer:
         await self._cleanup()
         config = self.config
         argv = resolve_vllm(config.vllm)
-        if not argv or shutil.which(argv[0]) is None:
+        env = {**os.environ, **config.env}
+        if not argv or shutil.which(argv[0], path=env.get("PATH")) is None:
             if config.vllm:
                 source = "the vLLM setting"
             elif os.environ.get("OCRDESK_VLLM"):
@@ -292,7 +298,7 @@ class LocalServer:
         self._set_status("starting vLLM")
 
         try:
-            self._proc = await self._spawn(command)
+            self._proc = await self._spawn(command, env)
         except OSError as exc:
             self._log_file.close()
             self._log_file = None
@@ -306,20 +312,19 @@ class LocalServer:
             raise
         self._set_status("ready")
 
-    async def _spawn(self, command: list[str]) -> asyncio.subprocess.Process:
+    async def _spawn(self, command: list[str], env: dict[str, str]) -> asyncio.subprocess.Process:
         """Start `command` under the watchdog, output merged into one pipe."""
-        config = self.config
         return await asyncio.create_subprocess_exec(
             sys.executable,
             str(_WATCHDOG),
             "--grace",
-            str(config.stop_timeout),
+            str(self.config.stop_timeout),
             "--",
             *command,
             stdin=asyncio.subprocess.PIPE,  # the lifeline: EOF tells the watchdog we are gone
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
-            env={**os.environ, **config.env},
+            env=env,
         )
 
     async def _wait_ready(self, proc: asyncio.subprocess.Process) -> None:
@@ -327,7 +332,7 @@ class LocalServer:
         deadline = loop.time() + self.config.start_timeout
         exited = asyncio.ensure_future(proc.wait())
         try:
-            async with httpx.AsyncClient(timeout=5.0) as client:
+            async with _loopback_client() as client:
                 delay = 0.1
                 while True:
                     if exited.done():
@@ -523,7 +528,7 @@ class LocalServer:
         proc = self._proc
         assert proc is not None
         try:
-            async with httpx.AsyncClient(timeout=5.0) as client:
+            async with _loopback_client() as client:
                 response = await client.get(f"http://127.0.0.1:{self.port}/health")
                 if response.status_code == 200:
                     return True

@@ -412,7 +412,14 @@ async def test_stop_takes_the_engine_core_child_too(
     assert wait_gone(pids, timeout=2.0)
 
 
-async def test_status_callback_errors_do_not_break_the_server(config: LocalServerConfig) -> None:
+async def test_a_broken_status_callback_and_a_proxy_do_not_break_the_start(
+    config: LocalServerConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")  # a proxy that is not there
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+
     def broken(status: str) -> None:
         raise RuntimeError("callback bug")
 
