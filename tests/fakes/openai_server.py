@@ -1,0 +1,678 @@
+"""A loopback test server that speaks the OpenAI chat-completions API and replays model outputs.
+
+`FakeOpenAIServer` is a real HTTP server (aiohttp.web) on 127.0.0.1 that answers like `vllm serve`
+does: GET /health, GET /v1/models, POST /v1/chat/completions (streamed or not), with the JSON
+shapes vLLM sends, so the official `openai` client parses its answers. It runs its own event loop
+in a background thread, so sync and async tests alike can use it:
+
+    with FakeOpenAIServer(corpus_outputs(), token_delay=0.001) as server:
+        client = OpenAI(base_url=server.url, api_key="x")
+        ...
+        assert server.completed == 1 and server.max_in_flight == 1
+
+What it answers: the outputs given (a list is cycled through in request order; a callable gets the
+request body and returns the text), cut into "tokens" the way a tokenizer would roughly cut them
+(DeepSeek-OCR's special tags are single tokens), `tokens_per_chunk` tokens per streamed chunk with
+`token_delay` seconds between chunks, stopped at `max_tokens` with finish_reason "length".
+
+Faults on demand (`fail_next(mode, count)`), each taking the next chat request(s):
+"500" HTTP 500, "429" HTTP 429 with Retry-After: 0, "400" HTTP 400, "cut" the stream starts and the
+connection is aborted without [DONE], "hang" nothing is ever sent (until the client gives up or the
+server stops), "stall" the stream starts (headers and the role chunk) and then nothing more comes.
+
+As a process (the repository root as cwd):
+
+    python -m tests.fakes.openai_server [--host H] [--port P] [--api-key K] [--model NAME]
+        [--outputs-dir DIR | --outputs FILE...] [--token-delay S] [--tokens-per-chunk N]
+        [--reject-vllm-xargs]
+
+prints `READY http://H:PORT/v1` once listening and serves until SIGTERM or SIGINT (exit 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import binascii
+import contextlib
+import copy
+import functools
+import json
+import re
+import signal
+import sys
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from aiohttp import web
+
+#: The shared corpus beside the checkout (../shared/corpus), and its parts.
+CORPUS_DIR = Path(__file__).resolve().parents[3] / "shared" / "corpus"
+MODEL_OUTPUTS_DIR = CORPUS_DIR / "model-outputs"
+PAGES_DIR = CORPUS_DIR / "pages"
+REAL_PAGE_RAW = PAGES_DIR / "medical-report-p1.raw.txt"
+
+DEFAULT_MODEL = "deepseek-ai/DeepSeek-OCR"
+
+#: What the server answers when it is given no outputs: a short grounded markdown page.
+DEFAULT_OUTPUT = (
+    "<|ref|>title<|/ref|><|det|>[[62, 41, 938, 88]]<|/det|>\n# A sample page\n\n"
+    "<|ref|>text<|/ref|><|det|>[[62, 112, 938, 203]]<|/det|>\n"
+    "This text comes from the loopback test server, which was given no outputs to replay.\n\n"
+    "<|ref|>table<|/ref|><|det|>[[62, 230, 938, 402]]<|/det|>\n"
+    "<table><tr><td>Item</td><td>Value</td></tr><tr><td>pages</td><td>1</td></tr></table>\n"
+)
+
+#: Fault modes that fail_next() takes.
+FAIL_MODES = ("500", "429", "400", "cut", "hang", "stall")
+
+#: Prompt tokens counted for each image (DeepSeek-OCR's base mode: 1024x1024 -> 256 tokens).
+IMAGE_TOKENS = 256
+
+_TOKEN = re.compile(
+    r"<\|/?ref\|>|<\|/?det\|>|<\|grounding\|>|<｜end▁of▁sentence｜>|\s*[^\s<]{1,4}|\s+|<"
+)
+_DATA_URL = re.compile(r"data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(?:;[^;,]*)*),", re.ASCII)
+_MAGIC = (
+    (b"\x89PNG\r\n\x1a\n", "png"),
+    (b"\xff\xd8\xff", "jpeg"),
+    (b"GIF8", "gif"),
+    (b"BM", "bmp"),
+    (b"II*\x00", "tiff"),
+    (b"MM\x00*", "tiff"),
+)
+
+Outputs = Sequence[str] | Callable[[dict[str, Any]], str] | None
+
+
+def corpus_outputs() -> list[str]:
+    """The real outputs in shared/corpus/model-outputs (every *.txt, sorted); [] if absent."""
+    if not MODEL_OUTPUTS_DIR.is_dir():
+        return []
+    return [p.read_text(encoding="utf-8") for p in sorted(MODEL_OUTPUTS_DIR.glob("*.txt"))]
+
+
+@functools.lru_cache(maxsize=256)
+def _tokenize_cached(text: str) -> tuple[str, ...]:
+    return tuple(_TOKEN.findall(text))
+
+
+def tokenize(text: str) -> list[str]:
+    """Cut text into model-like tokens; "".join(tokenize(text)) == text."""
+    return list(_tokenize_cached(text))
+
+
+def _sniff(data: bytes) -> str | None:
+    for magic, name in _MAGIC:
+        if data.startswith(magic):
+            return name
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    return None
+
+
+class _BadRequest(Exception):
+    def __init__(
+        self, message: str, status: int = 400, param: str | None = None, kind: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.param = param
+        self.kind = kind
+
+
+def _error(
+    message: str, status: int, param: str | None = None, kind: str | None = None, **headers: str
+) -> web.Response:
+    """vLLM's error body: {"error": {"message", "type", "param", "code"}}."""
+    kind = kind or {
+        400: "BadRequestError",
+        404: "NotFoundError",
+        429: "RateLimitError",
+        500: "InternalServerError",
+    }.get(status, "Error")
+    body = {"error": {"message": message, "type": kind, "param": param, "code": status}}
+    return web.json_response(body, status=status, headers=headers)
+
+
+class FakeOpenAIServer:
+    """A loopback OpenAI-compatible (vLLM-like) server in a background thread; see the module."""
+
+    def __init__(
+        self,
+        outputs: Outputs = None,
+        *,
+        model: str = DEFAULT_MODEL,
+        api_key: str | None = None,
+        token_delay: float = 0.0,
+        tokens_per_chunk: int = 1,
+        reject_vllm_xargs: bool = False,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        if tokens_per_chunk < 1:
+            raise ValueError("tokens_per_chunk must be at least 1")
+        self.model = model
+        self.api_key = api_key
+        self.token_delay = token_delay
+        self.tokens_per_chunk = tokens_per_chunk
+        self.reject_vllm_xargs = reject_vllm_xargs
+        self.host = host
+        self.port = port
+        self.url = ""
+        #: Every chat request body accepted for an answer, in order (those failed on purpose by
+        #: fail_next included); image data URLs are replaced by a short placeholder, and
+        #: `_image_bytes` (decoded size of the first image), `_image_format`, `_images` added.
+        self.requests: list[dict[str, Any]] = []
+        #: The chat request bodies refused as invalid (bad shape or image, unknown model,
+        #: vllm_xargs with reject_vllm_xargs), recorded the same way plus `_error`.
+        self.refused: list[dict[str, Any]] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.completed = 0
+        self._lock = threading.Lock()
+        self._outputs: Outputs = None
+        self._next_output = 0
+        self._faults: deque[str] = deque()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+        self._release: asyncio.Event | None = None
+        self._stopping = False
+        self.set_outputs(outputs)
+
+    # -- control (any thread) ---------------------------------------------------------------------
+
+    def set_outputs(self, outputs: Outputs) -> None:
+        """Replace what the server answers (and start the cycle over)."""
+        if outputs is not None and not callable(outputs):
+            if isinstance(outputs, str):
+                raise TypeError("outputs must be a sequence of strings, not one string")
+            outputs = list(outputs)
+            if not outputs:
+                raise ValueError("outputs must not be empty")
+        with self._lock:
+            self._outputs = outputs
+            self._next_output = 0
+
+    def fail_next(self, mode: str, count: int = 1) -> None:
+        """Make the next `count` chat requests fail in `mode` (one of FAIL_MODES)."""
+        if mode not in FAIL_MODES:
+            raise ValueError(f"unknown fault mode {mode!r}; known: {', '.join(FAIL_MODES)}")
+        with self._lock:
+            self._faults.extend([mode] * count)
+
+    def start(self) -> FakeOpenAIServer:
+        """Start listening (in a background thread); returns self once the port is open."""
+        if self._thread is not None:
+            raise RuntimeError("FakeOpenAIServer already started")
+        ready = threading.Event()
+        failure: list[BaseException] = []
+        self._stopping = False
+        self._thread = threading.Thread(
+            target=self._run, args=(ready, failure), name="FakeOpenAIServer", daemon=True
+        )
+        self._thread.start()
+        ready.wait()
+        if failure:
+            self._thread.join()
+            self._thread = None
+            raise failure[0]
+        return self
+
+    def stop(self) -> None:
+        """Stop promptly: hung and streaming requests are aborted, the thread is joined."""
+        thread, loop = self._thread, self._loop
+        if thread is None or loop is None:
+            return
+        self._stopping = True
+        if not loop.is_closed():
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(timeout=5)
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=5)
+        self._thread = None
+
+    def __enter__(self) -> FakeOpenAIServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- the loop thread ------------------------------------------------------------------------
+
+    def _run(self, ready: threading.Event, failure: list[BaseException]) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        asyncio.set_event_loop(loop)
+        try:
+            try:
+                loop.run_until_complete(self._startup())
+            except BaseException as exc:
+                failure.append(exc)
+                return
+            finally:
+                ready.set()
+            loop.run_forever()
+        finally:
+            with contextlib.suppress(Exception):
+                tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
+                for task in tasks:
+                    task.cancel()
+                if tasks:
+                    loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    async def _startup(self) -> None:
+        self._release = asyncio.Event()
+        app = web.Application(client_max_size=256 * 1024 * 1024, middlewares=[self._auth])
+        app.router.add_get("/health", self._health)
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_post("/v1/chat/completions", self._chat)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
+        await runner.setup()
+        site = web.TCPSite(runner, self.host, self.port)
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        host, port = runner.addresses[0][:2]
+        self.port = port
+        shown = f"[{host}]" if ":" in host else host
+        self.url = f"http://{shown}:{port}/v1"
+
+    async def _shutdown(self) -> None:
+        if self._release is not None:
+            self._release.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    # -- handlers ---------------------------------------------------------------------------------
+
+    @web.middleware
+    async def _auth(
+        self, request: web.Request, handler: Callable[[web.Request], Any]
+    ) -> web.StreamResponse:
+        if (
+            self.api_key is not None
+            and request.path.startswith("/v1")
+            and request.headers.get("Authorization") != f"Bearer {self.api_key}"
+        ):
+            return web.json_response({"error": "Unauthorized"}, status=401)
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    async def _health(self, request: web.Request) -> web.Response:
+        return web.Response(status=200)
+
+    async def _models(self, request: web.Request) -> web.Response:
+        card = {
+            "id": self.model,
+            "object": "model",
+            "created": int(time.time()),
+            "owned_by": "vllm",
+            "root": self.model,
+            "parent": None,
+            "max_model_len": 8192,
+            "permission": [],
+        }
+        return web.json_response({"object": "list", "data": [card]})
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        try:
+            body = await request.json()
+        except (ValueError, UnicodeDecodeError):
+            return _error("The request body is not valid JSON.", 400)
+        if not isinstance(body, dict):
+            return _error("The request body must be a JSON object.", 400)
+        record, problem = self._record(body)
+        if problem is not None:
+            record["_error"] = problem.message
+            with self._lock:
+                self.refused.append(record)
+            return _error(problem.message, problem.status, problem.param, problem.kind)
+        with self._lock:
+            self.requests.append(record)
+            fault = self._faults.popleft() if self._faults else None
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            return await self._answer(request, body, record, fault)
+        except ConnectionError:
+            # A fault, the client went away, or the server is stopping: drop the connection
+            # (aiohttp then quietly fails to send this response).
+            if request.transport is not None:
+                request.transport.abort()
+            return web.Response(status=499)
+        except asyncio.CancelledError:
+            if request.transport is not None:
+                request.transport.abort()
+            raise
+        finally:
+            self.in_flight -= 1
+
+    def _record(self, body: dict[str, Any]) -> tuple[dict[str, Any], _BadRequest | None]:
+        """The copy to keep (image data URLs shortened) and what is wrong with it, if anything."""
+        record = copy.deepcopy(body)
+        problem: _BadRequest | None = None
+        messages = record.get("messages")
+        images = 0
+        if not isinstance(messages, list) or not messages:
+            problem = _BadRequest("'messages' must be a non-empty list.", param="messages")
+            messages = []
+        for message in messages:
+            if not isinstance(message, dict) or "role" not in message:
+                problem = problem or _BadRequest(
+                    "Each message must be an object with a 'role'.", param="messages"
+                )
+                continue
+            content = message.get("content")
+            for part in content if isinstance(content, list) else ():
+                if not isinstance(part, dict) or part.get("type") != "image_url":
+                    continue
+                holder = part.get("image_url")
+                url = holder.get("url") if isinstance(holder, dict) else holder
+                if not isinstance(url, str):
+                    problem = problem or _BadRequest("image_url needs a url.", param="messages")
+                    continue
+                images += 1
+                if not url.startswith("data:"):
+                    continue
+                try:
+                    size, kind = self._image(url)
+                except _BadRequest as exc:
+                    problem, size, kind = problem or exc, -1, None
+                if images == 1:
+                    record["_image_bytes"] = size
+                    record["_image_format"] = kind
+                placeholder = f"{url[: min(url.find(',') + 1, 64)]}<{len(url)} chars>"
+                if size >= 0:
+                    placeholder = f"{url[: url.find(',') + 1]}<{size} bytes>"
+                if isinstance(holder, dict):
+                    holder["url"] = placeholder
+                else:
+                    part["image_url"] = placeholder
+        record["_images"] = images
+        model = body.get("model")
+        if problem is None and model is not None and model != self.model:
+            problem = _BadRequest(f"The model `{model}` does not exist.", status=404, param="model")
+        if problem is None and self.reject_vllm_xargs and "vllm_xargs" in body:
+            problem = _BadRequest(  # what SGLang (OpenAI style) says about an unknown field
+                "Unrecognized request argument supplied: vllm_xargs",
+                param="vllm_xargs",
+                kind="invalid_request_error",
+            )
+        return record, problem
+
+    @staticmethod
+    def _image(url: str) -> tuple[int, str | None]:
+        """Decoded size and sniffed format of a data: URL; 400 if it is not base64 image data."""
+        match = _DATA_URL.match(url)
+        if match is None or ";base64" not in match.group("params"):
+            raise _BadRequest("Only base64 data: URLs are supported.", param="messages")
+        mime = match.group("mime") or ""
+        if not mime.startswith("image/"):
+            raise _BadRequest(f"Unsupported media type {mime or '(none)'}.", param="messages")
+        try:
+            data = base64.b64decode(url[match.end() :], validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise _BadRequest(f"Invalid base64 image data: {exc}", param="messages") from exc
+        if not data:
+            raise _BadRequest("The image is empty.", param="messages")
+        return len(data), _sniff(data)
+
+    def _pick_output(self, body: dict[str, Any]) -> str:
+        with self._lock:
+            outputs = self._outputs
+            if outputs is None or callable(outputs):
+                index = 0
+            else:
+                index = self._next_output % len(outputs)
+                self._next_output += 1
+        if outputs is None:
+            return DEFAULT_OUTPUT
+        if callable(outputs):
+            return str(outputs(body))
+        return outputs[index]
+
+    async def _answer(
+        self,
+        request: web.Request,
+        body: dict[str, Any],
+        record: dict[str, Any],
+        fault: str | None,
+    ) -> web.StreamResponse:
+        if fault == "500":
+            return _error("Injected fault: internal server error.", 500)
+        if fault == "429":
+            return _error("Injected fault: too many requests.", 429, **{"Retry-After": "0"})
+        if fault == "400":
+            return _error("Injected fault: bad request.", 400)
+        if fault == "hang":
+            await self._hold(request)
+            raise ConnectionResetError("hang released")
+        try:
+            text = self._pick_output(body)
+        except Exception as exc:
+            return _error(f"The outputs callable failed: {exc!r}", 500)
+        tokens = _tokenize_cached(text)
+        limit = body.get("max_completion_tokens") or body.get("max_tokens")
+        finish = "stop"
+        if isinstance(limit, int) and limit >= 0 and len(tokens) > limit:
+            tokens, finish = tokens[:limit], "length"
+        usage = {
+            "prompt_tokens": self._prompt_tokens(record),
+            "completion_tokens": len(tokens),
+        }
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        if body.get("stream"):
+            return await self._stream(request, body, tokens, finish, usage, fault)
+        if fault in ("cut", "stall"):  # not streamed: nothing of the answer goes out
+            if fault == "stall":
+                await self._hold(request)
+            raise ConnectionResetError(fault)
+        answer = {
+            "id": f"chatcmpl-{uuid.uuid4().hex}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": self.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {
+                        "role": "assistant",
+                        "content": "".join(tokens),
+                        "refusal": None,
+                        "annotations": None,
+                        "audio": None,
+                        "function_call": None,
+                        "tool_calls": [],
+                        "reasoning_content": None,
+                    },
+                    "logprobs": None,
+                    "finish_reason": finish,
+                    "stop_reason": None,
+                }
+            ],
+            "service_tier": None,
+            "system_fingerprint": None,
+            "usage": usage,
+            "prompt_logprobs": None,
+            "kv_transfer_params": None,
+        }
+        if self.token_delay:
+            await asyncio.sleep(self.token_delay * len(tokens) / self.tokens_per_chunk)
+        response = web.json_response(answer)
+        self.completed += 1
+        return response
+
+    @staticmethod
+    def _prompt_tokens(record: dict[str, Any]) -> int:
+        count = IMAGE_TOKENS * int(record.get("_images", 0))
+        for message in record["messages"]:
+            content = message.get("content")
+            parts = content if isinstance(content, list) else [{"text": content}]
+            for part in parts:
+                text = part.get("text") if isinstance(part, dict) else None
+                if isinstance(text, str):
+                    count += len(_tokenize_cached(text))
+        return count
+
+    async def _hold(self, request: web.Request) -> None:
+        """Wait until the server stops or the client goes away."""
+        assert self._release is not None
+        while not self._release.is_set():
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                return
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._release.wait(), 0.05)
+
+    async def _stream(
+        self,
+        request: web.Request,
+        body: dict[str, Any],
+        tokens: Sequence[str],
+        finish: str,
+        usage: dict[str, int],
+        fault: str | None,
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream; charset=utf-8",
+                "Cache-Control": "no-cache",
+            }
+        )
+        await response.prepare(request)
+        head = json.dumps(
+            {
+                "id": f"chatcmpl-{uuid.uuid4().hex}",
+                "object": "chat.completion.chunk",
+                "created": int(time.time()),
+                "model": self.model,
+            }
+        )[:-1]
+        opening = f'data: {head}, "choices": [{{"index": 0, "delta": '
+        closing = ', "logprobs": null, "finish_reason": null}]}\n\n'
+        final = f', "logprobs": null, "finish_reason": "{finish}", "stop_reason": null}}]}}\n\n'
+        role = {"role": "assistant", "content": ""}
+        await response.write(f"{opening}{json.dumps(role)}{closing}".encode())
+
+        if fault == "stall":
+            await self._hold(request)
+            raise ConnectionResetError("stall released")
+        step = self.tokens_per_chunk
+        pieces = ["".join(tokens[i : i + step]) for i in range(0, len(tokens), step)]
+        if fault == "cut":
+            pieces = pieces[: max(1, min(len(pieces) // 2, 8))] if pieces else []
+        delay = self.token_delay
+        last = len(pieces) - 1
+        for i, piece in enumerate(pieces):
+            if delay:
+                await asyncio.sleep(delay)
+                if self._stopping:
+                    raise ConnectionResetError("server stopping")
+            elif i % 64 == 63:
+                await asyncio.sleep(0)  # let the other streams have a turn
+            delta = json.dumps({"content": piece})
+            if i == last and fault is None:
+                tail = (
+                    f', "logprobs": null, "finish_reason": "{finish}", "stop_reason": null}}]}}\n\n'
+                )
+                await response.write(f"{opening}{delta}{tail}".encode())
+            else:
+                await response.write(f"{opening}{delta}{closing}".encode())
+        if fault == "cut":
+            await asyncio.sleep(0.01)  # let the client see the chunks before the connection drops
+            raise ConnectionResetError("cut")
+        if not pieces:
+            await response.write(f'{opening}{{"content": ""}}{final}'.encode())
+        options = body.get("stream_options")
+        if isinstance(options, dict) and options.get("include_usage"):
+            await response.write(
+                f'data: {head}, "choices": [], "usage": {json.dumps(usage)}}}\n\n'.encode()
+            )
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        self.completed += 1
+        return response
+
+
+# -- process mode ---------------------------------------------------------------------------------
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.fakes.openai_server",
+        description="Serve the loopback OpenAI-compatible test server until SIGTERM/SIGINT.",
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--api-key", default=None)
+    parser.add_argument("--model", default=DEFAULT_MODEL)
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--outputs-dir", type=Path, help="replay every *.txt here, sorted")
+    source.add_argument("--outputs", type=Path, nargs="+", metavar="FILE", help="replay these")
+    parser.add_argument("--token-delay", type=float, default=0.0)
+    parser.add_argument("--tokens-per-chunk", type=int, default=1)
+    parser.add_argument("--reject-vllm-xargs", action="store_true")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Serve until SIGTERM or SIGINT; print `READY URL` once listening."""
+    args = _parse_args(argv)
+    files: list[Path] = []
+    if args.outputs_dir is not None:
+        files = sorted(args.outputs_dir.glob("*.txt"))
+        if not files:
+            print(f"no *.txt in {args.outputs_dir}", file=sys.stderr)
+            return 2
+    elif args.outputs:
+        files = list(args.outputs)
+    outputs = [f.read_text(encoding="utf-8") for f in files] or None
+
+    done = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        done.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    server = FakeOpenAIServer(
+        outputs,
+        model=args.model,
+        api_key=args.api_key,
+        token_delay=args.token_delay,
+        tokens_per_chunk=args.tokens_per_chunk,
+        reject_vllm_xargs=args.reject_vllm_xargs,
+        host=args.host,
+        port=args.port,
+    )
+    with server:
+        print(f"READY {server.url}", flush=True)
+        while not done.wait(3600):
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
