@@ -1,5 +1,5 @@
-"""The `ocrdesk` command: `convert` runs the pipeline headless for batches; more subcommands
-(`serve`, `doctor`, `gui`) join as their parts land.
+"""The `ocrdesk` command: `convert` (the pipeline headless, for batches), `serve` (a local vLLM
+in the foreground), `doctor` (is everything ready?) and `gui` (the window; the default).
 
 Exit status of `convert`: 0 when every page is done (truncated pages are kept, flagged and
 reported, and do not fail the run), 1 when any page or document failed, 2 for bad usage.
@@ -10,19 +10,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
 from . import __version__
-from .client import ModelClient, ServerPool
+from .client import ModelClient, ServerPool, api_base
+from .doctor import doctor_exit_code, format_checks, run_checks
 from .documents import find_documents
-from .errors import OCRDeskError
+from .errors import EngineStartError, OCRDeskError
 from .export import DocumentExport, export_folder
+from .local_server import LocalServer, LocalServerConfig
 from .pipeline import (
     ConvertOptions,
     DocumentFailed,
@@ -35,6 +38,8 @@ from .pipeline import (
 )
 from .results import PageStatus
 from .tasks import ModelFamily, Sampling, Task
+
+DEFAULT_MODEL = LocalServerConfig.model
 
 
 class UsageError(Exception):
@@ -56,6 +61,59 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
     return value
+
+
+def _add_local_options(p: argparse.ArgumentParser) -> None:
+    """The settings of a local vLLM server (convert --local, serve)."""
+    g = p.add_argument_group("local vLLM server")
+    g.add_argument(
+        "--vllm",
+        default=None,
+        metavar="PATH",
+        help="the vllm executable (or a command); default $OCRDESK_VLLM, else vllm on PATH",
+    )
+    g.add_argument("--gpu-memory-utilization", type=float, default=None, metavar="F")
+    g.add_argument("--max-model-len", type=_positive, default=8192, metavar="N")
+    g.add_argument("--max-num-seqs", type=_positive, default=None, metavar="N")
+    g.add_argument("--max-num-batched-tokens", type=_positive, default=None, metavar="N")
+    g.add_argument("--tensor-parallel-size", type=_positive, default=1, metavar="N")
+    g.add_argument("--data-parallel-size", type=_positive, default=1, metavar="N")
+    g.add_argument(
+        "--attention-backend", default=None, help="e.g. TRITON_ATTN where FlashAttention fails"
+    )
+    g.add_argument(
+        "--trust-remote-code",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="default: only for models that need it (DeepSeek-OCR-2)",
+    )
+    g.add_argument(
+        "--vllm-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="extra argument for vllm serve, repeatable (e.g. --vllm-arg=--enforce-eager)",
+    )
+    g.add_argument(
+        "--start-timeout", type=float, default=1200.0, help="seconds to wait for the server"
+    )
+
+
+def _local_config(args: argparse.Namespace) -> LocalServerConfig:
+    return LocalServerConfig(
+        model=args.model or DEFAULT_MODEL,
+        vllm=args.vllm,
+        gpu_memory_utilization=args.gpu_memory_utilization,
+        max_model_len=args.max_model_len,
+        max_num_seqs=args.max_num_seqs,
+        max_num_batched_tokens=args.max_num_batched_tokens,
+        tensor_parallel_size=args.tensor_parallel_size,
+        data_parallel_size=args.data_parallel_size,
+        trust_remote_code=args.trust_remote_code,
+        attention_backend=args.attention_backend,
+        extra_args=list(args.vllm_arg),
+        start_timeout=args.start_timeout,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,8 +138,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="OpenAI-compatible server (vLLM, SGLang), e.g. http://gpu1:8000/v1; "
         "give it more than once to share pages between servers",
     )
+    conv.add_argument(
+        "--local",
+        action="store_true",
+        help="start a local vLLM server for this run (the default when no --server is given)",
+    )
     conv.add_argument("--api-key", default=None, help="API key of the server(s)")
-    conv.add_argument("--model", default=None, help="model name (default: what the server serves)")
+    conv.add_argument(
+        "--model",
+        default=None,
+        help="model: hub id or folder to serve with --local (default deepseek-ai/DeepSeek-OCR); "
+        "with --server, the served name (default: what the server lists first)",
+    )
     conv.add_argument(
         "--family",
         choices=[f.value for f in ModelFamily],
@@ -123,7 +191,35 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument(
         "--stats", type=Path, default=None, metavar="FILE", help="write timing figures as JSON"
     )
+    _add_local_options(conv)
     conv.set_defaults(func=_convert_command)
+
+    serve = sub.add_parser(
+        "serve",
+        help="run a local vLLM server for DeepSeek-OCR in the foreground",
+        description="Start vLLM with DeepSeek-OCR's flags, print its URL and key, stop on Ctrl+C.",
+    )
+    serve.add_argument("--model", default=None, help="hub id or local folder")
+    _add_local_options(serve)
+    serve.set_defaults(func=_serve_command)
+
+    doctor = sub.add_parser(
+        "doctor",
+        help="check that everything needed to OCR here is ready",
+        description="Check Python, PySide6, vLLM, the GPU, the model and disk (local mode), or "
+        "that a server answers and serves the model (with --server).",
+    )
+    doctor.add_argument("--model", default=None)
+    doctor.add_argument("--server", default=None, metavar="URL")
+    doctor.add_argument("--api-key", default=None)
+    doctor.add_argument("--vllm", default=None, metavar="PATH")
+    doctor.set_defaults(func=_doctor_command)
+
+    gui = sub.add_parser("gui", help="open the OCRDesk window (the default with no command)")
+    gui.add_argument("files", nargs="*", metavar="FILE")
+    gui.add_argument("--server", default=None, metavar="URL")
+    gui.add_argument("--api-key", default=None)
+    gui.set_defaults(func=_gui_command)
     return parser
 
 
@@ -192,8 +288,8 @@ class _Progress:
 async def convert(args: argparse.Namespace) -> int:
     """Run `ocrdesk convert`; returns the exit status."""
     options = _options(args)
-    if not args.server:
-        raise UsageError("give --server URL (an OpenAI-compatible DeepSeek-OCR server)")
+    if args.local and args.server:
+        raise UsageError("--local and --server exclude each other")
     paths, missing = find_documents(args.inputs)
     failed = False
     for error in missing:
@@ -203,10 +299,23 @@ async def convert(args: argparse.Namespace) -> int:
         print("ocrdesk: no documents to convert", file=sys.stderr)
         return 1
 
-    clients = [
-        ModelClient(url, api_key=args.api_key, model=args.model, timeout=args.timeout)
-        for url in args.server
-    ]
+    local: LocalServer | None = None
+    if args.server:
+        clients = [
+            ModelClient(url, api_key=args.api_key, model=args.model, timeout=args.timeout)
+            for url in args.server
+        ]
+    else:
+        local = LocalServer(_local_config(args), on_status=_print_status(args.quiet))
+        try:
+            await local.start()
+        except OCRDeskError as exc:
+            print(f"ocrdesk: the local vLLM server did not start: {exc}", file=sys.stderr)
+            if isinstance(exc, EngineStartError) and exc.log_tail:
+                print(f"  last lines of {local.log_path}:\n{exc.log_tail}", file=sys.stderr)
+            await local.stop()
+            return 1
+        clients = [supervised_client(local, timeout=args.timeout)]
     pool = ServerPool(clients)
     try:
         try:
@@ -274,6 +383,86 @@ async def convert(args: argparse.Namespace) -> int:
         return 1 if failed else 0
     finally:
         await pool.close()
+        if local is not None:
+            await local.stop()
+
+
+def supervised_client(server: LocalServer, *, timeout: float = 300.0) -> ModelClient:
+    """A client of a local server that restarts the server when it dies mid-job.
+
+    Pages whose requests fail because the server went away are re-sent by the client's retries
+    once the restart is done (to the new port and key); finished pages are never redone."""
+    client = ModelClient(server.url, api_key=server.api_key, model=server.model, timeout=timeout)
+    lock = asyncio.Lock()
+
+    async def on_connection_error() -> None:
+        async with lock:  # many pages see the crash at once; one restart serves them all
+            await server.ensure_running()
+            if client.url != api_base(server.url):
+                client.retarget(server.url, server.api_key)
+
+    client.on_connection_error = on_connection_error
+    return client
+
+
+def _print_status(quiet: bool) -> Callable[[str], None]:
+    def show(status: str) -> None:
+        if not quiet:
+            print(f"local vLLM: {status}", file=sys.stderr, flush=True)
+
+    return show
+
+
+async def serve(args: argparse.Namespace) -> int:
+    """Run the local server until interrupted."""
+    server = LocalServer(_local_config(args), on_status=_print_status(False))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        try:
+            await server.start()
+        except EngineStartError as exc:
+            print(f"ocrdesk: the local vLLM server did not start: {exc}", file=sys.stderr)
+            if exc.log_tail:
+                print(f"  last lines of {server.log_path}:\n{exc.log_tail}", file=sys.stderr)
+            return 1
+        print(f"serving {server.model}\n  url:     {server.url}\n  api key: {server.api_key}")
+        print(f"  log:     {server.log_path}\nCtrl+C stops it.", flush=True)
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), 2.0)
+            except TimeoutError:
+                if not server.is_running():
+                    print("ocrdesk: the server exited; see its log", file=sys.stderr)
+                    print(server.log_tail(20), file=sys.stderr)
+                    return 1
+        return 0
+    finally:
+        await server.stop()
+
+
+def _serve_command(args: argparse.Namespace) -> int:
+    return asyncio.run(serve(args))
+
+
+def _doctor_command(args: argparse.Namespace) -> int:
+    checks = asyncio.run(
+        run_checks(model=args.model, server=args.server, api_key=args.api_key, vllm=args.vllm)
+    )
+    print(format_checks(checks))
+    return doctor_exit_code(checks)
+
+
+def _gui_command(args: argparse.Namespace) -> int:
+    try:
+        from gui.app import run  # Qt is imported only here, never by the engine itself
+    except ImportError as exc:
+        print(f"ocrdesk: the GUI cannot start here: {exc}", file=sys.stderr)
+        return 1
+    status: int = run(list(args.files), server=args.server, api_key=args.api_key)
+    return status
 
 
 class _Stats:
@@ -339,8 +528,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
-        parser.print_help()
-        return 2
+        args = parser.parse_args(["gui"])
     try:
         status: int = args.func(args)
     except UsageError as exc:

@@ -1,0 +1,91 @@
+"""Client-side figures of `ocrdesk convert` against the loopback test server (no GPU).
+
+Prints:
+- the client-side ceiling: pages/s of `convert` on a 100-page PDF with the server streaming a
+  real grounded page output at full speed (no token delay);
+- peak RSS of the `convert` process for a 20-page and a 2,000-page PDF: the pipeline keeps at most
+  `--concurrency` pages in memory, so the two should be close.
+
+Usage: .venv/bin/python benchmarks/bench_client.py [--pages 100] [--big 2000] [--concurrency 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import pymupdf  # noqa: E402
+
+from tests.fakes.openai_server import FakeOpenAIServer, corpus_outputs  # noqa: E402
+
+
+def make_pdf(path: Path, pages: int) -> Path:
+    doc = pymupdf.open()
+    for i in range(pages):
+        page = doc.new_page(width=595, height=842)
+        page.insert_text((72, 72), f"Benchmark page {i + 1}", fontsize=24)
+        for line in range(30):
+            page.insert_text((72, 120 + line * 22), "lorem ipsum dolor sit amet " * 3, fontsize=10)
+    doc.save(path)
+    doc.close()
+    return path
+
+
+def run_convert(
+    pdf: Path, out: Path, server: FakeOpenAIServer, concurrency: int
+) -> tuple[float, int]:
+    """Wall seconds and peak RSS (KiB) of one `ocrdesk convert` process."""
+    cmd = [
+        sys.executable, "-m", "engine.cli", "convert", str(pdf), "-o", str(out),
+        "--server", server.url, "--api-key", server.api_key or "", "-q",
+        "--concurrency", str(concurrency),
+    ]  # fmt: skip
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - started
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"convert failed: {cmd}")
+    return seconds, usage.ru_maxrss
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--pages", type=int, default=100)
+    ap.add_argument("--big", type=int, default=2000)
+    ap.add_argument("--concurrency", type=int, default=16)
+    args = ap.parse_args()
+    outputs = corpus_outputs()
+    # file 11 is a real DeepSeek-OCR-2 grounded page (tables, captions): a typical page's output
+    page_output = next((o for o in outputs if "<|ref|>table<|/ref|>" in o), None) or outputs[0]
+    with tempfile.TemporaryDirectory() as tmp, FakeOpenAIServer([page_output]) as server:
+        root = Path(tmp)
+        pdf = make_pdf(root / "ceiling.pdf", args.pages)
+        seconds, rss = run_convert(pdf, root / "out1", server, args.concurrency)
+        print(
+            f"client ceiling: {args.pages} pages in {seconds:.2f} s = "
+            f"{args.pages / seconds:.1f} pages/s (concurrency {args.concurrency}, "
+            f"{len(page_output)} chars per page); peak RSS {rss / 1024:.0f} MiB"
+        )
+        small = make_pdf(root / "small.pdf", 20)
+        big = make_pdf(root / "big.pdf", args.big)
+        s_small, rss_small = run_convert(small, root / "out2", server, args.concurrency)
+        s_big, rss_big = run_convert(big, root / "out3", server, args.concurrency)
+        print(f"peak RSS, 20 pages: {rss_small / 1024:.0f} MiB ({s_small:.1f} s)")
+        print(
+            f"peak RSS, {args.big} pages: {rss_big / 1024:.0f} MiB ({s_big:.1f} s, "
+            f"{args.big / s_big:.1f} pages/s)"
+        )
+        print(f"ratio {args.big}/20 pages peak RSS: {rss_big / rss_small:.2f}")
+
+
+if __name__ == "__main__":
+    main()
