@@ -140,7 +140,7 @@ def test_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         )
         assert status == 1
     with pytest.raises(SystemExit) as usage:
-        run_cli(str(good), "-o", str(tmp_path / "d"))  # no --server yet
+        run_cli(str(good), "-o", str(tmp_path / "d"), "--local", "--server", "http://x")
     assert usage.value.code == 2
     with pytest.raises(SystemExit) as usage:
         run_cli(str(good), "-o", str(tmp_path / "d"), "--server", "http://x", "--task", "locate")
