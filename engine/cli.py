@@ -300,6 +300,7 @@ async def convert(args: argparse.Namespace) -> int:
         return 1
 
     local: LocalServer | None = None
+    server_start_seconds: float | None = None
     if args.server:
         clients = [
             ModelClient(url, api_key=args.api_key, model=args.model, timeout=args.timeout)
@@ -307,8 +308,10 @@ async def convert(args: argparse.Namespace) -> int:
         ]
     else:
         local = LocalServer(_local_config(args), on_status=_print_status(args.quiet))
+        start_began = time.monotonic()
         try:
             await local.start()
+            server_start_seconds = time.monotonic() - start_began
         except OCRDeskError as exc:
             print(f"ocrdesk: the local vLLM server did not start: {exc}", file=sys.stderr)
             if isinstance(exc, EngineStartError) and exc.log_tail:
