@@ -1,0 +1,71 @@
+"""Parse page ranges such as "1-3,7,10-" into a sorted list of 1-based page numbers.
+
+Grammar (spaces are allowed anywhere, parts are separated by commas):
+
+    ""  / "all"     every page
+    N               page N
+    N-M             pages N to M (M >= N)
+    N-              page N to the last page
+    -M              pages 1 to M
+
+Pages are counted from 1. Numbers past the end of the document are clipped to it, so "5-99" on a
+10-page document means 5 to 10 and "20-" selects nothing. Page 0, reversed ranges ("3-1"), and
+anything that is not a number ("a", "1--2") raise `PageRangeError` naming the part that is wrong.
+An en dash ("1–3") is read as a hyphen.
+"""
+
+from __future__ import annotations
+
+import re
+
+from engine.errors import PageRangeError
+
+__all__ = ["parse_page_range"]
+
+_PART = re.compile(r"^(?P<start>\d+)?\s*(?P<dash>-)?\s*(?P<end>\d+)?$")
+
+
+def parse_page_range(spec: str | None, page_count: int) -> list[int]:
+    """Return the 1-based, sorted, unique page numbers that `spec` selects out of `page_count`."""
+    if page_count < 0:
+        raise ValueError(f"page_count must be >= 0, not {page_count}")
+    if spec is None:
+        return list(range(1, page_count + 1))
+    text = spec.replace("\u2013", "-").replace("\u2014", "-").strip()
+    if text == "" or text.lower() == "all":
+        return list(range(1, page_count + 1))
+
+    pages: set[int] = set()
+    for raw in text.split(","):
+        part = raw.strip()
+        first, last = _parse_part(part, spec)
+        if last is None:
+            last = page_count
+        last = min(last, page_count)
+        pages.update(range(first, last + 1))
+    return sorted(pages)
+
+
+def _parse_part(part: str, spec: str) -> tuple[int, int | None]:
+    """Return (first, last) for one comma-separated part; last None means "to the end"."""
+    if not part:
+        raise PageRangeError(f"page range {spec!r}: empty part (two commas in a row?)")
+    match = _PART.match(part)
+    if (
+        match is None
+        or (match["start"] is None and match["end"] is None)
+        or (match["dash"] is None and match["end"] is not None)
+    ):
+        raise PageRangeError(
+            f"page range {spec!r}: {part!r} is not a page number or a range like 2-5"
+        )
+    start = int(match["start"]) if match["start"] is not None else 1
+    if match["dash"] is None:
+        end: int | None = start
+    else:
+        end = int(match["end"]) if match["end"] is not None else None
+    if start == 0 or end == 0:
+        raise PageRangeError(f"page range {spec!r}: {part!r}: pages are counted from 1")
+    if end is not None and end < start:
+        raise PageRangeError(f"page range {spec!r}: {part!r} runs backwards ({start} > {end})")
+    return start, end
