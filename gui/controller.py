@@ -1,0 +1,590 @@
+"""The one place where the GUI meets the engine: documents, the run, the server, exports.
+
+`Controller` owns the queue's documents (`DocItem`), the model server (a remote URL or a local
+vLLM the app starts), and the running `Pipeline`, which runs as an asyncio task on the qasync
+loop. Engine events become Qt signals; widgets only read `DocItem`s and call controller methods.
+Opening files, rendering pages and writing exports happen in worker threads (asyncio.to_thread),
+never on the GUI thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+from PySide6.QtCore import QObject, Signal
+
+import engine
+from engine import (
+    Block,
+    ConvertOptions,
+    Document,
+    DocumentExport,
+    DocumentFailed,
+    DocumentFinished,
+    DocumentJob,
+    DocumentOpened,
+    Event,
+    ModelClient,
+    ModelFamily,
+    OCRDeskError,
+    PageDelta,
+    PageFailed,
+    PageFinished,
+    PageRestarted,
+    PageResult,
+    PageStarted,
+    PageStatus,
+    Pipeline,
+    ServerPool,
+    Task,
+    export_folder,
+    find_documents,
+    open_document,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PageState:
+    """One page as the GUI sees it."""
+
+    number: int
+    status: PageStatus = PageStatus.WAITING
+    width: int = 0
+    height: int = 0
+    raw: list[str] = field(default_factory=list)
+    boxed: list[Block] = field(default_factory=list)  # blocks with boxes, as they closed
+    result: PageResult | None = None
+
+    @property
+    def raw_text(self) -> str:
+        if self.result is not None and self.result.raw:
+            return self.result.raw
+        if len(self.raw) > 1:
+            self.raw[:] = ["".join(self.raw)]
+        return self.raw[0] if self.raw else ""
+
+
+@dataclass
+class DocItem:
+    """One document in the queue."""
+
+    id: int
+    name: str
+    source: str | bytes
+    pages: dict[int, PageState] = field(default_factory=dict)
+    page_count: int = 0
+    error: str | None = None
+    document: Document | None = None  # the GUI's own handle, for showing pages
+    dpi: int = 144
+    export: DocumentExport | None = None
+    from_history: bool = False
+    opened: asyncio.Future[None] | None = None
+    run_started: float | None = None
+    run_done: int = 0
+
+    @property
+    def stem(self) -> str:
+        return Path(self.name).stem or "document"
+
+    def count(self, *statuses: PageStatus) -> int:
+        return sum(1 for p in self.pages.values() if p.status in statuses)
+
+    @property
+    def finished(self) -> int:
+        return self.count(PageStatus.DONE, PageStatus.TRUNCATED, PageStatus.FAILED)
+
+    def eta(self) -> float | None:
+        """Seconds left at this document's pace in the current run, or None."""
+        if self.run_started is None or self.run_done == 0:
+            return None
+        left = len(self.pages) - self.finished
+        if left <= 0:
+            return 0.0
+        rate = self.run_done / max(1e-6, time.monotonic() - self.run_started)
+        return left / rate
+
+    def markdown(self) -> str:
+        parts = []
+        for number in sorted(self.pages):
+            result = self.pages[number].result
+            if result is not None and result.markdown:
+                parts.append(f"<!-- page {number} -->\n\n{result.markdown}")
+        return "\n\n".join(parts)
+
+
+class Controller(QObject):
+    """Documents, engine and run, exposed to the widgets through signals."""
+
+    docAdded = Signal(int)  # doc id
+    docChanged = Signal(int)  # doc id: page count, statuses, error
+    docRemoved = Signal(int)
+    pageChanged = Signal(int, int)  # doc id, page: status or result
+    pageBoxes = Signal(int, int, list)  # doc id, page, [(index, Block)] newly closed
+    pageText = Signal(int, int)  # doc id, page: streamed text grew
+    engineStatus = Signal(
+        str, str
+    )  # state ("stopped", "starting", "ready", "error", "none"), detail
+    runningChanged = Signal(bool)
+    statsChanged = Signal(str)
+    message = Signal(str)
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.docs: dict[int, DocItem] = {}
+        self.order: list[int] = []
+        self._ids = itertools.count(1)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._run_task: asyncio.Task[None] | None = None
+        self._by_job: dict[int, DocItem] = {}
+        self.client: ModelClient | None = None
+        self.local: Any = None  # engine.LocalServer when local mode runs
+        self.model: str = ""
+        self.state = "none"
+        self.detail = "no engine configured"
+        self.output_folder = Path.home() / "OCRDesk"
+        self.options = ConvertOptions()
+        self.run_started = 0.0
+        self.run_pages = 0
+        self.run_total = 0
+
+    # -- tasks ---------------------------------------------------------------------------------
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run `coro` on the loop, keep a reference, and log (never lose) its failure."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+
+        def done(t: asyncio.Task[Any]) -> None:
+            self._tasks.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                log.error("background task failed", exc_info=t.exception())
+                self.message.emit(f"error: {t.exception()}")
+
+        task.add_done_callback(done)
+        return task
+
+    async def wait_idle(self) -> None:
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    # -- engine --------------------------------------------------------------------------------
+
+    def _set_engine(self, state: str, detail: str) -> None:
+        self.state, self.detail = state, detail
+        self.engineStatus.emit(state, detail)
+
+    def local_available(self) -> bool:
+        return hasattr(engine, "LocalServer") and hasattr(engine, "LocalServerConfig")
+
+    def use_remote(self, url: str, api_key: str | None = None) -> asyncio.Task[Any]:
+        """Point at a remote OpenAI-compatible server and check that it answers."""
+        return self.spawn(self._use_remote(url, api_key))
+
+    async def _use_remote(self, url: str, api_key: str | None) -> None:
+        await self._stop_local()
+        old, self.client = self.client, ModelClient(url, api_key=api_key or None)
+        if old is not None:
+            await old.close()
+        self.model = ""
+        self._set_engine("starting", f"connecting to {self.client.url}")
+        try:
+            self.model = await self.client.resolve_model()
+        except OCRDeskError as exc:
+            self._set_engine("error", str(exc))
+            return
+        self._set_engine("ready", f"{self.model} at {self.client.url}")
+
+    def use_local(self, config: dict[str, Any]) -> asyncio.Task[Any]:
+        """Start a local vLLM with `config` (LocalServerConfig fields) and use it."""
+        return self.spawn(self._use_local(config))
+
+    async def _use_local(self, config: dict[str, Any]) -> None:
+        if not self.local_available():
+            self._set_engine(
+                "none",
+                "this OCRDesk cannot start a local vLLM server; set a remote server in Settings",
+            )
+            return
+        await self._stop_local()
+        cfg = engine.LocalServerConfig(**config)  # type: ignore[attr-defined]
+        server = engine.LocalServer(  # type: ignore[attr-defined]
+            cfg, on_status=lambda s: self._set_engine("starting", f"local vLLM: {s}")
+        )
+        self.local = server
+        self._set_engine("starting", "starting the local vLLM server")
+        try:
+            await server.start()
+        except engine.EngineStartError as exc:
+            self.local = None
+            detail = exc.reason + (f" ({exc.fix})" if exc.fix else "")
+            self.last_log = exc.log_tail
+            self._set_engine("error", detail)
+            return
+        except OCRDeskError as exc:
+            self.local = None
+            self._set_engine("error", str(exc))
+            return
+        self.client = ModelClient(server.url, api_key=server.api_key)
+        self.model = server.model
+        self._set_engine("ready", f"local vLLM: {self.model}")
+
+    async def _stop_local(self) -> None:
+        server, self.local = self.local, None
+        if server is not None:
+            with contextlib.suppress(Exception):
+                await server.stop()
+
+    def engine_log(self) -> str:
+        if self.local is not None:
+            with contextlib.suppress(Exception):
+                return str(self.local.log_tail(200))
+        return getattr(self, "last_log", "") or "no log"
+
+    # -- documents -----------------------------------------------------------------------------
+
+    def add_paths(self, paths: list[str]) -> asyncio.Task[Any]:
+        """Queue files and folders (folders are searched for documents)."""
+        return self.spawn(self._add_paths(paths))
+
+    async def _add_paths(self, paths: list[str]) -> None:
+        files, errors = await asyncio.to_thread(find_documents, paths)
+        for error in errors:
+            item = self._new_item(Path(error.source).name or error.source, error.source)
+            item.error = error.reason
+            self.docChanged.emit(item.id)
+        opens = [self._open(self._new_item(path.name, str(path))) for path in files]
+        await asyncio.gather(*opens)
+
+    def add_bytes(self, data: bytes, name: str) -> asyncio.Task[Any]:
+        """Queue raw bytes (a pasted image) as a document called `name`."""
+        return self.spawn(self._open(self._new_item(name, data)))
+
+    def _new_item(self, name: str, source: str | bytes) -> DocItem:
+        item = DocItem(next(self._ids), name, source)
+        self.docs[item.id] = item
+        self.order.append(item.id)
+        self.docAdded.emit(item.id)
+        return item
+
+    async def _open(self, item: DocItem) -> None:
+        loop = asyncio.get_running_loop()
+        item.opened = loop.create_future()
+        try:
+            document = await asyncio.to_thread(open_document, item.source, name=item.name)
+        except OCRDeskError as exc:
+            item.error = getattr(exc, "reason", None) or str(exc)
+        else:
+            item.document = document
+            item.page_count = document.page_count
+            for n in range(1, document.page_count + 1):
+                item.pages.setdefault(n, PageState(n))
+        finally:
+            item.opened.set_result(None)
+        self.docChanged.emit(item.id)
+
+    def remove(self, doc_id: int) -> None:
+        item = self.docs.pop(doc_id, None)
+        if item is None:
+            return
+        self.order.remove(doc_id)
+        if item.document is not None:
+            document = item.document
+            item.document = None
+            self.spawn(asyncio.to_thread(document.close))
+        self.docRemoved.emit(doc_id)
+
+    async def render_page(self, doc_id: int, number: int) -> Image.Image | None:
+        """The page image at the document's run DPI, rendered in a worker thread."""
+        item = self.docs.get(doc_id)
+        if item is None or item.document is None:
+            return None
+        if item.opened is not None:
+            await item.opened
+        try:
+            return await asyncio.to_thread(item.document.render, number, item.dpi)
+        except (OCRDeskError, ValueError, RuntimeError) as exc:
+            log.warning("cannot render page %s of %s: %s", number, item.name, exc)
+            return None
+
+    # -- the run -------------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._run_task is not None and not self._run_task.done()
+
+    def start(self, options: ConvertOptions, doc_ids: list[int] | None = None) -> bool:
+        """Convert the waiting and failed pages of the queued documents. False if nothing to do."""
+        if self.running:
+            return False
+        if self.client is None or self.state != "ready":
+            self.message.emit(f"the engine is not ready: {self.detail}")
+            return False
+        self.options = options
+        ids = doc_ids if doc_ids is not None else list(self.order)
+        items = [
+            self.docs[i]
+            for i in ids
+            if i in self.docs and self.docs[i].error is None and not self.docs[i].from_history
+        ]
+        self._run_task = self.spawn(self._run(items))
+        return True
+
+    def stop(self) -> None:
+        if self._run_task is not None and not self._run_task.done():
+            self._run_task.cancel()
+
+    async def _run(self, items: list[DocItem]) -> None:
+        for item in items:
+            if item.opened is not None:
+                await item.opened
+        jobs: list[DocumentJob] = []
+        self._by_job.clear()
+        taken: set[str] = set()
+        for item in items:
+            if item.error is not None or not item.pages:
+                continue
+            todo = [p for p in item.pages.values() if p.status not in _KEEP]
+            if not todo:
+                continue
+            skip = {
+                n: p.result
+                for n, p in item.pages.items()
+                if p.status in _KEEP and p.result is not None
+            }
+            item.dpi = self.options.dpi
+            job = DocumentJob(source=item.source, name=item.name, skip=skip)
+            if item.export is None:
+                folder = export_folder(self.output_folder, item.stem, taken)
+                item.export = DocumentExport(
+                    folder,
+                    source=item.source if isinstance(item.source, str) else item.name,
+                    model=self.model,
+                    task=self.options.task.value,
+                )
+            item.run_started, item.run_done = time.monotonic(), 0
+            self._by_job[id(job)] = item
+            jobs.append(job)
+        if not jobs:
+            self.message.emit("nothing to convert")
+            return
+        self.run_started = time.monotonic()
+        self.run_pages = 0
+        self.run_total = sum(
+            sum(1 for p in self._by_job[id(j)].pages.values() if p.status not in _KEEP)
+            for j in jobs
+        )
+        self.runningChanged.emit(True)
+        assert self.client is not None
+        pipeline = Pipeline(ServerPool([self.client]), self.options)
+        try:
+            async for event in pipeline.run(jobs):
+                await self._on_event(event)
+        except OCRDeskError as exc:
+            self.message.emit(f"the run stopped: {exc}")
+        finally:
+            for item in self._by_job.values():
+                changed = False
+                for page in item.pages.values():
+                    if page.status is PageStatus.RUNNING:
+                        page.status, page.raw = PageStatus.WAITING, []
+                        page.boxed = []
+                        changed = True
+                        self.pageChanged.emit(item.id, page.number)
+                if changed:
+                    self.docChanged.emit(item.id)
+                if item.export is not None and item.export.results:
+                    export = item.export
+                    with contextlib.suppress(OSError):
+                        await asyncio.to_thread(export.finish)
+            self.runningChanged.emit(False)
+            self._emit_stats()
+
+    async def _on_event(self, event: Event) -> None:
+        item = self._by_job.get(id(event.job))
+        if item is None:
+            return
+        if isinstance(event, DocumentOpened):
+            if item.page_count != event.document.page_count:
+                item.page_count = event.document.page_count
+            self.docChanged.emit(item.id)
+        elif isinstance(event, DocumentFailed):
+            item.error = getattr(event.error, "reason", None) or str(event.error)
+            self.docChanged.emit(item.id)
+        elif isinstance(event, PageStarted):
+            page = item.pages.setdefault(event.number, PageState(event.number))
+            page.status, page.width, page.height = PageStatus.RUNNING, event.width, event.height
+            page.raw, page.boxed, page.result = [], [], None
+            self.pageChanged.emit(item.id, event.number)
+            self.docChanged.emit(item.id)
+        elif isinstance(event, PageDelta):
+            page = item.pages[event.number]
+            page.raw.append(event.text)
+            if event.blocks:
+                first = len(page.boxed) + (1 if _has_lead(page.raw_text) else 0)
+                page.boxed.extend(event.blocks)
+                pairs = [(first + k, b) for k, b in enumerate(event.blocks)]
+                self.pageBoxes.emit(item.id, event.number, pairs)
+            self.pageText.emit(item.id, event.number)
+        elif isinstance(event, PageRestarted):
+            page = item.pages[event.number]
+            page.raw, page.boxed = [], []
+            self.pageChanged.emit(item.id, event.number)
+        elif isinstance(event, (PageFinished, PageFailed)):
+            result = event.result
+            page = item.pages.setdefault(result.number, PageState(result.number))
+            page.status, page.result, page.raw = result.status, result, []
+            page.width, page.height = result.width or page.width, result.height or page.height
+            item.run_done += 1
+            self.run_pages += 1
+            self.pageChanged.emit(item.id, result.number)
+            self.docChanged.emit(item.id)
+            self._emit_stats()
+            if item.export is not None:
+                image = event.image if isinstance(event, PageFinished) else None
+                export = item.export
+                try:
+                    await asyncio.to_thread(export.add_page, result, image)
+                except OSError as exc:
+                    self.message.emit(f"cannot write {export.folder}: {exc}")
+        elif isinstance(event, DocumentFinished):
+            if item.export is not None:
+                export = item.export
+                with contextlib.suppress(OSError):
+                    await asyncio.to_thread(export.finish)
+            self.docChanged.emit(item.id)
+
+    def _emit_stats(self) -> None:
+        total_pages = sum(len(d.pages) for d in self.docs.values())
+        done = sum(d.finished for d in self.docs.values())
+        elapsed = max(1e-6, time.monotonic() - self.run_started) if self.run_started else 0
+        rate = self.run_pages / elapsed if elapsed else 0.0
+        self.statsChanged.emit(f"{rate:.2f} pages/s · {done} of {total_pages} pages done")
+
+    def family(self) -> ModelFamily | None:
+        return self.options.family
+
+    # -- exports -------------------------------------------------------------------------------
+
+    async def export(self, doc_ids: list[int], out_root: Path) -> list[Path]:
+        """Write the documents' results to `out_root/<stem>/` in the engine's layout."""
+        taken: set[str] = set()
+        folders = []
+        for doc_id in doc_ids:
+            item = self.docs.get(doc_id)
+            if item is None:
+                continue
+            results = [p.result for _, p in sorted(item.pages.items()) if p.result is not None]
+            if not results:
+                continue
+            folder = export_folder(out_root, item.stem, taken)
+            export = DocumentExport(
+                folder,
+                source=item.source if isinstance(item.source, str) else item.name,
+                model=self.model or (item.export.model if item.export else ""),
+                task=item.export.task if item.export else self.options.task.value,
+            )
+            await asyncio.to_thread(_write_export, export, item, results)
+            folders.append(folder)
+        return folders
+
+    # -- history -------------------------------------------------------------------------------
+
+    def load_history(self, folder: Path) -> asyncio.Task[Any]:
+        """Show the documents exported to `folder` by earlier sessions."""
+        return self.spawn(self._load_history(folder))
+
+    async def _load_history(self, folder: Path) -> None:
+        from gui.history import read_exports  # a small reader, kept apart
+
+        entries = await asyncio.to_thread(read_exports, folder)
+        for entry in entries:
+            source = entry.source if Path(entry.source).is_file() else None
+            item = self._new_item(Path(entry.source).name or entry.folder.name, source or "")
+            item.from_history = True
+            item.export = DocumentExport(
+                entry.folder, source=entry.source, model=entry.model, task=entry.task
+            )
+            item.export.results.update({r.number: r for r in entry.results})
+            for result in entry.results:
+                item.pages[result.number] = PageState(
+                    result.number, result.status, result.width, result.height, result=result
+                )
+            item.page_count = max(item.pages, default=0)
+            if source is not None:
+                await self._open_history_source(item, source, entry.results)
+            self.docChanged.emit(item.id)
+
+    async def _open_history_source(
+        self, item: DocItem, source: str, results: list[PageResult]
+    ) -> None:
+        try:
+            document = await asyncio.to_thread(open_document, source)
+        except OCRDeskError:
+            return
+        item.document = document
+        item.page_count = document.page_count
+        for n in range(1, document.page_count + 1):
+            item.pages.setdefault(n, PageState(n))
+        # The DPI the results were made at: their width against the page's width at 72 dpi.
+        first = next((r for r in results if r.width), None)
+        if first is not None:
+            with contextlib.suppress(Exception):
+                base = await asyncio.to_thread(document.render, first.number, 72)
+                item.dpi = max(36, round(72 * first.width / max(1, base.width)))
+
+    async def close(self) -> None:
+        """Stop the run and the local server, close documents."""
+        self.stop()
+        if self._run_task is not None:
+            with contextlib.suppress(BaseException):
+                await self._run_task
+        await self._stop_local()
+        if self.client is not None:
+            with contextlib.suppress(Exception):
+                await self.client.close()
+        for item in self.docs.values():
+            if item.document is not None:
+                item.document.close()
+                item.document = None
+
+
+_KEEP = (PageStatus.DONE, PageStatus.TRUNCATED)
+
+
+def _has_lead(raw: str) -> bool:
+    head = raw.split("<|", 1)[0]
+    return bool(head.strip())
+
+
+def _write_export(export: DocumentExport, item: DocItem, results: list[PageResult]) -> None:
+    """Worker thread: render each finished page again (for crops and layout) and write it all."""
+    for result in results:
+        image = None
+        if item.document is not None and result.status is not PageStatus.FAILED:
+            with contextlib.suppress(Exception):
+                image = item.document.render(result.number, item.dpi)
+                if result.width and image.size != (result.width, result.height):
+                    image = image.resize((result.width, result.height))
+        export.add_page(result, image)
+    export.finish()
+
+
+def json_load(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+Callback = Callable[[], None]
+
+__all__ = ["Controller", "DocItem", "PageState", "Task"]

@@ -1,0 +1,690 @@
+"""The main window: queue (left), page view (centre), result view (right), toolbar, status bar.
+
+All work goes through the `Controller`; this module only wires widgets to it. Pages shown are
+rendered in worker threads; boxes appear as the engine reports them; the result view redraws at
+most ten times a second while a page streams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+from PySide6.QtCore import QMimeData, Qt, QUrl, Signal
+from PySide6.QtGui import (
+    QAction,
+    QCloseEvent,
+    QDesktopServices,
+    QDragEnterEvent,
+    QDropEvent,
+    QGuiApplication,
+    QIcon,
+    QImage,
+    QKeySequence,
+)
+from PySide6.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QMainWindow,
+    QMenu,
+    QPushButton,
+    QSpinBox,
+    QSplitter,
+    QToolBar,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from engine import (
+    SUPPORTED_SUFFIXES,
+    TASK_TITLES,
+    Block,
+    ConvertOptions,
+    ModelFamily,
+    PageStatus,
+    Task,
+    parse,
+)
+from gui.controller import Controller
+from gui.page_view import Legend, PageView
+from gui.queue_view import QueueView
+from gui.result_view import RESOURCES, ResultView
+from gui.settings import Settings
+
+FAMILIES: list[tuple[str, ModelFamily | None]] = [
+    ("Model: auto", None),
+    ("DeepSeek-OCR", ModelFamily.DEEPSEEK_OCR),
+    ("DeepSeek-OCR-2", ModelFamily.DEEPSEEK_OCR_2),
+]
+
+
+def pil_to_qimage(image: Image.Image) -> QImage:
+    """A PIL image as a QImage that owns its pixels (safe to build in a worker thread)."""
+    rgb = image.convert("RGB")
+    data = rgb.tobytes()
+    qimage = QImage(data, rgb.width, rgb.height, rgb.width * 3, QImage.Format.Format_RGB888)
+    return qimage.copy()
+
+
+def figure_urls(image: Image.Image, blocks: list[Block]) -> dict[int, str]:
+    """Data URLs of the page's figure crops, by block index (worker thread)."""
+    urls = {}
+    for k, block in enumerate(blocks):
+        if block.label != "image" or not block.box:
+            continue
+        x1, y1, x2, y2 = block.box
+        crop = image.crop(
+            (int(x1), int(y1), max(int(x1) + 1, round(x2)), max(int(y1) + 1, round(y2)))
+        )
+        crop.thumbnail((640, 640))
+        buffer = io.BytesIO()
+        crop.convert("RGB").save(buffer, format="JPEG", quality=85)
+        urls[k] = "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
+    return urls
+
+
+class MainWindow(QMainWindow):
+    """OCRDesk's window."""
+
+    closed = Signal()
+
+    def __init__(self, controller: Controller, settings: Settings) -> None:
+        super().__init__()
+        self.controller = controller
+        self.settings = settings
+        self.setWindowTitle("OCRDesk")
+        icon = RESOURCES / "ocrdesk.svg"
+        if icon.exists():
+            self.setWindowIcon(QIcon(str(icon)))
+        self.setAcceptDrops(True)
+        self.resize(1400, 860)
+        self.current: tuple[int, int] | None = None  # (doc id, page)
+        self._images: OrderedDict[tuple[int, int], QImage] = OrderedDict()
+        self._figures: dict[tuple[int, int], dict[int, str]] = {}
+        self._render_token = 0
+        self._last_stats = 0.0
+        self._build()
+        self._connect()
+        self._apply_settings()
+
+    # -- building ------------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        self.queue = QueueView(self.controller, self)
+        self.page_view = PageView(self)
+        self.legend = Legend(self)
+        self.result_view = ResultView(self)
+
+        nav = QHBoxLayout()
+        self.prev_button = self._tool("◀", "Previous page (PgUp)", self.prev_page)
+        self.next_button = self._tool("▶", "Next page (PgDown)", self.next_page)
+        self.page_label = QLabel("–", self)
+        nav.addWidget(self.prev_button)
+        nav.addWidget(self.page_label)
+        nav.addWidget(self.next_button)
+        nav.addSpacing(12)
+        nav.addWidget(self._tool("Fit width", "Fit width", self.page_view.fit_width))
+        nav.addWidget(self._tool("Fit page", "Fit page", self.page_view.fit_page))
+        nav.addWidget(self._tool("100%", "Actual size (Ctrl+0)", self.page_view.actual_size))
+        nav.addStretch(1)
+        centre = QWidget(self)
+        centre_layout = QVBoxLayout(centre)
+        centre_layout.setContentsMargins(0, 0, 0, 0)
+        centre_layout.addLayout(nav)
+        centre_layout.addWidget(self.page_view, 1)
+        centre_layout.addWidget(self.legend)
+
+        self.splitter = QSplitter(Qt.Orientation.Horizontal, self)
+        self.splitter.addWidget(self.queue)
+        self.splitter.addWidget(centre)
+        self.splitter.addWidget(self.result_view)
+        self.splitter.setSizes([260, 620, 520])
+        self.setCentralWidget(self.splitter)
+
+        # actions
+        self.open_action = self._action("&Open…", QKeySequence.StandardKey.Open, self.open_files)
+        self.paste_action = self._action("&Paste image", QKeySequence.StandardKey.Paste, self.paste)
+        self.run_action = self._action("&Run", "Ctrl+R", self.run)
+        self.stop_action = self._action("&Stop", "Esc", self.controller.stop)
+        self.export_action = self._action("&Export…", "Ctrl+E", self.export_dialog)
+        self.export_all_action = self._action("Export &all…", "Ctrl+Shift+E", self.export_all)
+        self.copy_page_action = self._action("Copy page markdown", "Ctrl+Shift+C", self.copy_page)
+        self.copy_doc_action = self._action("Copy document markdown", None, self.copy_document)
+        self.open_folder_action = self._action("Open output folder", None, self.open_output)
+        self.settings_action = self._action("&Settings…", "Ctrl+,", self.open_settings)
+        self.quit_action = self._action("&Quit", QKeySequence.StandardKey.Quit, self.close)
+        self.remove_action = self._action("Remove from queue", "Del", self.remove_selected)
+        self.retry_action = self._action("Retry failed pages", None, self.retry_selected)
+        self._action("Previous page", "PgUp", self.prev_page)
+        self._action("Next page", "PgDown", self.next_page)
+        self._action(
+            "Zoom in", QKeySequence.StandardKey.ZoomIn, lambda: self.page_view.zoom_by(1.25)
+        )
+        self._action(
+            "Zoom out", QKeySequence.StandardKey.ZoomOut, lambda: self.page_view.zoom_by(0.8)
+        )
+        self._action("Actual size", "Ctrl+0", self.page_view.actual_size)
+        self.stop_action.setEnabled(False)
+
+        menu = self.menuBar().addMenu("&File")
+        for action in (
+            self.open_action, self.paste_action, None, self.export_action, self.export_all_action,
+            self.open_folder_action, None, self.settings_action, None, self.quit_action,
+        ):  # fmt: skip
+            menu.addSeparator() if action is None else menu.addAction(action)
+        edit = self.menuBar().addMenu("&Edit")
+        for action in (self.copy_page_action, self.copy_doc_action, self.remove_action):
+            edit.addAction(action)
+        run_menu = self.menuBar().addMenu("&Run")
+        for action in (self.run_action, self.stop_action, self.retry_action):
+            run_menu.addAction(action)
+
+        bar = QToolBar("Main", self)
+        bar.setObjectName("main-toolbar")
+        bar.setMovable(False)
+        self.addToolBar(bar)
+        bar.addAction(self.open_action)
+        self.task_combo = QComboBox(self)
+        for task, title in TASK_TITLES.items():
+            self.task_combo.addItem(title, task)
+        self.task_combo.setToolTip("What the model should do")
+        self.prompt_edit = QLineEdit(self)
+        self.prompt_edit.setPlaceholderText("text to locate / prompt")
+        self.prompt_edit.setMinimumWidth(180)
+        self.family_combo = QComboBox(self)
+        for title, family in FAMILIES:
+            self.family_combo.addItem(title, family)
+        self.dpi_spin = QSpinBox(self)
+        self.dpi_spin.setRange(72, 400)
+        self.dpi_spin.setSuffix(" dpi")
+        bar.addWidget(self.task_combo)
+        self.prompt_widget = bar.addWidget(self.prompt_edit)
+        bar.addWidget(self.family_combo)
+        bar.addWidget(self.dpi_spin)
+        bar.addSeparator()
+        bar.addAction(self.run_action)
+        bar.addAction(self.stop_action)
+        bar.addAction(self.export_action)
+        bar.addSeparator()
+        self.engine_label = QLabel(self)
+        self.engine_label.setObjectName("engine-status")
+        self.engine_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.engine_settings = QPushButton("Engine settings…", self)
+        self.engine_settings.clicked.connect(self.open_settings)
+        self.engine_log = QPushButton("Log", self)
+        self.engine_log.clicked.connect(self.show_log)
+        bar.addWidget(self.engine_label)
+        bar.addWidget(self.engine_settings)
+        bar.addWidget(self.engine_log)
+
+        self.stats_label = QLabel("0 of 0 pages done", self)
+        self.statusBar().addPermanentWidget(self.stats_label)
+        self._task_changed()
+        self._engine_status(self.controller.state, self.controller.detail)
+
+    def _tool(self, text: str, tip: str, slot: Any) -> QToolButton:
+        button = QToolButton(self)
+        button.setText(text)
+        button.setToolTip(tip)
+        button.clicked.connect(slot)
+        return button
+
+    def _action(self, text: str, shortcut: Any, slot: Any) -> QAction:
+        action = QAction(text, self)
+        if shortcut is not None:
+            action.setShortcut(QKeySequence(shortcut))
+        action.triggered.connect(slot)
+        self.addAction(action)
+        return action
+
+    def _connect(self) -> None:
+        c = self.controller
+        c.docAdded.connect(self._doc_added)
+        c.docChanged.connect(self._doc_changed)
+        c.docRemoved.connect(self._doc_removed)
+        c.pageChanged.connect(self._page_changed)
+        c.pageBoxes.connect(self._page_boxes)
+        c.pageText.connect(self._page_text)
+        c.engineStatus.connect(self._engine_status)
+        c.runningChanged.connect(self._running)
+        c.statsChanged.connect(self._stats)
+        c.message.connect(lambda text: self.statusBar().showMessage(text, 8000))
+        self.queue.selectionModel().currentChanged.connect(lambda *_: self._queue_current())
+        self.queue.customContextMenuRequested.connect(self._queue_menu)
+        self.task_combo.currentIndexChanged.connect(self._task_changed)
+        self.page_view.boxClicked.connect(self._box_clicked)
+        self.page_view.boxHovered.connect(self._box_hovered)
+        self.page_view.labelsChanged.connect(self.legend.set_labels)
+        self.legend.toggled.connect(self.page_view.set_label_visible)
+        self.result_view.blockClicked.connect(self._block_clicked)
+
+    def _apply_settings(self) -> None:
+        task = (
+            Task(self.settings.get("run/task"))
+            if self.settings.get("run/task") in {t.value for t in Task}
+            else Task.MARKDOWN
+        )
+        self.task_combo.setCurrentIndex(list(TASK_TITLES).index(task))
+        family = self.settings.get("run/family")
+        for k, (_, fam) in enumerate(FAMILIES):
+            if (fam.value if fam else "auto") == family:
+                self.family_combo.setCurrentIndex(k)
+        self.dpi_spin.setValue(self.settings.get("run/dpi"))
+        self.controller.output_folder = Path(self.settings.get("output/folder"))
+
+    # -- engine status -------------------------------------------------------------------------
+
+    def _engine_status(self, state: str, detail: str) -> None:
+        colors = {"ready": "#2a8a2a", "starting": "#b58900", "error": "#d33", "none": "#d33"}
+        text = {"none": detail or "no engine configured", "ready": f"ready: {detail}"}.get(
+            state, f"{state}: {detail}"
+        )
+        self.engine_label.setText(f"<b style='color:{colors.get(state, '#666')}'>●</b> {text}")
+        self.engine_label.setToolTip(detail)
+        self.engine_settings.setVisible(state in ("none", "error"))
+        self.engine_log.setVisible(state == "error")
+        self.run_action.setEnabled(state == "ready" and not self.controller.running)
+
+    def show_log(self) -> None:
+        from PySide6.QtWidgets import QMessageBox
+
+        box = QMessageBox(self)
+        box.setWindowTitle("Engine log")
+        box.setText(self.controller.detail)
+        box.setDetailedText(self.controller.engine_log())
+        box.open()
+
+    def open_settings(self) -> None:
+        from gui.settings_dialog import SettingsDialog
+
+        dialog = SettingsDialog(
+            self.settings, self, local_available=self.controller.local_available()
+        )
+        dialog.accepted.connect(self.apply_engine_settings)
+        dialog.accepted.connect(self._apply_settings)
+        dialog.open()
+        self.settings_dialog = dialog
+
+    def apply_engine_settings(self) -> None:
+        """(Re)connect the engine the settings describe."""
+        s = self.settings
+        if s.get("engine/mode") == "remote":
+            url = s.get("engine/url")
+            if url:
+                self.controller.use_remote(url, s.api_key())
+            else:
+                self.controller._set_engine("none", "no remote server URL set")
+        else:
+            self.controller.use_local(
+                {
+                    "model": s.get("engine/model"),
+                    "vllm": s.get("engine/vllm") or None,
+                    "gpu_memory_utilization": s.get("engine/gpu_memory_utilization"),
+                    "max_num_seqs": s.get("engine/concurrency"),
+                }
+            )
+
+    # -- toolbar -------------------------------------------------------------------------------
+
+    def _task_changed(self) -> None:
+        task = self.task_combo.currentData()
+        self.prompt_widget.setVisible(task in (Task.LOCATE, Task.CUSTOM))
+        self.prompt_edit.setPlaceholderText(
+            "text to locate" if task is Task.LOCATE else "your prompt"
+        )
+
+    def options(self) -> ConvertOptions:
+        task: Task = self.task_combo.currentData()
+        prompt = self.prompt_edit.text().strip() or None
+        return ConvertOptions(
+            task=task,
+            family=self.family_combo.currentData(),
+            prompt=prompt if task in (Task.LOCATE, Task.CUSTOM) else None,
+            dpi=self.dpi_spin.value(),
+            concurrency=max(1, int(self.settings.get("engine/concurrency"))),
+        )
+
+    def run(self) -> None:
+        options = self.options()
+        if options.task in (Task.LOCATE, Task.CUSTOM) and not options.prompt:
+            self.statusBar().showMessage("Write the text to locate or the prompt first.", 8000)
+            self.prompt_edit.setFocus()
+            return
+        self.controller.output_folder = Path(self.settings.get("output/folder"))
+        if self.controller.start(options) and self.current is None and self.controller.order:
+            self.queue.select_doc(self.controller.order[0])
+
+    def _running(self, running: bool) -> None:
+        self.run_action.setEnabled(not running and self.controller.state == "ready")
+        self.stop_action.setEnabled(running)
+
+    def _stats(self, text: str) -> None:
+        self.stats_label.setText(text)
+
+    # -- adding documents ----------------------------------------------------------------------
+
+    def open_files(self) -> None:
+        patterns = " ".join(f"*{s}" for s in sorted(SUPPORTED_SUFFIXES))
+        dialog = QFileDialog(self, "Open documents")
+        dialog.setFileMode(QFileDialog.FileMode.ExistingFiles)
+        dialog.setNameFilters([f"Documents ({patterns})", "All files (*)"])
+        dialog.filesSelected.connect(lambda files: self.controller.add_paths(list(files)))
+        dialog.open()
+        self.file_dialog = dialog
+
+    def paste(self) -> None:
+        """Ctrl+V: a clipboard image becomes a new document; file URLs are queued."""
+        mime = QGuiApplication.clipboard().mimeData()
+        if mime is not None and self._take_mime(mime):
+            return
+        self.statusBar().showMessage("The clipboard holds no image or file.", 5000)
+
+    def _take_mime(self, mime: QMimeData) -> bool:
+        if mime.hasImage():
+            image = QImage(mime.imageData())
+            if not image.isNull():
+                from PySide6.QtCore import QBuffer, QIODevice
+
+                buffer = QBuffer()
+                buffer.open(QIODevice.OpenModeFlag.WriteOnly)
+                image.save(buffer, "PNG")
+                name = time.strftime("clipboard-%Y-%m-%d-%H%M%S.png")
+                self.controller.add_bytes(bytes(buffer.data().data()), name)
+                return True
+        if mime.hasUrls():
+            paths = [u.toLocalFile() for u in mime.urls() if u.isLocalFile()]
+            if paths:
+                self.controller.add_paths(paths)
+                return True
+        return False
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+        mime = event.mimeData()
+        if mime.hasUrls() or mime.hasImage():
+            event.acceptProposedAction()
+
+    def dragMoveEvent(self, event: Any) -> None:
+        event.acceptProposedAction()
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        if self._take_mime(event.mimeData()):
+            event.acceptProposedAction()
+
+    # -- queue ---------------------------------------------------------------------------------
+
+    def _doc_added(self, doc_id: int) -> None:
+        if self.current is None:
+            self.queue.select_doc(doc_id)
+
+    def _doc_changed(self, doc_id: int) -> None:
+        if self.current is not None and self.current[0] == doc_id:
+            self._update_page_label()
+            item = self.controller.docs[doc_id]
+            if not self.page_view.has_image() and item.document is not None:
+                self.show_page(doc_id, self.current[1])
+
+    def _doc_removed(self, doc_id: int) -> None:
+        for key in [k for k in self._images if k[0] == doc_id]:
+            del self._images[key]
+        if self.current is not None and self.current[0] == doc_id:
+            self.current = None
+            doc = self.queue.current_doc()
+            if doc is not None:
+                self.show_page(doc, 1)
+            else:
+                self.page_view.set_page(1, 1)
+                self.result_view.show_source(None)
+
+    def _queue_current(self) -> None:
+        doc_id = self.queue.current_doc()
+        if doc_id is not None and (self.current is None or self.current[0] != doc_id):
+            self.show_page(doc_id, 1)
+
+    def _queue_menu(self, pos: Any) -> None:
+        menu = QMenu(self)
+        for action in (
+            self.run_action, self.retry_action, self.export_action, self.copy_doc_action,
+            self.remove_action,
+        ):  # fmt: skip
+            menu.addAction(action)
+        menu.popup(self.queue.viewport().mapToGlobal(pos))
+
+    def remove_selected(self) -> None:
+        for doc_id in self.queue.selected_docs() or filter(None, [self.queue.current_doc()]):
+            self.controller.remove(doc_id)
+
+    def retry_selected(self) -> None:
+        ids = self.queue.selected_docs()
+        self.controller.start(self.options(), ids or None)
+
+    # -- pages ---------------------------------------------------------------------------------
+
+    def show_page(self, doc_id: int, number: int) -> None:
+        """Show page `number` of document `doc_id` in both views."""
+        item = self.controller.docs.get(doc_id)
+        if item is None:
+            return
+        self.current = (doc_id, number)
+        self.queue.select_doc(doc_id)
+        page = item.pages.get(number)
+        width, height = self._page_size(doc_id, number)
+        self.page_view.set_page(width, height)
+        self._update_page_label()
+        if page is not None:
+            if page.result is not None:
+                self.page_view.set_blocks(page.result.blocks)
+            elif page.boxed:
+                first = 1 if page.raw_text.split("<|", 1)[0].strip() else 0
+                self.page_view.add_blocks([(first + k, b) for k, b in enumerate(page.boxed)])
+        self.result_view.show_source(
+            lambda: self._result_source(doc_id, number), f"{item.name} — page {number}"
+        )
+        cached = self._images.get((doc_id, number))
+        if cached is not None:
+            self.page_view.set_image(cached)
+        elif item.document is not None:
+            self._render_token += 1
+            self.controller.spawn(self._load_image(doc_id, number, self._render_token))
+
+    def _page_size(self, doc_id: int, number: int) -> tuple[int, int]:
+        item = self.controller.docs[doc_id]
+        page = item.pages.get(number)
+        if page is not None and page.result is not None and page.result.width:
+            return page.result.width, page.result.height
+        if page is not None and page.width:
+            return page.width, page.height
+        image = self._images.get((doc_id, number))
+        if image is not None:
+            return image.width(), image.height()
+        return round(8.27 * item.dpi), round(11.69 * item.dpi)
+
+    async def _load_image(self, doc_id: int, number: int, token: int) -> None:
+        image = await self.controller.render_page(doc_id, number)
+        if image is None:
+            return
+        qimage = await asyncio.to_thread(pil_to_qimage, image)
+        self._images[(doc_id, number)] = qimage
+        while len(self._images) > 8:
+            self._images.popitem(last=False)
+        if self.current != (doc_id, number):
+            return
+        page = self.controller.docs[doc_id].pages.get(number)
+        if page is None or (not page.width and page.result is None):
+            # no result size yet: the rendered image defines the page's pixel space
+            self.page_view.set_page(qimage.width(), qimage.height())
+        self.page_view.set_image(qimage)
+        if token == self._render_token:
+            await self._load_figures(doc_id, number, image)
+
+    async def _load_figures(self, doc_id: int, number: int, image: Image.Image) -> None:
+        page = self.controller.docs[doc_id].pages.get(number)
+        if page is None or page.result is None:
+            return
+        blocks = page.result.blocks
+        if not any(b.label == "image" for b in blocks):
+            return
+        if page.result.width and image.size != (page.result.width, page.result.height):
+            image = image.resize((page.result.width, page.result.height))
+        self._figures[(doc_id, number)] = await asyncio.to_thread(figure_urls, image, blocks)
+        if self.current == (doc_id, number):
+            self.result_view.changed()
+
+    def _result_source(self, doc_id: int, number: int) -> tuple[list[Block], str, dict[int, str]]:
+        item = self.controller.docs.get(doc_id)
+        page = item.pages.get(number) if item else None
+        if page is None:
+            return [], "", {}
+        if page.result is not None:
+            blocks = page.result.blocks
+            if not blocks and page.result.error:
+                blocks = [Block("error", (), f"**This page failed:** {page.result.error}")]
+            return blocks, page.result.raw, self._figures.get((doc_id, number), {})
+        raw = page.raw_text
+        width, height = page.width or 1000, page.height or 1000
+        return parse(raw, width, height).blocks, raw, {}
+
+    def _update_page_label(self) -> None:
+        if self.current is None:
+            self.page_label.setText("–")
+            return
+        doc_id, number = self.current
+        item = self.controller.docs.get(doc_id)
+        total = len(item.pages) if item else 0
+        page = item.pages.get(number) if item else None
+        status = page.status.value if page else ""
+        self.page_label.setText(f"page {number} of {total}  {status}")
+
+    def prev_page(self) -> None:
+        if self.current is not None and self.current[1] > 1:
+            self.show_page(self.current[0], self.current[1] - 1)
+
+    def next_page(self) -> None:
+        if self.current is None:
+            return
+        item = self.controller.docs.get(self.current[0])
+        if item is not None and self.current[1] < len(item.pages):
+            self.show_page(self.current[0], self.current[1] + 1)
+
+    def _page_changed(self, doc_id: int, number: int) -> None:
+        if self.current != (doc_id, number):
+            return
+        page = self.controller.docs[doc_id].pages[number]
+        self._update_page_label()
+        if page.status is PageStatus.RUNNING and page.width:
+            if self.page_view.page_size != (page.width, page.height):
+                self.page_view.set_page(page.width, page.height)
+                cached = self._images.get((doc_id, number))
+                if cached is not None:
+                    self.page_view.set_image(cached)
+            else:
+                self.page_view.clear_boxes()
+            self.result_view.changed()
+        elif page.result is not None:
+            if page.result.width and self.page_view.page_size != (
+                page.result.width,
+                page.result.height,
+            ):
+                self.show_page(doc_id, number)
+                return
+            self.page_view.set_blocks(page.result.blocks)
+            self.result_view.changed()
+            image = self._images.get((doc_id, number))
+            if image is not None and any(b.label == "image" for b in page.result.blocks):
+                self.controller.spawn(self._refigure(doc_id, number))
+        else:
+            self.page_view.clear_boxes()
+            self.result_view.changed()
+
+    async def _refigure(self, doc_id: int, number: int) -> None:
+        image = await self.controller.render_page(doc_id, number)
+        if image is not None:
+            await self._load_figures(doc_id, number, image)
+
+    def _page_boxes(self, doc_id: int, number: int, pairs: list[tuple[int, Block]]) -> None:
+        if self.current == (doc_id, number):
+            self.page_view.add_blocks(pairs)
+
+    def _page_text(self, doc_id: int, number: int) -> None:
+        if self.current == (doc_id, number):
+            self.result_view.changed()
+
+    # -- linking -------------------------------------------------------------------------------
+
+    def _box_clicked(self, index: int) -> None:
+        self.page_view.highlight(index, center=False)
+        self.result_view.highlight(index, scroll=True)
+
+    def _box_hovered(self, index: int) -> None:
+        self.result_view.highlight(index, scroll=True)
+
+    def _block_clicked(self, index: int) -> None:
+        self.page_view.highlight(index, center=True)
+
+    # -- export and clipboard ------------------------------------------------------------------
+
+    def _target_docs(self) -> list[int]:
+        ids = self.queue.selected_docs()
+        if not ids and self.current is not None:
+            ids = [self.current[0]]
+        return ids
+
+    def export_dialog(self, *, all_docs: bool = False) -> None:
+        ids = list(self.controller.order) if all_docs else self._target_docs()
+        dialog = QFileDialog(self, "Export to folder", self.settings.get("output/folder"))
+        dialog.setFileMode(QFileDialog.FileMode.Directory)
+        dialog.setOption(QFileDialog.Option.ShowDirsOnly, True)
+        dialog.fileSelected.connect(lambda folder: self.export_to(ids, Path(folder)))
+        dialog.open()
+        self.file_dialog = dialog
+
+    def export_all(self) -> None:
+        self.export_dialog(all_docs=True)
+
+    def export_to(self, doc_ids: list[int], folder: Path) -> asyncio.Task[Any]:
+        async def go() -> list[Path]:
+            folders = await self.controller.export(doc_ids, folder)
+            self.last_export = folder
+            self.statusBar().showMessage(f"Exported {len(folders)} document(s) to {folder}", 10000)
+            return folders
+
+        return self.controller.spawn(go())
+
+    def copy_page(self) -> None:
+        if self.current is None:
+            return
+        page = self.controller.docs[self.current[0]].pages.get(self.current[1])
+        if page is not None and page.result is not None:
+            QGuiApplication.clipboard().setText(page.result.markdown)
+            self.statusBar().showMessage("Page markdown copied.", 4000)
+
+    def copy_document(self) -> None:
+        ids = self._target_docs()
+        text = "\n\n".join(self.controller.docs[i].markdown() for i in ids)
+        QGuiApplication.clipboard().setText(text)
+        self.statusBar().showMessage("Document markdown copied.", 4000)
+
+    def open_output(self) -> None:
+        folder = getattr(self, "last_export", None) or Path(self.settings.get("output/folder"))
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder)))
+
+    # -- closing -------------------------------------------------------------------------------
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        self.settings.set("run/task", self.task_combo.currentData().value)
+        fam = self.family_combo.currentData()
+        self.settings.set("run/family", fam.value if fam else "auto")
+        self.settings.set("run/dpi", self.dpi_spin.value())
+        self.settings.sync()
+        super().closeEvent(event)
+        self.closed.emit()

@@ -1,0 +1,224 @@
+"""The document queue: a list model over the controller's documents and a delegate that paints
+each row (name, page count, per-page status strip, progress with ETA, or the reason it failed)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtCore import (
+    QAbstractListModel,
+    QModelIndex,
+    QPersistentModelIndex,
+    QRect,
+    QSize,
+    Qt,
+)
+from PySide6.QtGui import QColor, QFont, QPainter
+from PySide6.QtWidgets import QListView, QStyle, QStyledItemDelegate, QStyleOptionViewItem, QWidget
+
+from engine import PageStatus
+from gui.controller import Controller, DocItem
+
+DocRole = Qt.ItemDataRole.UserRole + 1
+
+STATUS_COLORS: dict[PageStatus, QColor] = {
+    PageStatus.WAITING: QColor(200, 200, 200),
+    PageStatus.RUNNING: QColor(38, 139, 210),
+    PageStatus.DONE: QColor(80, 170, 60),
+    PageStatus.TRUNCATED: QColor(230, 160, 20),
+    PageStatus.FAILED: QColor(210, 50, 47),
+}
+_RANK = [
+    PageStatus.FAILED,
+    PageStatus.RUNNING,
+    PageStatus.TRUNCATED,
+    PageStatus.WAITING,
+    PageStatus.DONE,
+]
+
+
+def _fmt_eta(seconds: float) -> str:
+    s = int(seconds + 0.5)
+    return (
+        f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+    )
+
+
+def progress_text(item: DocItem) -> str:
+    """The row's third line: the error, or pages done with ETA."""
+    if item.error:
+        return f"cannot open: {item.error}"
+    total = len(item.pages)
+    if not total:
+        return "opening…"
+    text = f"{item.finished} of {total} pages"
+    failed = item.count(PageStatus.FAILED)
+    truncated = item.count(PageStatus.TRUNCATED)
+    if truncated:
+        text += f" · {truncated} truncated"
+    if failed:
+        text += f" · {failed} failed"
+    eta = item.eta()
+    if eta is not None and item.finished < total and item.count(PageStatus.RUNNING):
+        text += f" · ETA {_fmt_eta(eta)}"
+    if item.from_history:
+        text += " · earlier session"
+    return text
+
+
+class QueueModel(QAbstractListModel):
+    """Rows are the controller's documents in queue order."""
+
+    def __init__(self, controller: Controller) -> None:
+        super().__init__(controller)
+        self.controller = controller
+        controller.docAdded.connect(self._added)
+        controller.docChanged.connect(self._changed)
+        controller.docRemoved.connect(self._removed)
+        self._rows: list[int] = list(controller.order)
+
+    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(self._rows)
+
+    def data(self, index: QModelIndex | QPersistentModelIndex, role: int = 0) -> Any:
+        if not index.isValid() or index.row() >= len(self._rows):
+            return None
+        item = self.controller.docs.get(self._rows[index.row()])
+        if item is None:
+            return None
+        if role == Qt.ItemDataRole.DisplayRole:
+            return item.name
+        if role == Qt.ItemDataRole.ToolTipRole:
+            source = item.source if isinstance(item.source, str) else "pasted image"
+            return f"{source}\n{progress_text(item)}"
+        if role == DocRole:
+            return item
+        return None
+
+    def doc_id(self, row: int) -> int:
+        return self._rows[row]
+
+    def row_of(self, doc_id: int) -> int:
+        return self._rows.index(doc_id) if doc_id in self._rows else -1
+
+    def _added(self, doc_id: int) -> None:
+        row = len(self._rows)
+        self.beginInsertRows(QModelIndex(), row, row)
+        self._rows.append(doc_id)
+        self.endInsertRows()
+
+    def _changed(self, doc_id: int) -> None:
+        row = self.row_of(doc_id)
+        if row >= 0:
+            index = self.index(row)
+            self.dataChanged.emit(index, index)
+
+    def _removed(self, doc_id: int) -> None:
+        row = self.row_of(doc_id)
+        if row >= 0:
+            self.beginRemoveRows(QModelIndex(), row, row)
+            self._rows.pop(row)
+            self.endRemoveRows()
+
+
+def strip_colors(item: DocItem, slots: int) -> list[QColor]:
+    """The status strip: one colour per page, or per bin of pages when there are more than
+    `slots` (a bin shows its most telling status: failed, running, truncated, waiting, done)."""
+    numbers = sorted(item.pages)
+    if not numbers:
+        return []
+    if len(numbers) <= slots:
+        return [STATUS_COLORS[item.pages[n].status] for n in numbers]
+    colors = []
+    for k in range(slots):
+        part = numbers[k * len(numbers) // slots : (k + 1) * len(numbers) // slots]
+        statuses = {item.pages[n].status for n in part}
+        worst = next((s for s in _RANK if s in statuses), PageStatus.WAITING)
+        colors.append(STATUS_COLORS[worst])
+    return colors
+
+
+class QueueDelegate(QStyledItemDelegate):
+    """Paints name and page count, the status strip, and progress/ETA or the error."""
+
+    ROW_HEIGHT = 58
+
+    def sizeHint(
+        self, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex
+    ) -> QSize:
+        return QSize(220, self.ROW_HEIGHT)
+
+    def paint(
+        self,
+        painter: QPainter,
+        option: QStyleOptionViewItem,
+        index: QModelIndex | QPersistentModelIndex,
+    ) -> None:
+        item: DocItem | None = index.data(DocRole)
+        if item is None:
+            return
+        painter.save()
+        rect: QRect = option.rect  # type: ignore[attr-defined]
+        style = option.widget.style() if option.widget else None  # type: ignore[attr-defined]
+        if style is not None:
+            style.drawPrimitive(QStyle.PrimitiveElement.PE_PanelItemViewItem, option, painter)
+        selected = bool(option.state & QStyle.StateFlag.State_Selected)  # type: ignore[attr-defined]
+        palette = option.palette  # type: ignore[attr-defined]
+        text_color = palette.highlightedText().color() if selected else palette.text().color()
+        x, y, w = rect.x() + 6, rect.y() + 4, rect.width() - 12
+        font = QFont(option.font)  # type: ignore[attr-defined]
+        font.setBold(True)
+        painter.setFont(font)
+        painter.setPen(text_color)
+        count = f"{item.page_count} p." if item.page_count else ""
+        metrics = painter.fontMetrics()
+        name = metrics.elidedText(item.name, Qt.TextElideMode.ElideMiddle, w - 50)
+        painter.drawText(QRect(x, y, w - 48, 18), Qt.AlignmentFlag.AlignLeft, name)
+        font.setBold(False)
+        painter.setFont(font)
+        painter.drawText(QRect(x + w - 48, y, 48, 18), Qt.AlignmentFlag.AlignRight, count)
+        strip = QRect(x, y + 21, w, 8)
+        colors = strip_colors(item, max(1, strip.width() // 3))
+        if colors:
+            for k, color in enumerate(colors):
+                left = strip.x() + k * strip.width() // len(colors)
+                right = strip.x() + (k + 1) * strip.width() // len(colors)
+                painter.fillRect(QRect(left, strip.y(), max(1, right - left - 1), 8), color)
+        elif item.error:
+            painter.fillRect(strip, STATUS_COLORS[PageStatus.FAILED])
+        line = progress_text(item)
+        if item.error:
+            painter.setPen(QColor(210, 50, 47) if not selected else text_color)
+        small = QFont(font)
+        small.setPointSizeF(max(6.0, font.pointSizeF() * 0.9))
+        painter.setFont(small)
+        line = painter.fontMetrics().elidedText(line, Qt.TextElideMode.ElideRight, w)
+        painter.drawText(QRect(x, y + 32, w, 18), Qt.AlignmentFlag.AlignLeft, line)
+        painter.restore()
+
+
+class QueueView(QListView):
+    """The queue list."""
+
+    def __init__(self, controller: Controller, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.queue_model = QueueModel(controller)
+        self.setModel(self.queue_model)
+        self.setItemDelegate(QueueDelegate(self))
+        self.setUniformItemSizes(True)
+        self.setAcceptDrops(False)
+        self.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.setSelectionMode(QListView.SelectionMode.ExtendedSelection)
+
+    def current_doc(self) -> int | None:
+        index = self.currentIndex()
+        return self.queue_model.doc_id(index.row()) if index.isValid() else None
+
+    def selected_docs(self) -> list[int]:
+        rows = sorted(i.row() for i in self.selectionModel().selectedRows())
+        return [self.queue_model.doc_id(r) for r in rows]
+
+    def select_doc(self, doc_id: int) -> None:
+        row = self.queue_model.row_of(doc_id)
+        if row >= 0:
+            self.setCurrentIndex(self.queue_model.index(row))

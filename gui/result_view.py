@@ -1,0 +1,188 @@
+"""The result view: a page's markdown rendered (tables, KaTeX formulas, figures) or its raw output.
+
+A QWebEngineView in an off-the-record profile that cannot reach the network: remote URLs are off
+for local content, and a request interceptor blocks every URL that is not file:, qrc:, data:,
+blob: or about:. The page is one shell (resources/result.html with the vendored KaTeX) loaded
+once; content is swapped in with JavaScript, at most `MAX_FPS` times a second while a page
+streams. Block k is `[data-block="k"]`; a click on it comes back through a console message.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QCoreApplication, QObject, QTimer, QUrl, Signal
+from PySide6.QtWebEngineCore import (
+    QWebEnginePage,
+    QWebEngineProfile,
+    QWebEngineSettings,
+    QWebEngineUrlRequestInfo,
+    QWebEngineUrlRequestInterceptor,
+)
+from PySide6.QtWebEngineWidgets import QWebEngineView
+from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
+
+from gui.html import render_blocks, render_raw
+
+RESOURCES = Path(__file__).resolve().parent.parent / "resources"
+SHELL = RESOURCES / "result.html"
+MAX_FPS = 10
+LOCAL_SCHEMES = {"file", "qrc", "data", "blob", "about"}
+
+
+class LocalOnly(QWebEngineUrlRequestInterceptor):
+    """Blocks every request that would leave the machine; counts what it blocked."""
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.blocked: list[str] = []
+
+    def interceptRequest(self, info: QWebEngineUrlRequestInfo) -> None:
+        url = info.requestUrl()
+        if url.scheme().lower() not in LOCAL_SCHEMES:
+            self.blocked.append(url.toString())
+            info.block(True)
+
+
+_PROFILE: tuple[QWebEngineProfile, LocalOnly] | None = None
+
+
+def shared_profile() -> tuple[QWebEngineProfile, LocalOnly]:
+    """One off-the-record profile for the app (it must outlive every page that uses it)."""
+    global _PROFILE
+    if _PROFILE is None:
+        app = QCoreApplication.instance()
+        profile = QWebEngineProfile(app)  # no storage name: off the record
+        interceptor = LocalOnly(profile)
+        profile.setUrlRequestInterceptor(interceptor)
+        _PROFILE = (profile, interceptor)
+    return _PROFILE
+
+
+class ResultPage(QWebEnginePage):
+    """Turns the shell's console messages into signals; refuses every navigation but ours."""
+
+    blockClicked = Signal(int)
+
+    def javaScriptConsoleMessage(
+        self, level: QWebEnginePage.JavaScriptConsoleMessageLevel, message: str, line: int, src: str
+    ) -> None:
+        if message.startswith("ocrdesk:click:"):
+            try:
+                self.blockClicked.emit(int(message.rsplit(":", 1)[1]))
+            except ValueError:
+                pass
+
+    def acceptNavigationRequest(
+        self, url: QUrl | str, kind: QWebEnginePage.NavigationType, is_main_frame: bool
+    ) -> bool:
+        url = QUrl(url)
+        return kind == QWebEnginePage.NavigationType.NavigationTypeTyped or url.scheme() in (
+            "data",
+            "about",
+        )
+
+
+class ResultView(QWidget):
+    """Rendered page markdown (or raw output), throttled, with block highlighting."""
+
+    blockClicked = Signal(int)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.profile, self.interceptor = shared_profile()
+        self.page = ResultPage(self.profile, self)
+        settings = self.page.settings()
+        settings.setAttribute(
+            QWebEngineSettings.WebAttribute.LocalContentCanAccessRemoteUrls, False
+        )
+        settings.setAttribute(QWebEngineSettings.WebAttribute.NavigateOnDropEnabled, False)
+        settings.setAttribute(QWebEngineSettings.WebAttribute.JavascriptCanOpenWindows, False)
+        settings.setAttribute(QWebEngineSettings.WebAttribute.PluginsEnabled, False)
+        self.web = QWebEngineView(self)
+        self.web.setPage(self.page)
+        self.web.setAcceptDrops(False)
+        self.page.blockClicked.connect(self._clicked)
+        self.raw_switch = QCheckBox("Raw output with tags", self)
+        self.raw_switch.toggled.connect(lambda _: self._redraw_now())
+        self.title = QLabel("", self)
+        top = QHBoxLayout()
+        top.addWidget(self.title, 1)
+        top.addWidget(self.raw_switch)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(top)
+        layout.addWidget(self.web, 1)
+        self.ready = False
+        self.redraws = 0
+        self.highlighted: int | None = None
+        self._source: Callable[[], tuple[list[Any], str, dict[int, str]]] | None = None
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(1000 // MAX_FPS)
+        self._timer.timeout.connect(self._redraw_now)
+        self._dirty = False
+        self.page.loadFinished.connect(self._loaded)
+        shell = SHELL.read_text(encoding="utf-8")
+        self.page.setHtml(shell, QUrl.fromLocalFile(str(RESOURCES) + "/"))
+
+    def _loaded(self, ok: bool) -> None:
+        self.ready = ok
+        if ok and self._dirty:
+            self._redraw_now()
+
+    def _clicked(self, index: int) -> None:
+        self.highlight(index, scroll=False)
+        self.blockClicked.emit(index)
+
+    # -- content -------------------------------------------------------------------------------
+
+    def show_source(
+        self, source: Callable[[], tuple[list[Any], str, dict[int, str]]] | None, title: str = ""
+    ) -> None:
+        """Show what `source()` gives (blocks, raw text, figures) now; `changed()` redraws it."""
+        self._source = source
+        self.title.setText(title)
+        self.highlighted = None
+        self._redraw_now()
+
+    def changed(self) -> None:
+        """The source has more text: redraw, at most MAX_FPS times a second."""
+        self._dirty = True
+        if not self._timer.isActive():
+            self._timer.start()
+
+    def _redraw_now(self) -> None:
+        self._timer.stop()
+        self._dirty = True
+        if not self.ready:
+            return
+        self._dirty = False
+        if self._source is None:
+            body = '<p class="empty">No page selected.</p>'
+        else:
+            blocks, raw, figures = self._source()
+            if self.raw_switch.isChecked():
+                body = render_raw(raw)
+            elif blocks:
+                body = render_blocks(blocks, figures)
+            else:
+                body = '<p class="empty">Nothing yet.</p>'
+        self.redraws += 1
+        highlight = -1 if self.highlighted is None else self.highlighted
+        self.page.runJavaScript(f"ocrSet({json.dumps(body)}, {highlight});")
+
+    # -- linking -------------------------------------------------------------------------------
+
+    def highlight(self, index: int | None, *, scroll: bool = True) -> None:
+        self.highlighted = index
+        if self.ready:
+            k = -1 if index is None else index
+            self.page.runJavaScript(f"ocrHighlight({k}, {str(scroll).lower()});")
+
+    def run_js(self, script: str, callback: Callable[[Any], None]) -> None:
+        """Evaluate `script` in the page (tests and the linking code read the DOM with it)."""
+        self.page.runJavaScript(script, 0, callback)

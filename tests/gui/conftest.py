@@ -1,0 +1,130 @@
+"""GUI test setup: offscreen Qt, QtWebEngine without the sandbox (tests only), an isolated
+QSettings, a qasync event loop, and a Qt message handler that fails a test on any unexpected
+Qt warning (as qutebrowser's test suite does)."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# Root in CI cannot run Chromium's sandbox; only tests and the screenshot script turn it off.
+os.environ.setdefault("QTWEBENGINE_CHROMIUM_FLAGS", "--no-sandbox")
+os.environ.setdefault("PYTHON_KEYRING_BACKEND", "keyring.backends.fail.Keyring")
+
+import asyncio  # noqa: E402
+import re  # noqa: E402
+from collections.abc import Callable, Coroutine, Iterator  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import pytest  # noqa: E402
+import qasync  # noqa: E402
+from PySide6 import QtWebEngineWidgets  # noqa: E402, F401  (must load before QApplication)
+from PySide6.QtCore import QSettings, QtMsgType, qInstallMessageHandler  # noqa: E402
+
+#: Messages that offscreen Qt and headless Chromium print on a healthy run.
+ALLOWED = [
+    r"This plugin does not support propagateSizeHints\(\)",
+    r"This plugin does not support raise\(\)",
+    r"This plugin does not support grabbing the keyboard",
+    r"QFont::setPointSizeF: Point size <= 0",
+    r"Release of profile requested but WebEnginePage still not deleted",
+    r"GL_?.*|.*OpenGL.*|.*[Vv]ulkan.*|.*GPU.*|.*EGL.*|.*gbm.*|.*viz.*|.*dri.*",
+    r".*sandbox.*",
+    r"Qt WebEngine.*",
+    r"QQuickWidget: .*",
+    r"Could not find the Qt platform plugin.*",
+    r"QStandardPaths: .*",
+    r".*\[.*:ERROR:.*\].*",
+    r"js: .*",
+]
+_ALLOWED = re.compile("|".join(f"(?:{p})" for p in ALLOWED), re.DOTALL)
+_messages: list[str] = []
+
+
+def _handler(kind: QtMsgType, context: Any, message: str) -> None:
+    if kind in (QtMsgType.QtDebugMsg, QtMsgType.QtInfoMsg):
+        return
+    if _ALLOWED.fullmatch(message.strip()) or _ALLOWED.match(message.strip()):
+        return
+    _messages.append(f"{kind.name}: {message}")
+
+
+qInstallMessageHandler(_handler)
+
+
+@pytest.fixture(autouse=True)
+def fail_on_qt_warnings() -> Iterator[None]:
+    _messages.clear()
+    yield
+    found, _messages[:] = list(_messages), []
+    if found:
+        pytest.fail("unexpected Qt messages:\n" + "\n".join(found))
+
+
+_LOOP: qasync.QEventLoop | None = None
+
+
+@pytest.fixture
+def qloop(qapp: Any) -> Iterator[qasync.QEventLoop]:
+    """The session's qasync loop, marked running for this test.
+
+    The loop is never stopped or closed: Qt's own event processing (qtbot.waitUntil) drives it,
+    the way it runs inside the app's `exec()`. Closing or re-entering `exec()` per test crashed
+    QtWebEngine under offscreen, and a loop left "running" would confuse engine tests, so the
+    running mark is set and cleared around each GUI test."""
+    global _LOOP
+    if _LOOP is None:
+        _LOOP = qasync.QEventLoop(qapp, already_running=False)
+    loop = _LOOP
+    asyncio.set_event_loop(loop)
+    asyncio.events._set_running_loop(loop)
+    try:
+        yield loop
+    finally:
+        pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+        for task in pending:
+            task.cancel()
+        asyncio.events._set_running_loop(None)
+        asyncio.set_event_loop(None)
+
+
+def arun(qtbot: Any, coro: Coroutine[Any, Any, Any], timeout: float = 30) -> Any:
+    """Run `coro` on the qasync loop while Qt processes events; return its result."""
+    task = asyncio.ensure_future(coro)
+    qtbot.waitUntil(task.done, timeout=int(timeout * 1000))
+    return task.result()
+
+
+async def wait_until(predicate: Callable[[], Any], timeout: float = 15, what: str = "") -> Any:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what or predicate}")
+        await asyncio.sleep(0.02)
+
+
+async def js(view: Any, script: str) -> Any:
+    """Evaluate `script` in a ResultView's page and return its value."""
+    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+    def done(value: Any) -> None:
+        if not future.done():
+            future.set_result(value)
+
+    view.run_js(script, done)
+    return await asyncio.wait_for(future, 10)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Any:
+    from gui.settings import Settings
+
+    q = QSettings(str(tmp_path / "ocrdesk.ini"), QSettings.Format.IniFormat)
+    s = Settings(q)
+    s.set("output/folder", str(tmp_path / "out"))
+    s.set("engine/mode", "remote")
+    return s
