@@ -383,6 +383,13 @@ async def convert(args: argparse.Namespace) -> int:
                 f"ocrdesk: warning: {item} hit max_tokens (kept, flagged truncated)",
                 file=sys.stderr,
             )
+        summary = stats.summary()
+        if server_start_seconds is not None:
+            summary["server_start_seconds"] = round(server_start_seconds, 1)
+        if not args.quiet and summary["pages"]:
+            print(stats.line(summary), file=sys.stderr)
+        if args.stats is not None:
+            args.stats.write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
         return 1 if failed else 0
     finally:
         await pool.close()

@@ -196,3 +196,15 @@ def test_killed_run_resumes_without_redoing_pages(tmp_path: Path) -> None:
     data = json.loads((out / "long" / "long.json").read_text(encoding="utf-8"))
     assert [p["number"] for p in data["pages"]] == list(range(1, 9))
     assert all(p["status"] == "done" for p in data["pages"])
+
+
+def test_stats_file(tmp_path: Path) -> None:
+    png = make_png(tmp_path / "a.png")
+    stats = tmp_path / "stats.json"
+    with FakeOpenAIServer([GROUNDED]) as server:
+        key = server.api_key or ""
+        assert run_cli(str(png), "-o", str(tmp_path / "o"), "--server", server.url, "--api-key",
+                       key, "--stats", str(stats), "-q") == 0  # fmt: skip
+    data = json.loads(stats.read_text(encoding="utf-8"))
+    assert data["pages"] == 1 and data["failed"] == 0
+    assert data["pages_per_second"] > 0 and data["first_page_seconds"] > 0
