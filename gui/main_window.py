@@ -196,14 +196,14 @@ class MainWindow(QMainWindow):
         bar.addAction(self.open_action)
         self.task_combo = QComboBox(self)
         for task, title in TASK_TITLES.items():
-            self.task_combo.addItem(title, task)
+            self.task_combo.addItem(title, task.value)
         self.task_combo.setToolTip("What the model should do")
         self.prompt_edit = QLineEdit(self)
         self.prompt_edit.setPlaceholderText("text to locate / prompt")
         self.prompt_edit.setMinimumWidth(180)
         self.family_combo = QComboBox(self)
         for title, family in FAMILIES:
-            self.family_combo.addItem(title, family)
+            self.family_combo.addItem(title, family.value if family else "auto")
         self.dpi_spin = QSpinBox(self)
         self.dpi_spin.setRange(72, 400)
         self.dpi_spin.setSuffix(" dpi")
@@ -275,10 +275,9 @@ class MainWindow(QMainWindow):
             else Task.MARKDOWN
         )
         self.task_combo.setCurrentIndex(list(TASK_TITLES).index(task))
-        family = self.settings.get("run/family")
-        for k, (_, fam) in enumerate(FAMILIES):
-            if (fam.value if fam else "auto") == family:
-                self.family_combo.setCurrentIndex(k)
+        self.family_combo.setCurrentIndex(
+            max(0, self.family_combo.findData(self.settings.get("run/family")))
+        )
         self.dpi_spin.setValue(self.settings.get("run/dpi"))
         self.controller.output_folder = Path(self.settings.get("output/folder"))
 
@@ -337,18 +336,25 @@ class MainWindow(QMainWindow):
     # -- toolbar -------------------------------------------------------------------------------
 
     def _task_changed(self) -> None:
-        task = self.task_combo.currentData()
+        task = self.task()
         self.prompt_widget.setVisible(task in (Task.LOCATE, Task.CUSTOM))
         self.prompt_edit.setPlaceholderText(
             "text to locate" if task is Task.LOCATE else "your prompt"
         )
 
+    def task(self) -> Task:
+        return Task(self.task_combo.currentData())
+
+    def family(self) -> ModelFamily | None:
+        value = self.family_combo.currentData()
+        return None if value in (None, "auto") else ModelFamily(value)
+
     def options(self) -> ConvertOptions:
-        task: Task = self.task_combo.currentData()
+        task = self.task()
         prompt = self.prompt_edit.text().strip() or None
         return ConvertOptions(
             task=task,
-            family=self.family_combo.currentData(),
+            family=self.family(),
             prompt=prompt if task in (Task.LOCATE, Task.CUSTOM) else None,
             dpi=self.dpi_spin.value(),
             concurrency=max(1, int(self.settings.get("engine/concurrency"))),
@@ -681,9 +687,8 @@ class MainWindow(QMainWindow):
     # -- closing -------------------------------------------------------------------------------
 
     def closeEvent(self, event: QCloseEvent) -> None:
-        self.settings.set("run/task", self.task_combo.currentData().value)
-        fam = self.family_combo.currentData()
-        self.settings.set("run/family", fam.value if fam else "auto")
+        self.settings.set("run/task", self.task().value)
+        self.settings.set("run/family", self.family_combo.currentData())
         self.settings.set("run/dpi", self.dpi_spin.value())
         self.settings.sync()
         super().closeEvent(event)
