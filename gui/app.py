@@ -22,6 +22,14 @@ from gui.result_view import RESOURCES
 from gui.settings import Settings
 
 
+def install_asyncgen_hooks(loop: asyncio.AbstractEventLoop) -> None:
+    """Have async generators finalised on `loop` (what asyncio's own run_forever sets up)."""
+    sys.set_asyncgen_hooks(
+        firstiter=loop._asyncgen_firstiter_hook,  # type: ignore[attr-defined]
+        finalizer=loop._asyncgen_finalizer_hook,  # type: ignore[attr-defined]
+    )
+
+
 def build(
     files: list[str],
     *,
@@ -60,6 +68,7 @@ def run(files: list[str], *, server: str | None = None, api_key: str | None = No
         app.setWindowIcon(QIcon(str(icon)))
     loop = qasync.QEventLoop(app)
     asyncio.set_event_loop(loop)
+    install_asyncgen_hooks(loop)
 
     async def main() -> int:
         done = asyncio.Event()
