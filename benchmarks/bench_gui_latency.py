@@ -2,7 +2,7 @@
 
 A QTimer set to 5 ms measures how late each of its ticks comes; the longest lateness is the
 longest time the GUI thread could not answer. Two runs against the loopback OpenAI test server
-at full speed (token_delay=0), replaying the real corpus outputs:
+at full speed (token_delay=0; a separate process, like vLLM), replaying the real corpus outputs:
 
   A. a 64-page PDF converted (markdown with boxes), the window following the first document;
   B. a 300-page PDF in the queue, converted for up to LIMIT seconds.
@@ -14,11 +14,14 @@ at full speed (token_delay=0), replaying the real corpus outputs:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -35,9 +38,27 @@ from PySide6.QtWidgets import QApplication  # noqa: E402
 from engine import PageStatus  # noqa: E402
 from gui.app import build, install_asyncgen_hooks  # noqa: E402
 from gui.settings import Settings  # noqa: E402
-from tests.fakes.openai_server import FakeOpenAIServer, corpus_outputs  # noqa: E402
+from tests.fakes.openai_server import MODEL_OUTPUTS_DIR  # noqa: E402
 
 LIMIT = float(os.environ.get("BENCH_LIMIT", "30"))
+
+
+@contextlib.contextmanager
+def server_process() -> Iterator[str]:
+    """The loopback server in its own process (as vLLM would be), so its work does not
+    compete with the GUI thread for this interpreter's GIL."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.fakes.openai_server", "--token-delay", "0",
+         "--outputs-dir", str(MODEL_OUTPUTS_DIR)],
+        cwd=REPO, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    try:
+        yield line.split()[1]
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 def make_pdf(path: Path, pages: int) -> Path:
@@ -80,8 +101,8 @@ class Lateness:
 async def scenario(name: str, pdf: Path, tmp: Path) -> None:
     settings = Settings(QSettings(str(tmp / f"{name}.ini"), QSettings.Format.IniFormat))
     settings.set("output/folder", str(tmp / f"out-{name}"))
-    with FakeOpenAIServer(corpus_outputs(), token_delay=0.0) as server:
-        controller, window = build([], server=server.url, settings=settings, history=False)
+    with server_process() as url:
+        controller, window = build([], server=url, settings=settings, history=False)
         window.show()
         while controller.state != "ready" or not window.result_view.ready:
             await asyncio.sleep(0.02)
