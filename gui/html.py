@@ -95,7 +95,7 @@ def render_markdown(text: str) -> str:
 
 
 def render_blocks(blocks: Sequence[Block], figures: dict[int, str] | None = None) -> str:
-    """The page's blocks, each in its own `data-block` div; `figures` maps block index -> data URL."""
+    """The page's blocks, each in a `data-block` div; `figures`: block index -> data URL."""
     parts = []
     figures = figures or {}
     for k, block in enumerate(blocks):

@@ -9,6 +9,7 @@ streams. Block k is `[data-block="k"]`; a click on it comes back through a conso
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -71,10 +72,8 @@ class ResultPage(QWebEnginePage):
         self, level: QWebEnginePage.JavaScriptConsoleMessageLevel, message: str, line: int, src: str
     ) -> None:
         if message.startswith("ocrdesk:click:"):
-            try:
+            with contextlib.suppress(ValueError):
                 self.blockClicked.emit(int(message.rsplit(":", 1)[1]))
-            except ValueError:
-                pass
 
     def acceptNavigationRequest(
         self, url: QUrl | str, kind: QWebEnginePage.NavigationType, is_main_frame: bool
