@@ -7,7 +7,7 @@ export PYTHONPATH=/tmp/site:$PWD VLLM_USE_FLASHINFER_SAMPLER=0
 OUT=${OUT:-/tmp/e2e}; mkdir -p "$OUT"
 PAGES=${PAGES:-64}
 printf '#!/bin/sh\nexec python3 -m vllm.entrypoints.cli.main "$@"\n' > /tmp/vllm && chmod +x /tmp/vllm
-python3 benchmarks/gpu/make_pages.py /tmp/pages "$PAGES"
+python3 benchmarks/gpu/make_pages.py /tmp/pages "$PAGES" || exit 1
 SERVER_FLAGS=(--model /tmp/dsocr --vllm /tmp/vllm --vllm-arg=--load-format --vllm-arg=dummy
   --attention-backend TRITON_ATTN --max-num-batched-tokens 16384 --gpu-memory-utilization 0.9)
 JOB=(--max-tokens 1000 --request-field ignore_eos=true --concurrency "${CONC:-64}" -q)
@@ -17,7 +17,11 @@ python3 -m engine.cli convert /tmp/pages -o /tmp/out_local --local "${SERVER_FLA
 cat "$OUT/local.json"; tail -3 "$OUT/local.err"
 python3 -m engine.cli serve "${SERVER_FLAGS[@]}" > "$OUT/serve.out" 2> "$OUT/serve.err" &
 SPID=$!
-for _ in $(seq 600); do grep -q "api key:" "$OUT/serve.out" 2>/dev/null && break; sleep 1; done
+for _ in $(seq 400); do
+  grep -q "api key:" "$OUT/serve.out" 2>/dev/null && break
+  kill -0 $SPID 2>/dev/null || { echo "serve exited"; tail -20 "$OUT/serve.err"; exit 1; }
+  sleep 1
+done
 URL=$(awk '/url:/{print $2}' "$OUT/serve.out"); KEY=$(awk '/api key:/{print $3}' "$OUT/serve.out")
 echo "serve: $URL"
 for fmt in png jpeg; do
