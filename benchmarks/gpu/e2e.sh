@@ -11,8 +11,9 @@ python3 benchmarks/gpu/make_pages.py /tmp/pages "$PAGES" || exit 1
 SERVER_FLAGS=(--model /tmp/dsocr --vllm /tmp/vllm --vllm-arg=--load-format --vllm-arg=dummy
   --attention-backend TRITON_ATTN --max-num-batched-tokens 16384 --gpu-memory-utilization 0.9)
 JOB=(--max-tokens 1000 --request-field ignore_eos=true --concurrency "${CONC:-64}" -q)
+SERVER_FLAGS+=(${SERVE_EXTRA:-})
 t0=$(date +%s.%N)
-python3 -m engine.cli convert /tmp/pages -o /tmp/out_local --local "${SERVER_FLAGS[@]}" "${JOB[@]}" \
+[ "${LOCAL:-1}" = 1 ] && python3 -m engine.cli convert /tmp/pages -o /tmp/out_local --local "${SERVER_FLAGS[@]}" "${JOB[@]}" \
   --stats "$OUT/local.json" 2> "$OUT/local.err"; echo "local rc=$? wall=$(python3 -c "import time; print(round(time.time() - $t0, 1))")"
 cat "$OUT/local.json"; tail -3 "$OUT/local.err"
 python3 -m engine.cli serve "${SERVER_FLAGS[@]}" > "$OUT/serve.out" 2> "$OUT/serve.err" &
@@ -24,7 +25,7 @@ for _ in $(seq 400); do
 done
 URL=$(awk '/url:/{print $2}' "$OUT/serve.out"); KEY=$(awk '/api key:/{print $3}' "$OUT/serve.out")
 echo "serve: $URL"
-for fmt in png jpeg; do
+for fmt in ${FORMATS:-png jpeg}; do
   python3 -m engine.cli convert /tmp/pages -o /tmp/out_$fmt --server "$URL" --api-key "$KEY" \
     --image-format $fmt "${JOB[@]}" --stats "$OUT/server_$fmt.json" 2> "$OUT/server_$fmt.err"
   echo "server $fmt rc=$?"; cat "$OUT/server_$fmt.json"
