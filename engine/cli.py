@@ -82,6 +82,13 @@ def _add_local_options(p: argparse.ArgumentParser) -> None:
         "--attention-backend", default=None, help="e.g. TRITON_ATTN where FlashAttention fails"
     )
     g.add_argument(
+        "--api-server-count",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help="vLLM API server processes (default: a quarter of the CPU cores, 1 to 4)",
+    )
+    g.add_argument(
         "--trust-remote-code",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -111,6 +118,7 @@ def _local_config(args: argparse.Namespace) -> LocalServerConfig:
         data_parallel_size=args.data_parallel_size,
         trust_remote_code=args.trust_remote_code,
         attention_backend=args.attention_backend,
+        api_server_count=args.api_server_count,
         extra_args=list(args.vllm_arg),
         start_timeout=args.start_timeout,
     )

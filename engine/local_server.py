@@ -93,6 +93,10 @@ class LocalServerConfig:
     data_parallel_size: int = 1
     trust_remote_code: bool | None = None  # None: auto, see needs_trust_remote_code()
     attention_backend: str | None = None  # e.g. "TRITON_ATTN" (shared/gpu/RESULTS.md)
+    # vLLM's API server decodes and preprocesses every page image in one process; with 64 pages
+    # in flight that serial step left the GPU idle: 3.28 pages/s with 1 API server, 3.86 with 4
+    # on an H100 (benchmarks/results/gpu-e2e.md). None: auto, see default_api_server_count().
+    api_server_count: int | None = None
     extra_args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     start_timeout: float = 1200.0
@@ -165,6 +169,12 @@ def build_command(config: LocalServerConfig, port: int, api_key: str) -> list[st
             config.data_parallel_size if config.data_parallel_size != 1 else None,
         ),
         ("--attention-backend", config.attention_backend),
+        (
+            "--api-server-count",
+            config.api_server_count
+            if config.api_server_count is not None
+            else default_api_server_count(),
+        ),
     ]
     for flag, value in optional:
         if value is not None:
@@ -175,6 +185,12 @@ def build_command(config: LocalServerConfig, port: int, api_key: str) -> list[st
     if trust:
         command.append("--trust-remote-code")
     return [*command, *config.extra_args]
+
+
+def default_api_server_count(cpus: int | None = None) -> int:
+    """API server processes for a local vLLM: a quarter of the CPU cores, 1 to 4."""
+    cpus = cpus if cpus is not None else (os.cpu_count() or 1)
+    return max(1, min(4, cpus // 4))
 
 
 def free_port() -> int:

@@ -93,6 +93,7 @@ async def chat(server: LocalServer) -> str:
 
 def test_build_command_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OCRDESK_VLLM", raising=False)
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
     command = build_command(LocalServerConfig(), 8123, "KEY")
     assert command == [
         "vllm",
@@ -111,7 +112,15 @@ def test_build_command_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
         "0",
         "--max-model-len",
         "8192",
+        "--api-server-count",
+        "4",
     ]
+
+
+def test_default_api_server_count() -> None:
+    from engine.local_server import default_api_server_count
+
+    assert [default_api_server_count(n) for n in (1, 4, 8, 16, 64)] == [1, 1, 2, 4, 4]
 
 
 def test_build_command_with_every_flag(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -127,6 +136,7 @@ def test_build_command_with_every_flag(monkeypatch: pytest.MonkeyPatch) -> None:
         data_parallel_size=4,
         trust_remote_code=True,
         attention_backend="TRITON_ATTN",
+        api_server_count=2,
         extra_args=["--load-format", "dummy"],
     )
     command = build_command(config, 9000, "K")
@@ -147,6 +157,8 @@ def test_build_command_with_every_flag(monkeypatch: pytest.MonkeyPatch) -> None:
         "4",
         "--attention-backend",
         "TRITON_ATTN",
+        "--api-server-count",
+        "2",
         "--trust-remote-code",
         "--load-format",
         "dummy",
