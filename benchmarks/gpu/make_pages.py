@@ -4,7 +4,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / ".gpu" / "tools"))
-from bench_offline import make_pages  # noqa: E402
+from bench_offline import make_pages
 
 out = Path(sys.argv[1])
 count = int(sys.argv[2]) if len(sys.argv) > 2 else 64
