@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from PIL import Image
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QObject, QTimer, Signal
 
 import engine
 from engine import (
@@ -158,6 +158,30 @@ class Controller(QObject):
         self.run_started = 0.0
         self.run_pages = 0
         self.run_total = 0
+        # Streamed text and boxes are signalled at most every FLUSH_MS, not per delta: a fast
+        # server sends thousands of deltas a second and the GUI thread must not answer each.
+        self._pending_text: set[tuple[int, int]] = set()
+        self._pending_boxes: dict[tuple[int, int], list[tuple[int, Block]]] = {}
+        self._flush_timer = QTimer(self)
+        self._flush_timer.setSingleShot(True)
+        self._flush_timer.setInterval(FLUSH_MS)
+        self._flush_timer.timeout.connect(self.flush_deltas)
+
+    # -- streamed deltas -----------------------------------------------------------------------
+
+    def flush_deltas(self) -> None:
+        """Signal the text and boxes that streamed in since the last flush."""
+        self._flush_timer.stop()
+        boxes, self._pending_boxes = self._pending_boxes, {}
+        text, self._pending_text = self._pending_text, set()
+        for (doc_id, number), pairs in boxes.items():
+            self.pageBoxes.emit(doc_id, number, pairs)
+        for doc_id, number in text:
+            self.pageText.emit(doc_id, number)
+
+    def _drop_pending(self, doc_id: int, number: int) -> None:
+        self._pending_boxes.pop((doc_id, number), None)
+        self._pending_text.discard((doc_id, number))
 
     # -- tasks ---------------------------------------------------------------------------------
 
@@ -394,6 +418,8 @@ class Controller(QObject):
         except OCRDeskError as exc:
             self.message.emit(f"the run stopped: {exc}")
         finally:
+            self._pending_boxes.clear()
+            self._pending_text.clear()
             for item in self._by_job.values():
                 changed = False
                 for page in item.pages.values():
@@ -435,16 +461,20 @@ class Controller(QObject):
                 first = len(page.boxed) + (1 if _has_lead(page.raw_text) else 0)
                 page.boxed.extend(event.blocks)
                 pairs = [(first + k, b) for k, b in enumerate(event.blocks)]
-                self.pageBoxes.emit(item.id, event.number, pairs)
-            self.pageText.emit(item.id, event.number)
+                self._pending_boxes.setdefault((item.id, event.number), []).extend(pairs)
+            self._pending_text.add((item.id, event.number))
+            if not self._flush_timer.isActive():
+                self._flush_timer.start()
         elif isinstance(event, PageRestarted):
             page = item.pages[event.number]
             page.raw, page.boxed = [], []
+            self._drop_pending(item.id, event.number)
             self.pageChanged.emit(item.id, event.number)
         elif isinstance(event, (PageFinished, PageFailed)):
             result = event.result
             page = item.pages.setdefault(result.number, PageState(result.number))
             page.status, page.result, page.raw = result.status, result, []
+            self._drop_pending(item.id, result.number)
             page.width, page.height = result.width or page.width, result.height or page.height
             item.run_done += 1
             self.run_pages += 1
@@ -561,6 +591,7 @@ class Controller(QObject):
 
 
 _KEEP = (PageStatus.DONE, PageStatus.TRUNCATED)
+FLUSH_MS = 50
 
 
 def _has_lead(raw: str) -> bool:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Sequence
+from functools import lru_cache
 
 import nh3
 from markdown_it import MarkdownIt
@@ -70,8 +71,10 @@ def sanitize(fragment: str) -> str:
     )
 
 
+@lru_cache(maxsize=4096)
 def render_markdown(text: str) -> str:
-    """Markdown (with HTML and LaTeX) to sanitised HTML with math left for KaTeX."""
+    """Markdown (with HTML and LaTeX) to sanitised HTML with math left for KaTeX (cached: a
+    streaming page re-renders only its growing last block)."""
     formulas: list[tuple[str, bool]] = []
 
     def cut(match: re.Match[str]) -> str:

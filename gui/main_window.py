@@ -480,6 +480,8 @@ class MainWindow(QMainWindow):
         item = self.controller.docs.get(doc_id)
         if item is None:
             return
+        # pending streamed boxes belong to the page shown so far; page.boxed below has them all
+        self.controller.flush_deltas()
         self.current = (doc_id, number)
         self.queue.select_doc(doc_id)
         page = item.pages.get(number)

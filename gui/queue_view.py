@@ -13,7 +13,7 @@ from PySide6.QtCore import (
     QSize,
     Qt,
 )
-from PySide6.QtGui import QColor, QFont, QPainter
+from PySide6.QtGui import QColor, QFont, QImage, QPainter
 from PySide6.QtWidgets import QListView, QStyle, QStyledItemDelegate, QStyleOptionViewItem, QWidget
 
 from engine import PageStatus
@@ -138,6 +138,26 @@ def strip_colors(item: DocItem, slots: int) -> list[QColor]:
     return colors
 
 
+def strip_image(item: DocItem, width: int) -> QImage | None:
+    """The status strip as one `width` x 8 image (a 1-pixel gap between slots)."""
+    colors = strip_colors(item, max(1, width // 3))
+    if not colors or width <= 0:
+        return None
+    rgb = [(c.red(), c.green(), c.blue()) for c in colors]
+    gap = (255, 255, 255, 0)
+    row = bytearray()
+    n = len(colors)
+    for k in range(n):
+        left, right = k * width // n, (k + 1) * width // n
+        span = max(1, right - left - 1)
+        r, g, b = rgb[k]
+        row += bytes((r, g, b, 255)) * span
+        row += bytes(gap) * (right - left - span)
+    row = row[: width * 4].ljust(width * 4, b"\0")
+    data = bytes(row) * 8
+    return QImage(data, width, 8, width * 4, QImage.Format.Format_RGBA8888).copy()
+
+
 class QueueDelegate(QStyledItemDelegate):
     """Paints name and page count, the status strip, and progress/ETA or the error."""
 
@@ -178,12 +198,9 @@ class QueueDelegate(QStyledItemDelegate):
         painter.setFont(font)
         painter.drawText(QRect(x + w - 48, y, 48, 18), Qt.AlignmentFlag.AlignRight, count)
         strip = QRect(x, y + 21, w, 8)
-        colors = strip_colors(item, max(1, strip.width() // 3))
-        if colors:
-            for k, color in enumerate(colors):
-                left = strip.x() + k * strip.width() // len(colors)
-                right = strip.x() + (k + 1) * strip.width() // len(colors)
-                painter.fillRect(QRect(left, strip.y(), max(1, right - left - 1), 8), color)
+        image = strip_image(item, strip.width())
+        if image is not None:
+            painter.drawImage(strip.topLeft(), image)  # one call, not one per slot
         elif item.error:
             painter.fillRect(strip, STATUS_COLORS[PageStatus.FAILED])
         line = progress_text(item)

@@ -9,6 +9,7 @@ streams. Block k is `[data-block="k"]`; a click on it comes back through a conso
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from collections.abc import Callable
@@ -32,6 +33,11 @@ RESOURCES = Path(__file__).resolve().parent.parent / "resources"
 SHELL = RESOURCES / "result.html"
 MAX_FPS = 10
 LOCAL_SCHEMES = {"file", "qrc", "data", "blob", "about"}
+
+
+def _body(raw_mode: bool, blocks: list[Any], raw: str, figures: dict[int, str]) -> str:
+    """The result HTML (worker thread)."""
+    return render_raw(raw) if raw_mode else render_blocks(blocks, figures)
 
 
 class LocalOnly(QWebEngineUrlRequestInterceptor):
@@ -124,6 +130,9 @@ class ResultView(QWidget):
         self._timer.setInterval(1000 // MAX_FPS)
         self._timer.timeout.connect(self._redraw_now)
         self._dirty = False
+        self._token = 0
+        self._busy = False
+        self._task: asyncio.Task[None] | None = None
         self.page.loadFinished.connect(self._loaded)
         shell = SHELL.read_text(encoding="utf-8")
         self.page.setHtml(shell, QUrl.fromLocalFile(str(RESOURCES) + "/"))
@@ -157,19 +166,42 @@ class ResultView(QWidget):
     def _redraw_now(self) -> None:
         self._timer.stop()
         self._dirty = True
-        if not self.ready:
+        self._token += 1  # whatever is being rendered now is out of date
+        if not self.ready or self._busy:
             return
         self._dirty = False
         if self._source is None:
-            body = '<p class="empty">No page selected.</p>'
-        else:
-            blocks, raw, figures = self._source()
-            if self.raw_switch.isChecked():
-                body = render_raw(raw)
-            elif blocks:
-                body = render_blocks(blocks, figures)
-            else:
-                body = '<p class="empty">Nothing yet.</p>'
+            self._set('<p class="empty">No page selected.</p>')
+            return
+        blocks, raw, figures = self._source()
+        raw_mode = self.raw_switch.isChecked()
+        if not raw_mode and not blocks:
+            self._set('<p class="empty">Nothing yet.</p>')
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is None:
+            self._set(_body(raw_mode, blocks, raw, figures))
+            return
+        # markdown rendering and sanitising in a worker thread, not on the GUI thread
+        self._busy = True
+        self._task = loop.create_task(self._render(self._token, raw_mode, blocks, raw, figures))
+
+    async def _render(
+        self, token: int, raw_mode: bool, blocks: list[Any], raw: str, figures: dict[int, str]
+    ) -> None:
+        try:
+            body = await asyncio.to_thread(_body, raw_mode, list(blocks), raw, dict(figures))
+        finally:
+            self._busy = False
+        if token == self._token:
+            self._set(body)
+        elif self._dirty:
+            self._redraw_now()
+
+    def _set(self, body: str) -> None:
         self.redraws += 1
         highlight = -1 if self.highlighted is None else self.highlighted
         self.page.runJavaScript(f"ocrSet({json.dumps(body)}, {highlight});")
