@@ -138,3 +138,23 @@ def settings(tmp_path: Path) -> Any:
     s.set("output/folder", str(tmp_path / "out"))
     s.set("engine/mode", "remote")
     return s
+
+
+# Qt WebEngine aborts the interpreter while it is torn down after the last test (PySide6 6.12,
+# Chromium's threads outlive Python's finalisation): every test passed, yet the process dies with
+# SIGABRT. Once pytest has printed its summary, leave with pytest's own exit status and skip the
+# finalisation that crashes. Test outcomes are not affected: this runs after all of them.
+_exit_status: list[int] = []
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    _exit_status.append(int(exitstatus))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _exit_status:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(_exit_status[0])
