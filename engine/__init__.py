@@ -25,6 +25,7 @@ from .errors import (
     UnsupportedFormatError,
 )
 from .export import LABEL_COLORS, DocumentExport, export_folder, label_color
+from .local_server import LocalServer, LocalServerConfig
 from .pagerange import parse_page_range
 from .parser import EOS_TOKEN, StreamParser, parse, strip_tags
 from .pipeline import (
@@ -65,6 +66,8 @@ __all__ = [
     "EmptyFileError",
     "EngineStartError",
     "Event",
+    "LocalServer",
+    "LocalServerConfig",
     "ModelClient",
     "ModelFamily",
     "OCRDeskError",
