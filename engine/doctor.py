@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .client import api_base
 from .local_server import (
     NOT_FOUND_FIX,
     LocalServerConfig,
@@ -367,9 +368,7 @@ async def _check_hub(model: str, cache: Path) -> Check:
 
 async def check_remote(server: str, api_key: str | None, model: str | None) -> list[Check]:
     """GET {server}/models answers (with the key) and lists `model`."""
-    url = server.rstrip("/")
-    if not url.endswith("/v1"):
-        url += "/v1"
+    url = api_base(server)
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     try:
         async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as client:

@@ -141,7 +141,6 @@ class DocumentExport:
         self.images_dir = folder / "images"
         self.results: dict[int, PageResult] = {}
         self._last_flush = 0.0
-        self._dirty = False
 
     @property
     def markdown_path(self) -> Path:
@@ -198,7 +197,6 @@ class DocumentExport:
         entry = {"model": self.model, "task": self.task, "page": result.to_json()}
         atomic_write(self._page_json(result.number), json.dumps(entry, ensure_ascii=False))
         self.results[result.number] = result
-        self._dirty = True
         if time.monotonic() - self._last_flush >= self.flush_interval:
             self.flush()
 
@@ -220,7 +218,6 @@ class DocumentExport:
         if layout:
             self._write_layout_pdf(pages)
         self._last_flush = time.monotonic()
-        self._dirty = False
 
     def finish(self) -> None:
         """Write everything, the layout PDF included."""
