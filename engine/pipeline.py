@@ -8,6 +8,18 @@ waiting for the consumer at any moment, so a 2,000-page PDF costs no more memory
 one, and many one-page documents still keep the server busy. A page's slot is released only after
 the consumer has taken its PageFinished (or PageFailed) event, so a slow consumer (the exporter
 writing files) slows the pipeline down instead of letting page images pile up.
+
+Each document can be paused, resumed or cancelled while the run goes on (`job.control`), and a
+run fed from a `JobFeed` takes more documents until the feed is closed or runs dry:
+
+    feed = JobFeed([DocumentJob("a.pdf")])
+    events = Pipeline(pool).run(feed)
+    feed.add(DocumentJob("b.pdf"))      # joins the run (False once the run has ended)
+    job.control.pause() / .resume() / .cancel()
+
+Pages start in document order; a paused document's pages wait while later documents go on.
+Control calls must be made on the pipeline's event loop (`loop.call_soon_threadsafe` from
+another thread).
 """
 
 from __future__ import annotations
@@ -15,9 +27,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import io
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -47,6 +61,37 @@ class ConvertOptions:
     jpeg_quality: int = 92
 
 
+class JobControl:
+    """Pause, resume or cancel one document of a running pipeline.
+
+    Pausing stops new pages of the document from starting (pages already sent finish);
+    cancelling also stops the pages in flight, which come back as PageCancelled."""
+
+    def __init__(self) -> None:
+        self.paused = False
+        self.cancelled = False
+        self._listeners: list[Callable[[], None]] = []
+
+    def pause(self) -> None:
+        self.paused = True
+        self._notify()
+
+    def resume(self) -> None:
+        self.paused = False
+        self._notify()
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        self._notify()
+
+    def listen(self, callback: Callable[[], None]) -> None:
+        self._listeners.append(callback)
+
+    def _notify(self) -> None:
+        for callback in list(self._listeners):
+            callback()
+
+
 @dataclass
 class DocumentJob:
     """One document to convert: a path or raw bytes, with its page range and password."""
@@ -56,6 +101,7 @@ class DocumentJob:
     pages: str | None = None  # "1-3,7,10-"; None means all
     password: str | None = None
     skip: dict[int, PageResult] = field(default_factory=dict)  # pages already done (resume)
+    control: JobControl = field(default_factory=JobControl, compare=False, repr=False)
 
     @property
     def label(self) -> str:
@@ -103,6 +149,14 @@ class PageRestarted:
 
 
 @dataclass(frozen=True)
+class PageCancelled:
+    """The page was in flight when its document was cancelled; it is not done."""
+
+    job: DocumentJob
+    number: int
+
+
+@dataclass(frozen=True)
 class PageFinished:
     job: DocumentJob
     result: PageResult
@@ -118,7 +172,8 @@ class PageFailed:
 @dataclass(frozen=True)
 class DocumentFinished:
     job: DocumentJob
-    results: list[PageResult]  # every requested page, in page order
+    results: list[PageResult]  # every finished page, in page order
+    cancelled: bool = False  # the document was cancelled: pages are missing from `results`
 
 
 Event = (
@@ -127,6 +182,7 @@ Event = (
     | PageStarted
     | PageDelta
     | PageRestarted
+    | PageCancelled
     | PageFinished
     | PageFailed
     | DocumentFinished
@@ -151,6 +207,42 @@ def image_prefix(number: int) -> str:
     return f"p{number:04d}_"
 
 
+class JobFeed:
+    """The documents of a run, in order; more can be added while the run goes on.
+
+    The run ends when every document is done and the feed is empty and closed, or empty
+    when `close_when_empty` (the default for a plain list of jobs). After that, `add`
+    returns False."""
+
+    def __init__(self, jobs: Iterable[DocumentJob] = (), *, close_when_empty: bool = True) -> None:
+        self._jobs: deque[DocumentJob] = deque(jobs)
+        self.closed = False
+        self.ended = False
+        self.close_when_empty = close_when_empty
+        self._wake: Callable[[], None] | None = None
+
+    def add(self, job: DocumentJob) -> bool:
+        if self.ended or self.closed:
+            return False
+        self._jobs.append(job)
+        if self._wake is not None:
+            self._wake()
+        return True
+
+    def close(self) -> None:
+        self.closed = True
+        if self._wake is not None:
+            self._wake()
+
+    def next(self) -> DocumentJob | None:
+        return self._jobs.popleft() if self._jobs else None
+
+    @property
+    def dry(self) -> bool:
+        """Nothing queued and nothing more will come."""
+        return not self._jobs and (self.closed or self.close_when_empty)
+
+
 class _DocState:
     def __init__(self, job: DocumentJob, document: Document, pages: list[int]) -> None:
         self.job = job
@@ -158,6 +250,14 @@ class _DocState:
         self.results: dict[int, PageResult] = {n: job.skip[n] for n in pages if n in job.skip}
         self.pending = len(pages) - len(self.results)
         self.pages = pages
+        self.todo: deque[int] = deque(n for n in pages if n not in job.skip)
+        self.tasks: dict[int, asyncio.Task[None]] = {}
+        self.finished = False
+
+    @property
+    def startable(self) -> bool:
+        control = self.job.control
+        return bool(self.todo) and not control.paused and not control.cancelled
 
 
 class Pipeline:
@@ -176,71 +276,124 @@ class Pipeline:
             family = ModelFamily.from_model_name(model)
         return prompt_text(self.options.task, family, custom=self.options.prompt)
 
-    async def run(self, jobs: Iterable[DocumentJob]) -> AsyncIterator[Event]:
+    async def run(self, jobs: Iterable[DocumentJob] | JobFeed) -> AsyncIterator[Event]:
         """Convert `jobs` in order, pages of several documents overlapping; yield every event."""
+        feed = jobs if isinstance(jobs, JobFeed) else JobFeed(jobs)
         queue: asyncio.Queue[Event | None] = asyncio.Queue()
         slots = asyncio.Semaphore(self.options.concurrency)
         tasks: set[asyncio.Task[None]] = set()
         states: dict[int, _DocState] = {}
+        active: list[_DocState] = []  # opened documents with pages not started yet
+        wake = asyncio.Event()
+        feed._wake = wake.set
         prompt = await self._prompt()
 
-        def finish_page(state: _DocState, result: PageResult) -> None:
-            state.results[result.number] = result
+        def finish_page(state: _DocState) -> None:
             state.pending -= 1
             if state.pending == 0:
                 done(state)
 
         def done(state: _DocState) -> None:
+            if state.finished:
+                return
+            state.finished = True
             results = [state.results[n] for n in state.pages if n in state.results]
-            queue.put_nowait(DocumentFinished(state.job, results))
+            cancelled = state.job.control.cancelled and len(results) < len(state.pages)
+            queue.put_nowait(DocumentFinished(state.job, results, cancelled))
             state.document.close()
             states.pop(id(state.job), None)
+            if state in active:
+                active.remove(state)
+
+        def on_control(state: _DocState) -> None:
+            if state.job.control.cancelled and not state.finished:
+                state.pending -= len(state.todo)
+                state.todo.clear()
+                for task in list(state.tasks.values()):
+                    task.cancel()
+                if state.pending == 0:
+                    done(state)
+            wake.set()
 
         async def page(state: _DocState, number: int) -> None:
             try:
                 result, image = await self._page(state, number, prompt, queue)
-            except asyncio.CancelledError:
-                raise
             except Exception as exc:  # a bug must fail the page, never the run
                 result = PageResult(
                     number, 0, 0, PageStatus.FAILED, error=f"internal error: {exc!r}"
                 )
                 image = None
+            state.tasks.pop(number, None)
             event: Event
             if result.status is PageStatus.FAILED:
                 event = PageFailed(state.job, result)
             else:
                 event = PageFinished(state.job, result, image)
             queue.put_nowait(event)
-            finish_page(state, result)
+            state.results[result.number] = result
+            finish_page(state)
+
+        def page_ended(state: _DocState, number: int, task: asyncio.Task[None]) -> None:
+            tasks.discard(task)
+            wake.set()
+            # A page of a cancelled document (not a cancelled run): hand its slot back through
+            # the consumer, like a finished page. Done here, not in `page`, because a task
+            # cancelled before it first ran never enters its coroutine's try block.
+            tracked = state.tasks.pop(number, None) is not None
+            if task.cancelled() and tracked and state.job.control.cancelled:
+                queue.put_nowait(PageCancelled(state.job, number))
+                finish_page(state)
+
+        async def open_next() -> bool:
+            """Open the feed's next document; False when the feed has none now."""
+            job = feed.next()
+            if job is None:
+                return False
+            if job.control.cancelled:
+                queue.put_nowait(DocumentFinished(job, list(job.skip.values()), True))
+                return True
+            try:
+                document = await asyncio.to_thread(
+                    open_document, job.source, password=job.password, name=job.name
+                )
+                pages = parse_page_range(job.pages, document.page_count)
+            except OCRDeskError as exc:
+                queue.put_nowait(DocumentFailed(job, exc))
+                return True
+            state = _DocState(job, document, pages)
+            states[id(job)] = state
+            queue.put_nowait(DocumentOpened(job, document, pages))
+            job.control.listen(lambda: on_control(state))
+            if state.pending == 0 or job.control.cancelled:
+                on_control(state)
+                done(state)
+            else:
+                active.append(state)
+            return True
 
         async def produce() -> None:
             try:
-                for job in jobs:
-                    try:
-                        document = await asyncio.to_thread(
-                            open_document, job.source, password=job.password, name=job.name
-                        )
-                        pages = parse_page_range(job.pages, document.page_count)
-                    except OCRDeskError as exc:
-                        queue.put_nowait(DocumentFailed(job, exc))
+                while True:
+                    await slots.acquire()
+                    while True:
+                        wake.clear()
+                        state = next((s for s in active if s.startable), None)
+                        if state is not None or not await open_next():
+                            break
+                    if state is None:
+                        slots.release()
+                        waiting = any(s.todo and not s.job.control.cancelled for s in active)
+                        if not waiting and not tasks and feed.dry:
+                            break
+                        await wake.wait()  # a page ended, a document was resumed or added
                         continue
-                    state = _DocState(job, document, pages)
-                    states[id(job)] = state
-                    queue.put_nowait(DocumentOpened(job, document, pages))
-                    if state.pending == 0:
-                        done(state)
-                        continue
-                    for number in pages:
-                        if number in job.skip:
-                            continue
-                        await slots.acquire()
-                        task = asyncio.create_task(page(state, number))
-                        tasks.add(task)
-                        task.add_done_callback(tasks.discard)
-                if tasks:
-                    await asyncio.gather(*list(tasks))
+                    number = state.todo.popleft()
+                    task = asyncio.create_task(page(state, number))
+                    state.tasks[number] = task
+                    tasks.add(task)
+                    task.add_done_callback(functools.partial(page_ended, state, number))
             finally:
+                feed.ended = True
                 queue.put_nowait(None)
 
         producer = asyncio.create_task(produce())
@@ -250,7 +403,7 @@ class Pipeline:
                 if event is None:
                     break
                 yield event
-                if isinstance(event, (PageFinished, PageFailed)):
+                if isinstance(event, (PageFinished, PageFailed, PageCancelled)):
                     slots.release()
             await producer
         finally:
