@@ -1,5 +1,6 @@
 """The `ocrdesk` command: `convert` (the pipeline headless, for batches), `serve` (a local vLLM
-in the foreground), `doctor` (is everything ready?) and `gui` (the window; the default).
+in the foreground), `doctor` (is everything ready?), `install-desktop` (the application-menu entry)
+and `gui` (the window; the default: `ocrdesk scan.pdf` is `ocrdesk gui scan.pdf`).
 
 Exit status of `convert`: 0 when every page is done (truncated pages are kept, flagged and
 reported, and do not fail the run), 1 when any page or document failed, 2 for bad usage.
@@ -19,7 +20,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from . import __version__
+from . import __version__, desktop_install
 from .client import ModelClient, ServerPool, api_base
 from .doctor import doctor_exit_code, format_checks, run_checks
 from .documents import find_documents
@@ -228,7 +229,41 @@ def build_parser() -> argparse.ArgumentParser:
     gui.add_argument("--server", default=None, metavar="URL")
     gui.add_argument("--api-key", default=None)
     gui.set_defaults(func=_gui_command)
+
+    desktop = sub.add_parser(
+        "install-desktop",
+        help="add OCRDesk to this user's application menu (for pip, pipx and uv installs)",
+        description="Write the desktop entry (opens PDFs and images), the icon and the AppStream "
+        "metainfo into the XDG data folder, or remove them with --uninstall.",
+    )
+    desktop.add_argument("--uninstall", action="store_true", help="remove them instead")
+    desktop.add_argument(
+        "--data-home",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="where to write (default $XDG_DATA_HOME, else ~/.local/share)",
+    )
+    desktop.set_defaults(func=_install_desktop_command)
     return parser
+
+
+COMMANDS = ("convert", "serve", "doctor", "gui", "install-desktop")
+
+
+def with_default_command(argv: Sequence[str]) -> list[str]:
+    """`argv` with `gui` put first when no command is named: no arguments, options of `gui`, or
+    files (the desktop entry's `ocrdesk %F`). A first word that is neither a command nor a path
+    is left to argparse, which names the commands."""
+    args = list(argv)
+    if not args:
+        return ["gui"]
+    first = args[0]
+    if first in COMMANDS or first in ("-h", "--help", "--version"):
+        return args
+    if first.startswith("-") or "/" in first or "." in first or Path(first).exists():
+        return ["gui", *args]
+    return args
 
 
 def _options(args: argparse.Namespace) -> ConvertOptions:
@@ -473,6 +508,30 @@ def _doctor_command(args: argparse.Namespace) -> int:
     return doctor_exit_code(checks)
 
 
+def _install_desktop_command(args: argparse.Namespace) -> int:
+    if not desktop_install.supported():
+        print(
+            f"ocrdesk: install-desktop is for freedesktop menus (Linux, BSD), not {sys.platform}",
+            file=sys.stderr,
+        )
+        return 1
+    if args.uninstall:
+        removed = desktop_install.uninstall(args.data_home)
+        for path in removed:
+            print(f"removed {path}")
+        if not removed:
+            print("nothing to remove")
+        return 0
+    try:
+        written = desktop_install.install(args.data_home)
+    except OSError as exc:
+        print(f"ocrdesk: could not install the desktop entry: {exc}", file=sys.stderr)
+        return 1
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
 def _gui_command(args: argparse.Namespace) -> int:
     try:
         from gui.app import run  # Qt is imported only here, never by the engine itself
@@ -544,9 +603,7 @@ def _convert_command(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        args = parser.parse_args(["gui"])
+    args = parser.parse_args(with_default_command(sys.argv[1:] if argv is None else argv))
     try:
         status: int = args.func(args)
     except UsageError as exc:

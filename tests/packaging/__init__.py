@@ -1,0 +1,1 @@
+"""Tests of how OCRDesk is installed: wheel, desktop integration, PyInstaller bundle, .deb."""
