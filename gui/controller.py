@@ -1,10 +1,16 @@
 """The one place where the GUI meets the engine: documents, the run, the server, exports.
 
 `Controller` owns the queue's documents (`DocItem`), the model server (a remote URL or a local
-vLLM the app starts), and the running `Pipeline`, which runs as an asyncio task on the qasync
-loop. Engine events become Qt signals; widgets only read `DocItem`s and call controller methods.
-Opening files, rendering pages and writing exports happen in worker threads (asyncio.to_thread),
-never on the GUI thread.
+vLLM the app starts), and the running `Pipeline`. Everything that talks to the model (the
+client, the pipeline, the local server) and the run's export writes live on the engine thread's
+own asyncio loop (`gui.engine_thread`), so streaming never blocks the GUI thread. The run's events
+come back through a deque that the GUI thread drains every DRAIN_MS, spending at most
+DRAIN_BUDGET_S per turn; engine events become Qt signals; widgets only read `DocItem`s and call
+controller methods. Opening files and rendering pages for display happen in worker threads
+(asyncio.to_thread), never on the GUI thread.
+
+Documents dropped while a run goes on join it; each document can be paused, resumed or
+cancelled on its own (`pause`, `resume`, `cancel`).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import itertools
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,9 +41,11 @@ from engine import (
     DocumentJob,
     DocumentOpened,
     Event,
+    JobFeed,
     ModelClient,
     ModelFamily,
     OCRDeskError,
+    PageCancelled,
     PageDelta,
     PageFailed,
     PageFinished,
@@ -51,8 +60,12 @@ from engine import (
     find_documents,
     open_document,
 )
+from gui.engine_thread import EngineThread, WorkerTask
 
 log = logging.getLogger(__name__)
+
+DRAIN_MS = 30  # how often the GUI thread takes the engine's events
+DRAIN_BUDGET_S = 0.025  # the most one turn spends on them; the rest waits for the next turn
 
 
 @dataclass
@@ -93,6 +106,8 @@ class DocItem:
     opened: asyncio.Future[None] | None = None
     run_started: float | None = None
     run_done: int = 0
+    job: DocumentJob | None = None  # set while the document is part of the running pipeline
+    paused: bool = False
 
     @property
     def stem(self) -> str:
@@ -139,6 +154,7 @@ class Controller(QObject):
     runningChanged = Signal(bool)
     statsChanged = Signal(str)
     message = Signal(str)
+    _inGui = Signal(object)  # a callable from the engine thread, to be called on the GUI thread
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -147,7 +163,17 @@ class Controller(QObject):
         self._ids = itertools.count(1)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._run_task: asyncio.Task[None] | None = None
+        self._work: WorkerTask[str | None] | None = None
+        self._feed: JobFeed | None = None
         self._by_job: dict[int, DocItem] = {}
+        self._exports: dict[int, DocumentExport] = {}  # engine thread: job id -> its export
+        self._inbox: deque[Event] = deque()  # engine thread appends, GUI thread drains
+        self._rerun = False
+        self.worker = EngineThread()
+        self._inGui.connect(lambda callback: callback())
+        self._drain_timer = QTimer(self)
+        self._drain_timer.setInterval(DRAIN_MS)
+        self._drain_timer.timeout.connect(self.drain)
         self.client: ModelClient | None = None
         self.local: Any = None  # engine.LocalServer when local mode runs
         self.model: str = ""
@@ -157,7 +183,6 @@ class Controller(QObject):
         self.options = ConvertOptions()
         self.run_started = 0.0
         self.run_pages = 0
-        self.run_total = 0
         # Streamed text and boxes are signalled at most every FLUSH_MS, not per delta: a fast
         # server sends thousands of deltas a second and the GUI thread must not answer each.
         self._pending_text: set[tuple[int, int]] = set()
@@ -218,21 +243,37 @@ class Controller(QObject):
 
     async def _use_remote(self, url: str, api_key: str | None) -> None:
         await self._stop_local()
-        old, self.client = self.client, ModelClient(url, api_key=api_key or None)
-        if old is not None:
-            await old.close()
+        await self._close_client()
         self.model = ""
-        self._set_engine("starting", f"connecting to {self.client.url}")
-        try:
-            self.model = await self.client.resolve_model()
-        except OCRDeskError as exc:
-            self._set_engine("error", str(exc))
+        self._set_engine("starting", f"connecting to {url}")
+
+        async def connect() -> tuple[ModelClient, str | OCRDeskError]:
+            client = ModelClient(url, api_key=api_key or None)
+            try:
+                return client, await client.resolve_model()
+            except OCRDeskError as exc:
+                return client, exc
+
+        self.client, model = await self.worker.run(connect())
+        if isinstance(model, OCRDeskError):
+            self._set_engine("error", str(model))
             return
+        self.model = model
         self._set_engine("ready", f"{self.model} at {self.client.url}")
+
+    async def _close_client(self) -> None:
+        client, self.client = self.client, None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await self.worker.run(client.close())
 
     def use_local(self, config: dict[str, Any]) -> asyncio.Task[Any]:
         """Start a local vLLM with `config` (LocalServerConfig fields) and use it."""
         return self.spawn(self._use_local(config))
+
+    def _status_from_engine(self, text: str) -> None:
+        """LocalServer's status callback; it runs on the engine thread."""
+        self._inGui.emit(lambda: self._set_engine("starting", f"local vLLM: {text}"))
 
     async def _use_local(self, config: dict[str, Any]) -> None:
         if not self.local_available():
@@ -242,14 +283,13 @@ class Controller(QObject):
             )
             return
         await self._stop_local()
+        await self._close_client()
         cfg = engine.LocalServerConfig(**config)  # type: ignore[attr-defined]
-        server = engine.LocalServer(  # type: ignore[attr-defined]
-            cfg, on_status=lambda s: self._set_engine("starting", f"local vLLM: {s}")
-        )
+        server = engine.LocalServer(cfg, on_status=self._status_from_engine)  # type: ignore[attr-defined]
         self.local = server
         self._set_engine("starting", "starting the local vLLM server")
         try:
-            await server.start()
+            await self.worker.run(server.start())
         except engine.EngineStartError as exc:
             self.local = None
             detail = exc.reason + (f" ({exc.fix})" if exc.fix else "")
@@ -260,7 +300,14 @@ class Controller(QObject):
             self.local = None
             self._set_engine("error", str(exc))
             return
-        self.client = ModelClient(server.url, api_key=server.api_key)
+
+        async def connect() -> ModelClient:
+            # The CLI's supervised client: restarts the server when it dies under a page.
+            from engine.cli import supervised_client
+
+            return supervised_client(server)
+
+        self.client = await self.worker.run(connect())
         self.model = server.model
         self._set_engine("ready", f"local vLLM: {self.model}")
 
@@ -268,7 +315,7 @@ class Controller(QObject):
         server, self.local = self.local, None
         if server is not None:
             with contextlib.suppress(Exception):
-                await server.stop()
+                await self.worker.run(server.stop())
 
     def engine_log(self) -> str:
         if self.local is not None:
@@ -317,12 +364,16 @@ class Controller(QObject):
         finally:
             item.opened.set_result(None)
         self.docChanged.emit(item.id)
+        if item.document is not None and self.running:
+            self.spawn(self._join([item]))
 
     def remove(self, doc_id: int) -> None:
         item = self.docs.pop(doc_id, None)
         if item is None:
             return
         self.order.remove(doc_id)
+        if item.job is not None:
+            self.worker.call(item.job.control.cancel)
         if item.document is not None:
             document = item.document
             item.document = None
@@ -348,79 +399,158 @@ class Controller(QObject):
     def running(self) -> bool:
         return self._run_task is not None and not self._run_task.done()
 
+    def _runnable(self, doc_ids: list[int] | None) -> list[DocItem]:
+        ids = doc_ids if doc_ids is not None else list(self.order)
+        return [
+            self.docs[i]
+            for i in ids
+            if i in self.docs
+            and self.docs[i].error is None
+            and not self.docs[i].from_history
+            and self.docs[i].job is None
+        ]
+
     def start(self, options: ConvertOptions, doc_ids: list[int] | None = None) -> bool:
-        """Convert the waiting and failed pages of the queued documents. False if nothing to do."""
-        if self.running:
-            return False
+        """Convert the waiting and failed pages of the queued documents. False if nothing to do.
+
+        While a run goes on, the documents join it (with the run's options)."""
         if self.client is None or self.state != "ready":
             self.message.emit(f"the engine is not ready: {self.detail}")
             return False
+        items = self._runnable(doc_ids)
+        if self.running:
+            self.spawn(self._join(items))
+            return True
         self.options = options
-        ids = doc_ids if doc_ids is not None else list(self.order)
-        items = [
-            self.docs[i]
-            for i in ids
-            if i in self.docs and self.docs[i].error is None and not self.docs[i].from_history
-        ]
         self._run_task = self.spawn(self._run(items))
         return True
 
     def stop(self) -> None:
-        if self._run_task is not None and not self._run_task.done():
+        """Stop the whole run; pages in flight go back to waiting."""
+        if self._work is not None:
+            self._work.cancel()
+        elif self._run_task is not None and not self._run_task.done():
             self._run_task.cancel()
 
-    async def _run(self, items: list[DocItem]) -> None:
+    def pause(self, doc_id: int) -> None:
+        """Start no more pages of the document (pages in flight finish)."""
+        item = self.docs.get(doc_id)
+        if item is not None and item.job is not None and not item.paused:
+            item.paused = True
+            self.worker.call(item.job.control.pause)
+            self.docChanged.emit(doc_id)
+
+    def resume(self, doc_id: int) -> None:
+        item = self.docs.get(doc_id)
+        if item is not None and item.paused:
+            item.paused = False
+            if item.job is not None:
+                self.worker.call(item.job.control.resume)
+            self.docChanged.emit(doc_id)
+
+    def cancel(self, doc_id: int) -> None:
+        """Stop the document's pages, those in flight too; finished pages are kept."""
+        item = self.docs.get(doc_id)
+        if item is not None and item.job is not None:
+            self.worker.call(item.job.control.cancel)
+
+    def _job_for(self, item: DocItem, taken: set[str]) -> DocumentJob | None:
+        """The run's job for the document's unfinished pages (None: nothing to do)."""
+        if item.error is not None or not item.pages:
+            return None
+        if not any(p.status not in _KEEP for p in item.pages.values()):
+            return None
+        skip = {n: p.result for n, p in item.pages.items() if p.status in _KEEP and p.result}
+        item.dpi = self.options.dpi
+        job = DocumentJob(source=item.source, name=item.name, skip=skip)
+        if item.paused:
+            job.control.pause()
+        if item.export is None:
+            item.export = DocumentExport(
+                export_folder(self.output_folder, item.stem, taken),
+                source=item.source if isinstance(item.source, str) else item.name,
+                model=self.model,
+                task=self.options.task.value,
+            )
+        item.run_started, item.run_done = time.monotonic(), 0
+        item.job = job
+        self._by_job[id(job)] = item
+        self._exports[id(job)] = item.export
+        return job
+
+    async def _jobs(self, items: list[DocItem]) -> list[DocumentJob]:
         for item in items:
             if item.opened is not None:
                 await item.opened
-        jobs: list[DocumentJob] = []
-        self._by_job.clear()
         taken: set[str] = set()
+        jobs = []
         for item in items:
-            if item.error is not None or not item.pages:
-                continue
-            todo = [p for p in item.pages.values() if p.status not in _KEEP]
-            if not todo:
-                continue
-            skip = {
-                n: p.result
-                for n, p in item.pages.items()
-                if p.status in _KEEP and p.result is not None
-            }
-            item.dpi = self.options.dpi
-            job = DocumentJob(source=item.source, name=item.name, skip=skip)
-            if item.export is None:
-                folder = export_folder(self.output_folder, item.stem, taken)
-                item.export = DocumentExport(
-                    folder,
-                    source=item.source if isinstance(item.source, str) else item.name,
-                    model=self.model,
-                    task=self.options.task.value,
-                )
-            item.run_started, item.run_done = time.monotonic(), 0
-            self._by_job[id(job)] = item
-            jobs.append(job)
+            if item.job is None and item.id in self.docs:
+                job = self._job_for(item, taken)
+                if job is not None:
+                    jobs.append(job)
+        return jobs
+
+    async def _join(self, items: list[DocItem]) -> None:
+        """Add documents to the running pipeline, or run them right after it."""
+        jobs = await self._jobs(items)
+        if not jobs:
+            return
+        feed = self._feed
+
+        def add() -> bool:
+            return feed is not None and all(feed.add(job) for job in jobs)
+
+        async def add_on_engine() -> bool:
+            return add()
+
+        if not await self.worker.run(add_on_engine()):
+            # The run was ending: these documents go in the next one.
+            for job in jobs:
+                self._release(job)
+            self._rerun = True
+        else:
+            for job in jobs:
+                self.docChanged.emit(self._by_job[id(job)].id)
+
+    def _release(self, job: DocumentJob) -> None:
+        item = self._by_job.pop(id(job), None)
+        self._exports.pop(id(job), None)
+        if item is not None and item.job is job:
+            item.job = None
+
+    async def _run(self, items: list[DocItem]) -> None:
+        self._by_job.clear()
+        self._exports.clear()
+        jobs = await self._jobs(items)
         if not jobs:
             self.message.emit("nothing to convert")
             return
         self.run_started = time.monotonic()
         self.run_pages = 0
-        self.run_total = sum(
-            sum(1 for p in self._by_job[id(j)].pages.values() if p.status not in _KEEP)
-            for j in jobs
-        )
         self.runningChanged.emit(True)
+        for job in jobs:
+            self.docChanged.emit(self._by_job[id(job)].id)
         assert self.client is not None
-        pipeline = Pipeline(ServerPool([self.client]), self.options)
+        self._feed = JobFeed(jobs)
+        self._work = self.worker.start(self._engine_run(self.client, self.options, self._feed))
+        self._drain_timer.start()
+        error: str | None = None
         try:
-            async for event in pipeline.run(jobs):
-                await self._on_event(event)
-        except OCRDeskError as exc:
-            self.message.emit(f"the run stopped: {exc}")
+            error = await self._work.wait()
+        except asyncio.CancelledError:
+            self._work.cancel()
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(self._work.wait())
+            raise
         finally:
+            self._drain_timer.stop()
+            while self._inbox:
+                self.drain(budget=None)
+            self._work, self._feed = None, None
             self._pending_boxes.clear()
             self._pending_text.clear()
-            for item in self._by_job.values():
+            for item in list(self._by_job.values()):
                 changed = False
                 for page in item.pages.values():
                     if page.status is PageStatus.RUNNING:
@@ -428,16 +558,74 @@ class Controller(QObject):
                         page.boxed = []
                         changed = True
                         self.pageChanged.emit(item.id, page.number)
-                if changed:
+                item.job = None
+                if changed or item.paused:
+                    item.paused = False
                     self.docChanged.emit(item.id)
-                if item.export is not None and item.export.results:
-                    export = item.export
-                    with contextlib.suppress(OSError):
-                        await asyncio.to_thread(export.finish)
+            self._by_job.clear()
             self.runningChanged.emit(False)
             self._emit_stats()
+        if error:
+            self.message.emit(f"the run stopped: {error}")
+        if self._rerun:
+            self._rerun = False
+            self.start(self.options)
 
-    async def _on_event(self, event: Event) -> None:
+    # -- the engine thread's side of the run ---------------------------------------------------
+
+    async def _engine_run(
+        self, client: ModelClient, options: ConvertOptions, feed: JobFeed
+    ) -> str | None:
+        """Engine thread: run the pipeline, write the exports, hand events to the GUI.
+
+        Returns an error to show, or None. A stop (cancellation) ends it quietly."""
+        pipeline = Pipeline(ServerPool([client]), options)
+        written: set[int] = set()
+        try:
+            async for event in pipeline.run(feed):
+                export = self._exports.get(id(event.job))
+                if isinstance(event, (PageFinished, PageFailed)) and export is not None:
+                    image = event.image if isinstance(event, PageFinished) else None
+                    try:
+                        # Before the GUI hears of the page and before the pipeline's slot is
+                        # released: a slow disk slows the run instead of piling up images.
+                        await asyncio.to_thread(export.add_page, event.result, image)
+                        written.add(id(event.job))
+                    except OSError as exc:
+                        self._inGui.emit(
+                            lambda e=exc, f=export.folder: self.message.emit(
+                                f"cannot write {f}: {e}"
+                            )
+                        )
+                    event = PageFinished(event.job, event.result, None) if image else event
+                elif isinstance(event, DocumentFinished) and export is not None:
+                    with contextlib.suppress(OSError):
+                        await asyncio.to_thread(export.finish)
+                    written.discard(id(event.job))
+                self._inbox.append(event)
+        except asyncio.CancelledError:
+            return None
+        except OCRDeskError as exc:
+            return str(exc)
+        finally:
+            for key in written:  # documents stopped part-way: their layout and files so far
+                export = self._exports.get(key)
+                if export is not None and export.results:
+                    with contextlib.suppress(OSError):
+                        await asyncio.to_thread(export.finish)
+        return None
+
+    # -- events, on the GUI thread ---------------------------------------------------------------
+
+    def drain(self, budget: float | None = DRAIN_BUDGET_S) -> None:
+        """Apply the engine's events that came in since the last turn, for at most `budget` s."""
+        deadline = None if budget is None else time.perf_counter() + budget
+        while self._inbox:
+            self._on_event(self._inbox.popleft())
+            if deadline is not None and time.perf_counter() > deadline:
+                break
+
+    def _on_event(self, event: Event) -> None:
         item = self._by_job.get(id(event.job))
         if item is None:
             return
@@ -447,6 +635,7 @@ class Controller(QObject):
             self.docChanged.emit(item.id)
         elif isinstance(event, DocumentFailed):
             item.error = getattr(event.error, "reason", None) or str(event.error)
+            self._release(event.job)
             self.docChanged.emit(item.id)
         elif isinstance(event, PageStarted):
             page = item.pages.setdefault(event.number, PageState(event.number))
@@ -465,9 +654,12 @@ class Controller(QObject):
             self._pending_text.add((item.id, event.number))
             if not self._flush_timer.isActive():
                 self._flush_timer.start()
-        elif isinstance(event, PageRestarted):
+        elif isinstance(event, (PageRestarted, PageCancelled)):
             page = item.pages[event.number]
             page.raw, page.boxed = [], []
+            if isinstance(event, PageCancelled):
+                page.status = PageStatus.WAITING
+                self.docChanged.emit(item.id)
             self._drop_pending(item.id, event.number)
             self.pageChanged.emit(item.id, event.number)
         elif isinstance(event, (PageFinished, PageFailed)):
@@ -481,18 +673,11 @@ class Controller(QObject):
             self.pageChanged.emit(item.id, result.number)
             self.docChanged.emit(item.id)
             self._emit_stats()
-            if item.export is not None:
-                image = event.image if isinstance(event, PageFinished) else None
-                export = item.export
-                try:
-                    await asyncio.to_thread(export.add_page, result, image)
-                except OSError as exc:
-                    self.message.emit(f"cannot write {export.folder}: {exc}")
         elif isinstance(event, DocumentFinished):
-            if item.export is not None:
-                export = item.export
-                with contextlib.suppress(OSError):
-                    await asyncio.to_thread(export.finish)
+            if event.cancelled:
+                self.message.emit(f"cancelled {item.name}")
+            self._release(event.job)
+            item.paused = False
             self.docChanged.emit(item.id)
 
     def _emit_stats(self) -> None:
@@ -581,9 +766,8 @@ class Controller(QObject):
             with contextlib.suppress(BaseException):
                 await self._run_task
         await self._stop_local()
-        if self.client is not None:
-            with contextlib.suppress(Exception):
-                await self.client.close()
+        await self._close_client()
+        self.worker.close()
         for item in self.docs.values():
             if item.document is not None:
                 item.document.close()

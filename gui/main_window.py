@@ -116,6 +116,7 @@ class MainWindow(QMainWindow):
         self._build()
         self._connect()
         self._apply_settings()
+        self._update_doc_actions()
 
     # -- building ------------------------------------------------------------------------------
 
@@ -144,8 +145,15 @@ class MainWindow(QMainWindow):
         centre_layout.addWidget(self.page_view, 1)
         centre_layout.addWidget(self.legend)
 
+        left = QWidget(self)
+        left_layout = QVBoxLayout(left)
+        left_layout.setContentsMargins(0, 0, 0, 0)
+        left_layout.addWidget(self.queue, 1)
+        self.doc_buttons = QHBoxLayout()
+        left_layout.addLayout(self.doc_buttons)
+
         self.splitter = QSplitter(Qt.Orientation.Horizontal, self)
-        self.splitter.addWidget(self.queue)
+        self.splitter.addWidget(left)
         self.splitter.addWidget(centre)
         self.splitter.addWidget(self.result_view)
         self.splitter.setSizes([260, 620, 520])
@@ -164,7 +172,23 @@ class MainWindow(QMainWindow):
         self.settings_action = self._action("&Settings…", "Ctrl+,", self.open_settings)
         self.quit_action = self._action("&Quit", QKeySequence.StandardKey.Quit, self.close)
         self.remove_action = self._action("Remove from queue", "Del", self.remove_selected)
-        self.retry_action = self._action("Retry failed pages", None, self.retry_selected)
+        self.retry_action = self._action("Retry failed pages", "Ctrl+Shift+R", self.retry_selected)
+        self.pause_action = self._action("&Pause document", "Ctrl+Shift+P", self.pause_selected)
+        self.cancel_doc_action = self._action(
+            "&Cancel document", "Ctrl+Shift+X", self.cancel_selected
+        )
+        for action, text in (
+            (self.pause_action, "Pause"),
+            (self.cancel_doc_action, "Cancel"),
+            (self.retry_action, "Retry failed"),
+            (self.remove_action, "Remove"),
+        ):
+            button = QToolButton(self)
+            button.setDefaultAction(action)
+            button.setText(text)
+            button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
+            self.doc_buttons.addWidget(button)
+        self.doc_buttons.addStretch(1)
         self._action("Previous page", "PgUp", self.prev_page)
         self._action("Next page", "PgDown", self.next_page)
         self._action(
@@ -186,8 +210,11 @@ class MainWindow(QMainWindow):
         for action in (self.copy_page_action, self.copy_doc_action, self.remove_action):
             edit.addAction(action)
         run_menu = self.menuBar().addMenu("&Run")
-        for action in (self.run_action, self.stop_action, self.retry_action):
-            run_menu.addAction(action)
+        for action in (
+            self.run_action, self.stop_action, None, self.pause_action, self.cancel_doc_action,
+            self.retry_action,
+        ):  # fmt: skip
+            run_menu.addSeparator() if action is None else run_menu.addAction(action)
 
         bar = QToolBar("Main", self)
         bar.setObjectName("main-toolbar")
@@ -260,6 +287,7 @@ class MainWindow(QMainWindow):
         c.statsChanged.connect(self._stats)
         c.message.connect(lambda text: self.statusBar().showMessage(text, 8000))
         self.queue.selectionModel().currentChanged.connect(lambda *_: self._queue_current())
+        self.queue.selectionModel().selectionChanged.connect(lambda *_: self._update_doc_actions())
         self.queue.customContextMenuRequested.connect(self._queue_menu)
         self.task_combo.currentIndexChanged.connect(self._task_changed)
         self.page_view.boxClicked.connect(self._box_clicked)
@@ -292,7 +320,7 @@ class MainWindow(QMainWindow):
         self.engine_label.setToolTip(detail)
         self.engine_settings.setVisible(state in ("none", "error"))
         self.engine_log.setVisible(state == "error")
-        self.run_action.setEnabled(state == "ready" and not self.controller.running)
+        self.run_action.setEnabled(state == "ready")
 
     def show_log(self) -> None:
         from PySide6.QtWidgets import QMessageBox
@@ -371,8 +399,10 @@ class MainWindow(QMainWindow):
             self.queue.select_doc(self.controller.order[0])
 
     def _running(self, running: bool) -> None:
-        self.run_action.setEnabled(not running and self.controller.state == "ready")
+        # Run stays enabled during a run: the chosen documents then join it.
+        self.run_action.setEnabled(self.controller.state == "ready")
         self.stop_action.setEnabled(running)
+        self._update_doc_actions()
 
     def _stats(self, text: str) -> None:
         self.stats_label.setText(text)
@@ -433,6 +463,8 @@ class MainWindow(QMainWindow):
             self.queue.select_doc(doc_id)
 
     def _doc_changed(self, doc_id: int) -> None:
+        if doc_id in self._chosen_docs():
+            self._update_doc_actions()
         if self.current is not None and self.current[0] == doc_id:
             self._update_page_label()
             item = self.controller.docs[doc_id]
@@ -452,6 +484,7 @@ class MainWindow(QMainWindow):
                 self.result_view.show_source(None)
 
     def _queue_current(self) -> None:
+        self._update_doc_actions()
         doc_id = self.queue.current_doc()
         if doc_id is not None and (self.current is None or self.current[0] != doc_id):
             self.show_page(doc_id, 1)
@@ -459,15 +492,49 @@ class MainWindow(QMainWindow):
     def _queue_menu(self, pos: Any) -> None:
         menu = QMenu(self)
         for action in (
-            self.run_action, self.retry_action, self.export_action, self.copy_doc_action,
-            self.remove_action,
+            self.run_action, self.pause_action, self.cancel_doc_action, self.retry_action, None,
+            self.export_action, self.copy_doc_action, None, self.remove_action,
         ):  # fmt: skip
-            menu.addAction(action)
+            menu.addSeparator() if action is None else menu.addAction(action)
         menu.popup(self.queue.viewport().mapToGlobal(pos))
 
     def remove_selected(self) -> None:
         for doc_id in self.queue.selected_docs() or filter(None, [self.queue.current_doc()]):
             self.controller.remove(doc_id)
+
+    def _chosen_docs(self) -> list[int]:
+        return self.queue.selected_docs() or list(filter(None, [self.queue.current_doc()]))
+
+    def pause_selected(self) -> None:
+        """Pause the chosen documents, or resume them when all of them are paused."""
+        docs = [self.controller.docs[d] for d in self._chosen_docs() if d in self.controller.docs]
+        if docs and all(d.paused for d in docs):
+            for item in docs:
+                self.controller.resume(item.id)
+        else:
+            for item in docs:
+                self.controller.pause(item.id)
+        self._update_doc_actions()
+
+    def cancel_selected(self) -> None:
+        for doc_id in self._chosen_docs():
+            self.controller.cancel(doc_id)
+
+    def _update_doc_actions(self) -> None:
+        """Enable the document actions that apply to the chosen documents."""
+        docs = [self.controller.docs[d] for d in self._chosen_docs() if d in self.controller.docs]
+        in_run = [d for d in docs if d.job is not None]
+        paused = bool(in_run) and all(d.paused for d in in_run)
+        self.pause_action.setText("&Resume document" if paused else "&Pause document")
+        for button in self.findChildren(QToolButton):
+            if button.defaultAction() is self.pause_action:
+                button.setText("Resume" if paused else "Pause")
+        self.pause_action.setEnabled(bool(in_run))
+        self.cancel_doc_action.setEnabled(bool(in_run))
+        self.retry_action.setEnabled(
+            any(d.count(PageStatus.FAILED) and d.job is None for d in docs)
+        )
+        self.remove_action.setEnabled(bool(docs))
 
     def retry_selected(self) -> None:
         ids = self.queue.selected_docs()

@@ -61,6 +61,8 @@ def progress_text(item: DocItem) -> str:
     eta = item.eta()
     if eta is not None and item.finished < total and item.count(PageStatus.RUNNING):
         text += f" · ETA {_fmt_eta(eta)}"
+    if item.paused:
+        text += " · paused"
     if item.from_history:
         text += " · earlier session"
     return text

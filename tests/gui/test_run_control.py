@@ -1,0 +1,105 @@
+"""Per-document run control in the real window, against the loopback OpenAI server: pause and
+resume a document, cancel one, and a document dropped during a run joins it. The pipeline runs
+on the engine thread; the window sees it only through the controller."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PySide6.QtCore import Qt
+from PySide6.QtTest import QTest
+
+from engine import PageStatus
+from tests.engine.helpers import make_pdf
+from tests.fakes.openai_server import FakeOpenAIServer
+from tests.gui.conftest import arun, wait_until
+from tests.gui.test_window import drop
+
+TEXT = "<|ref|>text<|/ref|><|det|>[[100, 100, 900, 300]]<|/det|>\n" + "Words of a page. " * 40
+
+
+@pytest.fixture
+def app(qloop: Any, qtbot: Any, settings: Any) -> Any:
+    from gui.app import build
+
+    with FakeOpenAIServer([TEXT], token_delay=0.004) as server:
+        settings.set("engine/concurrency", 2)
+        controller, window = build([], server=server.url, settings=settings, history=False)
+        qtbot.addWidget(window)
+        window.show()
+        arun(qtbot, wait_until(lambda: controller.state == "ready", what="engine ready"))
+        yield controller, window, server
+        arun(qtbot, controller.close())
+
+
+def add(qtbot: Any, controller: Any, window: Any, path: Path) -> Any:
+    before = len(controller.order)
+    drop(window, [path])
+    arun(qtbot, wait_until(lambda: len(controller.order) > before, what="queued"))
+    item = controller.docs[controller.order[-1]]
+    arun(qtbot, wait_until(lambda: item.page_count, what="opened"))
+    return item
+
+
+def done(item: Any) -> int:
+    return item.count(PageStatus.DONE, PageStatus.TRUNCATED)
+
+
+def test_pause_resume_and_cancel_a_document(app: Any, qtbot: Any, tmp_path: Path) -> None:
+    controller, window, server = app
+    first = add(qtbot, controller, window, make_pdf(tmp_path / "first.pdf", 6))
+    second = add(qtbot, controller, window, make_pdf(tmp_path / "second.pdf", 6))
+    window.queue.select_doc(first.id)
+    window.run()
+    arun(qtbot, wait_until(lambda: first.job is not None, what="running"))
+    assert window.pause_action.isEnabled() and window.cancel_doc_action.isEnabled()
+
+    # Pause the first document from the keyboard: its unstarted pages wait, the second goes on.
+    QTest.keyClick(
+        window,
+        Qt.Key.Key_P,
+        Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier,
+    )
+    assert first.paused and window.pause_action.text() == "&Resume document"
+    arun(qtbot, wait_until(lambda: done(second) == 6, timeout=60, what="second document done"))
+    assert done(first) < 6 and first.count(PageStatus.RUNNING) == 0
+    from gui.queue_view import progress_text
+
+    assert progress_text(first).endswith("paused")
+    held = done(first)
+    arun(qtbot, wait_until(lambda: done(first) == held, timeout=1))
+
+    # Resume it (the same shortcut) and it finishes.
+    window.pause_selected()
+    assert not first.paused
+    arun(qtbot, wait_until(lambda: done(first) == 6, timeout=60, what="first document done"))
+    arun(qtbot, wait_until(lambda: not controller.running, what="run over"))
+    assert len(server.requests) == 12  # nothing was sent twice
+
+    # Cancel a document in the middle: pages in flight go back to waiting, done pages stay.
+    third = add(qtbot, controller, window, make_pdf(tmp_path / "third.pdf", 8))
+    window.queue.select_doc(third.id)
+    window.run()
+    arun(qtbot, wait_until(lambda: done(third) >= 1, timeout=30, what="a page of the third"))
+    window.cancel_selected()
+    arun(qtbot, wait_until(lambda: not controller.running, timeout=30, what="run over"))
+    kept = done(third)
+    assert 1 <= kept < 8
+    assert third.count(PageStatus.WAITING) == 8 - kept
+    assert third.count(PageStatus.RUNNING) == 0
+    assert third.job is None and not window.cancel_doc_action.isEnabled()
+    exported = sorted((third.export.folder / "pages").glob("*.json"))
+    assert len(exported) == kept  # finished pages were written before the cancel
+
+
+def test_a_document_dropped_during_a_run_joins_it(app: Any, qtbot: Any, tmp_path: Path) -> None:
+    controller, window, _ = app
+    first = add(qtbot, controller, window, make_pdf(tmp_path / "first.pdf", 4))
+    window.run()
+    arun(qtbot, wait_until(lambda: first.count(PageStatus.RUNNING), what="running"))
+    late = add(qtbot, controller, window, make_pdf(tmp_path / "late.pdf", 2))
+    arun(qtbot, wait_until(lambda: done(late) == 2, timeout=60, what="late document done"))
+    arun(qtbot, wait_until(lambda: not controller.running, what="run over"))
+    assert done(first) == 4
