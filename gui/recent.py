@@ -90,10 +90,10 @@ class RecentMenu(QMenu):
 
     def refresh(self) -> None:
         """Rebuild the actions from the recent files as they are now."""
+        # The old actions are detached, not deleted: one of them may be the action whose
+        # `triggered` is running this (Clear). They stay children of the menu, freed with it.
         for action in self.actions():
             self.removeAction(action)
-            if action.parent() is self:
-                action.deleteLater()
         paths = self.recent.paths()
         if not paths:
             empty = QAction("No recent files", self)
