@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from pathlib import Path
 
@@ -51,12 +52,33 @@ def build(
     if history:
         controller.load_history(Path(settings.get("output/folder")))
     if files:
-        controller.add_paths(files)
+        window.open_paths(files)
     return controller, window
+
+
+def allow_chromium_as_root() -> bool:
+    """Let Qt WebEngine (the result view) start when OCRDesk runs as root.
+
+    Chromium refuses to run as root with its sandbox on, and the window then exits with a
+    Chromium log line nobody understands. As root, turn the sandbox off and say so: the view
+    only shows sanitised model output and cannot reach the network (see gui/result_view.py).
+    Returns True when it did."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return False
+    flags = os.environ.get("QTWEBENGINE_CHROMIUM_FLAGS", "")
+    if "--no-sandbox" not in flags.split():
+        os.environ["QTWEBENGINE_CHROMIUM_FLAGS"] = f"{flags} --no-sandbox".strip()
+        print(
+            "ocrdesk: running as root: the result view's Chromium sandbox is off "
+            "(run OCRDesk as a normal user to keep it)",
+            file=sys.stderr,
+        )
+    return True
 
 
 def run(files: list[str], *, server: str | None = None, api_key: str | None = None) -> int:
     """Open the window with `files` queued; return the exit code once it is closed."""
+    allow_chromium_as_root()
     app = QApplication.instance() or QApplication(sys.argv[:1])
     assert isinstance(app, QApplication)
     app.setApplicationName("OCRDesk")

@@ -393,6 +393,24 @@ class Controller(QObject):
             log.warning("cannot render page %s of %s: %s", number, item.name, exc)
             return None
 
+    async def render_thumbnail(self, doc_id: int, number: int, width: int = 120) -> Any:
+        """A QImage of the page about `width` px wide, rendered in a worker thread, or None."""
+        item = self.docs.get(doc_id)
+        if item is None or item.document is None:
+            return None
+        if item.opened is not None:
+            await item.opened
+        from gui.main_window import pil_to_qimage  # the one PIL -> QImage conversion
+
+        document = item.document
+        try:
+            return await asyncio.to_thread(
+                lambda: pil_to_qimage(_thumbnail(document, number, width))
+            )
+        except (OCRDeskError, ValueError, RuntimeError) as exc:
+            log.info("no thumbnail for page %s of %s: %s", number, item.name, exc)
+            return None
+
     # -- the run -------------------------------------------------------------------------------
 
     @property
@@ -781,6 +799,14 @@ FLUSH_MS = 50
 def _has_lead(raw: str) -> bool:
     head = raw.split("<|", 1)[0]
     return bool(head.strip())
+
+
+def _thumbnail(document: Document, number: int, width: int) -> Image.Image:
+    """Worker thread: the page at a low resolution, scaled to `width` px wide."""
+    image = document.render(number, 24)  # an A4 page is ~200 px wide at 24 dpi
+    if image.width > width:
+        image = image.resize((width, max(1, round(image.height * width / image.width))))
+    return image
 
 
 def _write_export(export: DocumentExport, item: DocItem, results: list[PageResult]) -> None:

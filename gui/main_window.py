@@ -55,11 +55,13 @@ from engine import (
     Task,
     parse,
 )
-from gui.controller import Controller
+from gui.controller import Controller, DocItem
 from gui.page_view import Legend, PageView
 from gui.queue_view import QueueView
+from gui.recent import RecentFiles, RecentMenu
 from gui.result_view import RESOURCES, ResultView
 from gui.settings import Settings
+from gui.thumbnails import ThumbnailStrip
 
 FAMILIES: list[tuple[str, ModelFamily | None]] = [
     ("Model: auto", None),
@@ -142,7 +144,13 @@ class MainWindow(QMainWindow):
         centre_layout = QVBoxLayout(centre)
         centre_layout.setContentsMargins(0, 0, 0, 0)
         centre_layout.addLayout(nav)
-        centre_layout.addWidget(self.page_view, 1)
+        self.thumbs = ThumbnailStrip(self)
+        self.thumbs.setFixedWidth(130)
+        pages = QHBoxLayout()
+        pages.setSpacing(2)
+        pages.addWidget(self.thumbs)
+        pages.addWidget(self.page_view, 1)
+        centre_layout.addLayout(pages, 1)
         centre_layout.addWidget(self.legend)
 
         left = QWidget(self)
@@ -156,7 +164,7 @@ class MainWindow(QMainWindow):
         self.splitter.addWidget(left)
         self.splitter.addWidget(centre)
         self.splitter.addWidget(self.result_view)
-        self.splitter.setSizes([260, 620, 520])
+        self.splitter.setSizes([260, 700, 520])
         self.setCentralWidget(self.splitter)
 
         # actions
@@ -183,9 +191,9 @@ class MainWindow(QMainWindow):
             (self.retry_action, "Retry failed"),
             (self.remove_action, "Remove"),
         ):
+            action.setIconText(text)  # what a text-only tool button shows
             button = QToolButton(self)
             button.setDefaultAction(action)
-            button.setText(text)
             button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
             self.doc_buttons.addWidget(button)
         self.doc_buttons.addStretch(1)
@@ -200,10 +208,14 @@ class MainWindow(QMainWindow):
         self._action("Actual size", "Ctrl+0", self.page_view.actual_size)
         self.stop_action.setEnabled(False)
 
+        self.recent = RecentFiles(self.settings.q)
+        self.recent_menu = RecentMenu(self.recent, self)
+        self.recent_menu.fileChosen.connect(lambda path: self.open_paths([path]))
         menu = self.menuBar().addMenu("&File")
         for action in (
-            self.open_action, self.paste_action, None, self.export_action, self.export_all_action,
-            self.open_folder_action, None, self.settings_action, None, self.quit_action,
+            self.open_action, self.recent_menu.menuAction(), self.paste_action, None,
+            self.export_action, self.export_all_action, self.open_folder_action, None,
+            self.settings_action, None, self.quit_action,
         ):  # fmt: skip
             menu.addSeparator() if action is None else menu.addAction(action)
         edit = self.menuBar().addMenu("&Edit")
@@ -293,6 +305,7 @@ class MainWindow(QMainWindow):
         self.page_view.boxClicked.connect(self._box_clicked)
         self.page_view.boxHovered.connect(self._box_hovered)
         self.page_view.labelsChanged.connect(self.legend.set_labels)
+        self.thumbs.pageChosen.connect(self._thumb_chosen)
         self.legend.toggled.connect(self.page_view.set_label_visible)
         self.result_view.blockClicked.connect(self._block_clicked)
 
@@ -414,9 +427,16 @@ class MainWindow(QMainWindow):
         dialog = QFileDialog(self, "Open documents")
         dialog.setFileMode(QFileDialog.FileMode.ExistingFiles)
         dialog.setNameFilters([f"Documents ({patterns})", "All files (*)"])
-        dialog.filesSelected.connect(lambda files: self.controller.add_paths(list(files)))
+        dialog.filesSelected.connect(lambda files: self.open_paths(list(files)))
         dialog.open()
         self.file_dialog = dialog
+
+    def open_paths(self, paths: list[str]) -> None:
+        """Queue files and folders, and remember the files in File > Open Recent."""
+        self.controller.add_paths(paths)
+        for path in paths:
+            if Path(path).is_file():
+                self.recent.add(path)
 
     def paste(self) -> None:
         """Ctrl+V: a clipboard image becomes a new document; file URLs are queued."""
@@ -440,7 +460,7 @@ class MainWindow(QMainWindow):
         if mime.hasUrls():
             paths = [u.toLocalFile() for u in mime.urls() if u.isLocalFile()]
             if paths:
-                self.controller.add_paths(paths)
+                self.open_paths(paths)
                 return True
         return False
 
@@ -468,6 +488,7 @@ class MainWindow(QMainWindow):
         if self.current is not None and self.current[0] == doc_id:
             self._update_page_label()
             item = self.controller.docs[doc_id]
+            self._sync_thumbs(item)
             if not self.page_view.has_image() and item.document is not None:
                 self.show_page(doc_id, self.current[1])
 
@@ -482,6 +503,7 @@ class MainWindow(QMainWindow):
             else:
                 self.page_view.set_page(1, 1)
                 self.result_view.show_source(None)
+                self.thumbs.set_document(None, 0, None)
 
     def _queue_current(self) -> None:
         self._update_doc_actions()
@@ -526,9 +548,7 @@ class MainWindow(QMainWindow):
         in_run = [d for d in docs if d.job is not None]
         paused = bool(in_run) and all(d.paused for d in in_run)
         self.pause_action.setText("&Resume document" if paused else "&Pause document")
-        for button in self.findChildren(QToolButton):
-            if button.defaultAction() is self.pause_action:
-                button.setText("Resume" if paused else "Pause")
+        self.pause_action.setIconText("Resume" if paused else "Pause")
         self.pause_action.setEnabled(bool(in_run))
         self.cancel_doc_action.setEnabled(bool(in_run))
         self.retry_action.setEnabled(
@@ -551,6 +571,8 @@ class MainWindow(QMainWindow):
         self.controller.flush_deltas()
         self.current = (doc_id, number)
         self.queue.select_doc(doc_id)
+        self._sync_thumbs(item)
+        self.thumbs.set_current(number)
         page = item.pages.get(number)
         width, height = self._page_size(doc_id, number)
         self.page_view.set_page(width, height)
@@ -639,6 +661,23 @@ class MainWindow(QMainWindow):
         status = page.status.value if page else ""
         self.page_label.setText(f"page {number} of {total}  {status}")
 
+    def _sync_thumbs(self, item: DocItem) -> None:
+        """Point the thumbnail strip at `item` (kept as it is when it shows it already)."""
+        if self.thumbs.doc_id == item.id and self.thumbs.page_count() == len(item.pages):
+            return
+        doc_id = item.id
+        self.thumbs.set_document(
+            doc_id,
+            len(item.pages),
+            lambda n: self.controller.render_thumbnail(doc_id, n),
+        )
+        for number, page in item.pages.items():
+            self.thumbs.set_status(number, page.status)
+
+    def _thumb_chosen(self, number: int) -> None:
+        if self.current is not None and self.current[1] != number:
+            self.show_page(self.current[0], number)
+
     def prev_page(self) -> None:
         if self.current is not None and self.current[1] > 1:
             self.show_page(self.current[0], self.current[1] - 1)
@@ -651,6 +690,10 @@ class MainWindow(QMainWindow):
             self.show_page(self.current[0], self.current[1] + 1)
 
     def _page_changed(self, doc_id: int, number: int) -> None:
+        if self.thumbs.doc_id == doc_id:
+            page = self.controller.docs[doc_id].pages.get(number)
+            if page is not None:
+                self.thumbs.set_status(number, page.status)
         if self.current != (doc_id, number):
             return
         page = self.controller.docs[doc_id].pages[number]
