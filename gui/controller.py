@@ -273,7 +273,17 @@ class Controller(QObject):
 
     def _status_from_engine(self, text: str) -> None:
         """LocalServer's status callback; it runs on the engine thread."""
-        self._inGui.emit(lambda: self._set_engine("starting", f"local vLLM: {text}"))
+        self._inGui.emit(lambda: self._local_status(text))
+
+    def _local_status(self, text: str) -> None:
+        if self.local is None:
+            return
+        if text == "ready" and self.client is not None:  # up again after a restart
+            self._set_engine("ready", f"local vLLM: {self.model}")
+        elif text.startswith("failed"):
+            self._set_engine("error", f"local vLLM {text}")
+        elif text not in ("ready", "stopping", "stopped"):
+            self._set_engine("starting", f"local vLLM: {text}")
 
     async def _use_local(self, config: dict[str, Any]) -> None:
         if not self.local_available():

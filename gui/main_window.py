@@ -263,8 +263,9 @@ class MainWindow(QMainWindow):
         self.engine_log = QPushButton("Log", self)
         self.engine_log.clicked.connect(self.show_log)
         bar.addWidget(self.engine_label)
-        bar.addWidget(self.engine_settings)
-        bar.addWidget(self.engine_log)
+        # A widget in a tool bar is shown and hidden through the action addWidget returns.
+        self.engine_settings_item = bar.addWidget(self.engine_settings)
+        self.engine_log_item = bar.addWidget(self.engine_log)
 
         self.stats_label = QLabel("0 of 0 pages done", self)
         self.statusBar().addPermanentWidget(self.stats_label)
@@ -331,8 +332,8 @@ class MainWindow(QMainWindow):
         )
         self.engine_label.setText(f"<b style='color:{colors.get(state, '#666')}'>●</b> {text}")
         self.engine_label.setToolTip(detail)
-        self.engine_settings.setVisible(state in ("none", "error"))
-        self.engine_log.setVisible(state == "error")
+        self.engine_settings_item.setVisible(state in ("none", "error"))
+        self.engine_log_item.setVisible(state == "error")
         self.run_action.setEnabled(state == "ready")
 
     def show_log(self) -> None:
