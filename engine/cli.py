@@ -174,6 +174,14 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument(
         "--concurrency", type=_positive, default=16, help="pages in flight at once (default 16)"
     )
+    conv.add_argument(
+        "--first-window",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help="pages in flight until the first page is done, so one comes back early "
+        "(default: --concurrency from the start)",
+    )
     conv.add_argument("--resume", action="store_true", help="skip pages already done in OUTPUT")
     conv.add_argument("--password", default=None, help="password of encrypted PDFs")
     conv.add_argument("--max-tokens", type=_positive, default=8192, help="per page (default 8192)")
@@ -287,6 +295,7 @@ def _options(args: argparse.Namespace) -> ConvertOptions:
         sampling=sampling,
         dpi=args.dpi,
         concurrency=args.concurrency,
+        first_window=args.first_window,
         image_format=args.image_format,
     )
 

@@ -57,6 +57,11 @@ class ConvertOptions:
     sampling: Sampling = field(default_factory=Sampling)
     dpi: int = 144
     concurrency: int = 16
+    # Until the first page of the run finishes, at most this many pages are in flight; then
+    # `concurrency`. The server decodes every page in flight in lockstep, so with all pages sent
+    # at once the first one finishes only with the whole batch; a small first window gets one
+    # page back in about a single page's time. None: `concurrency` from the start.
+    first_window: int | None = None
     image_format: Literal["png", "jpeg"] = "png"
     jpeg_quality: int = 92
 
@@ -268,6 +273,8 @@ class Pipeline:
         self.options = options or ConvertOptions()
         if self.options.concurrency < 1:
             raise ValueError("concurrency must be at least 1")
+        if self.options.first_window is not None and self.options.first_window < 1:
+            raise ValueError("first_window must be at least 1")
 
     async def _prompt(self) -> str:
         family = self.options.family
@@ -280,7 +287,11 @@ class Pipeline:
         """Convert `jobs` in order, pages of several documents overlapping; yield every event."""
         feed = jobs if isinstance(jobs, JobFeed) else JobFeed(jobs)
         queue: asyncio.Queue[Event | None] = asyncio.Queue()
-        slots = asyncio.Semaphore(self.options.concurrency)
+        opening = min(
+            self.options.first_window or self.options.concurrency, self.options.concurrency
+        )
+        held = self.options.concurrency - opening  # slots given out once a page has finished
+        slots = asyncio.Semaphore(opening)
         tasks: set[asyncio.Task[None]] = set()
         states: dict[int, _DocState] = {}
         active: list[_DocState] = []  # opened documents with pages not started yet
@@ -405,6 +416,9 @@ class Pipeline:
                 yield event
                 if isinstance(event, (PageFinished, PageFailed, PageCancelled)):
                     slots.release()
+                    for _ in range(held):
+                        slots.release()
+                    held = 0
             await producer
         finally:
             producer.cancel()

@@ -160,3 +160,17 @@ async def test_an_open_feed_waits_for_more_until_closed(tmp_path: Path) -> None:
         await asyncio.wait_for(task, 10)
         await pool.close()
     assert finished_pages(collected, job) == [1]
+
+
+async def test_first_window_gets_one_page_back_before_opening_up(tmp_path: Path) -> None:
+    job = DocumentJob(make_pdf(tmp_path / "a.pdf", 8))
+    options = ConvertOptions(concurrency=4, first_window=1)
+    with FakeOpenAIServer([TEXT], token_delay=0.002) as server:
+        pool = pool_for(server)
+        events = [e async for e in Pipeline(pool, options).run([job])]
+        await pool.close()
+    kinds = [type(e).__name__ for e in events if isinstance(e, (PageStarted, PageFinished))]
+    # one page alone until it is done, then up to four at once
+    assert kinds[:3] == ["PageStarted", "PageFinished", "PageStarted"]
+    assert server.max_in_flight == 4
+    assert finished_pages(events, job) == list(range(1, 9))
