@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 ARGS   ?=
 
-.PHONY: run test lint bench
+.PHONY: run test lint bench test-packaging dist
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,4 +27,13 @@ lint: $(VENV)/.test
 	$(BIN)/mypy
 
 test: lint
-	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q -m "not packaging" $(PYTEST_ARGS)
+
+# The slow packaging tests: PyInstaller bundle and .deb built, the .deb installed with dpkg -i
+# and removed again (needs root and dpkg; about 2.5 minutes). .ci/run runs them after `make test`.
+test-packaging: $(VENV)/.test
+	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q -m packaging $(PYTEST_ARGS)
+
+# Wheel, sdist, PyInstaller bundle and .deb into dist/ (packaging/README.md).
+dist:
+	packaging/build.sh

@@ -20,12 +20,8 @@ def need_tool(name: str) -> str:
     found = shutil.which(name)
     if found is None and os.geteuid() == 0 and shutil.which("apt-get") and name in APT_PACKAGES:
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(
-            ["apt-get", "install", "-y", "-q", APT_PACKAGES[name]],
-            env=env,
-            capture_output=True,
-            check=False,
-        )
+        for command in (["update", "-q"], ["install", "-y", "-q", APT_PACKAGES[name]]):
+            subprocess.run(["apt-get", *command], env=env, capture_output=True, check=False)
         found = shutil.which(name)
     if found is None:
         pytest.skip(f"{name} is not installed (Debian package {APT_PACKAGES.get(name, name)})")

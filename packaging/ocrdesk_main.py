@@ -1,0 +1,49 @@
+"""Entry point of the PyInstaller bundle: `ocrdesk` as the wheel's console script is, plus one
+job the frozen executable has to do itself.
+
+The engine starts a local vLLM as `sys.executable engine/watchdog.py -- vllm serve ...` (see
+engine/local_server.py). In a bundle `sys.executable` is this program, not a Python, and
+watchdog.py is no file on disk but a module in the archive; so a first argument naming
+engine/watchdog.py runs that module's main here. Its child, vLLM, gets the library path the user
+had, not the bundle's (PyInstaller keeps the original in LD_LIBRARY_PATH_ORIG).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+from pathlib import Path
+
+
+def _is_watchdog_call(argv: list[str]) -> bool:
+    if not argv:
+        return False
+    path = Path(argv[0])
+    return path.name == "watchdog.py" and path.parent.name == "engine"
+
+
+def _restore_library_path() -> None:
+    original = os.environ.pop("LD_LIBRARY_PATH_ORIG", None)
+    if original is not None:
+        os.environ["LD_LIBRARY_PATH"] = original
+    else:
+        os.environ.pop("LD_LIBRARY_PATH", None)
+
+
+def main() -> int:
+    argv = sys.argv[1:]
+    if getattr(sys, "frozen", False) and _is_watchdog_call(argv):
+        from engine import watchdog
+
+        _restore_library_path()
+        watchdog.main(argv[1:])  # exits with vLLM's status
+        return 0
+    from engine.cli import main as cli_main
+
+    return cli_main(argv)
+
+
+if __name__ == "__main__":
+    multiprocessing.freeze_support()  # harmless on Linux; needed should anything use it on Windows
+    sys.exit(main())

@@ -1,0 +1,179 @@
+"""packaging/build.sh builds the PyInstaller bundle and the .deb; `dpkg -i` installs it on this
+machine (root, as CI is), the installed `ocrdesk` converts a document against the loopback test
+server, runs a local "vLLM" (the stand-in) through the bundle's own watchdog, and opens its window
+offscreen; `dpkg -r` then leaves none of its files behind.
+
+Marked `packaging`: about 3 minutes on CI's 2 cores (build environment, PyInstaller, zstd)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from engine import __version__
+from tests.conftest import REPO
+from tests.engine.helpers import make_pdf
+from tests.fakes.openai_server import FakeOpenAIServer
+from tests.packaging.helpers import isolated_env
+
+pytestmark = pytest.mark.packaging
+
+INSTALLED = Path("/usr/bin/ocrdesk")
+FAKE_VLLM = f"{sys.executable} {REPO / 'tests' / 'fakes' / 'vllm'}"
+
+
+def _dpkg_status() -> str:
+    result = subprocess.run(
+        ["dpkg-query", "-W", "-f", "${Status}", "ocrdesk"], capture_output=True, text=True
+    )
+    return result.stdout if result.returncode == 0 else ""
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if not shutil.which("dpkg-deb"):
+        pytest.skip("dpkg-deb is not here (Debian's dpkg)")
+    out = tmp_path_factory.mktemp("dist")
+    result = subprocess.run(
+        ["bash", str(REPO / "packaging" / "build.sh")],
+        env={**os.environ, "OUT": str(out)},
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def installed(built: Path) -> Iterator[list[Path]]:
+    """The .deb installed with dpkg -i; yields its files (dpkg -L); removes it afterwards."""
+    if os.geteuid() != 0:
+        pytest.skip("installing the .deb needs root (CI is root)")
+    if "installed" in _dpkg_status():
+        pytest.skip("an ocrdesk package is installed here already; not touching it")
+    deb = next(built.glob(f"ocrdesk_{__version__}_*.deb"))
+    result = subprocess.run(["dpkg", "-i", str(deb)], capture_output=True, text=True)
+    try:
+        assert result.returncode == 0, result.stdout + result.stderr
+        listed = subprocess.run(["dpkg", "-L", "ocrdesk"], capture_output=True, text=True)
+        yield [Path(line) for line in listed.stdout.splitlines() if line.startswith("/")]
+    finally:
+        subprocess.run(["dpkg", "-r", "ocrdesk"], capture_output=True)
+
+
+def test_bundle_is_lean(built: Path) -> None:
+    bundle = built / "ocrdesk"
+    for name in ("vllm", "torch", "onnxruntime", "numpy"):
+        assert not (bundle / "_internal" / name).exists(), name
+    assert not list((bundle / "_internal").glob("PySide6/Qt/qml"))
+    assert (bundle / "_internal" / "resources" / "katex" / "katex.min.js").is_file()
+
+
+def test_deb_puts_files_in_their_places(installed: list[Path]) -> None:
+    assert INSTALLED.is_symlink() and os.access(INSTALLED, os.X_OK)
+    for path in (
+        "/opt/ocrdesk/ocrdesk",
+        "/usr/share/applications/ocrdesk.desktop",
+        "/usr/share/icons/hicolor/scalable/apps/ocrdesk.svg",
+        "/usr/share/metainfo/io.github.ocrdesk.OCRDesk.metainfo.xml",
+    ):
+        assert Path(path) in installed and Path(path).is_file(), path
+    version = subprocess.run([INSTALLED, "--version"], capture_output=True, text=True)
+    assert version.stdout.strip() == f"ocrdesk {__version__}"
+
+
+def test_installed_convert(installed: list[Path], tmp_path: Path) -> None:
+    pdf = make_pdf(tmp_path / "report.pdf", 3)
+    with FakeOpenAIServer() as server:
+        result = subprocess.run(
+            [INSTALLED, "convert", str(pdf), "-o", str(tmp_path / "out"), "--server",
+             server.url, "--api-key", server.api_key or "", "-q"],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            env=isolated_env(tmp_path / "home"),
+            timeout=120,
+        )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    md = (tmp_path / "out" / "report" / "report.md").read_text(encoding="utf-8")
+    assert "<!-- page 3 -->" in md
+    assert (tmp_path / "out" / "report" / "report.layout.pdf").is_file()
+
+
+def test_installed_convert_with_a_local_vllm(installed: list[Path], tmp_path: Path) -> None:
+    """--local: the bundle starts `vllm` (here the stand-in) under its own watchdog, which in a
+    bundle is the bundle's executable (packaging/ocrdesk_main.py), and stops it at the end."""
+    pdf = make_pdf(tmp_path / "report.pdf", 2)
+    env = isolated_env(tmp_path / "home", FAKE_VLLM_STATE_DIR=str(tmp_path))
+    result = subprocess.run(
+        [INSTALLED, "convert", str(pdf), "-o", str(tmp_path / "out"), "--vllm", FAKE_VLLM, "-q"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out" / "report" / "report.md").is_file()
+
+
+def _children(pid: int) -> list[str]:
+    """Command names of the processes whose parent is `pid`."""
+    names = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        name, rest = text[text.index("(") + 1 : text.rindex(")")], text[text.rindex(")") + 2 :]
+        if int(rest.split()[1]) == pid:
+            names.append(name)
+    return names
+
+
+def test_installed_window_opens(installed: list[Path], tmp_path: Path) -> None:
+    """The window comes up (its web view's Chromium process starts) and SIGTERM ends it."""
+    pdf = make_pdf(tmp_path / "scan.pdf", 1)
+    log = tmp_path / "gui.log"
+    with FakeOpenAIServer() as server, log.open("w") as sink:
+        proc = subprocess.Popen(
+            [INSTALLED, str(pdf), "--server", server.url],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+            env=isolated_env(tmp_path / "home"),
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while "QtWebEngineProc" not in _children(proc.pid):  # /proc cuts names at 15
+                assert proc.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.2)
+            time.sleep(2)
+            assert proc.poll() is None, log.read_text()
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            status = proc.wait(30)
+    assert status == -signal.SIGTERM, log.read_text()
+    assert "Traceback" not in log.read_text()
+
+
+def test_dpkg_r_leaves_nothing(installed: list[Path]) -> None:
+    """Run last in this module (pytest keeps file order): removes the package itself."""
+    result = subprocess.run(["dpkg", "-r", "ocrdesk"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "installed" not in _dpkg_status()
+    left = [p for p in installed if p.exists() and not p.is_dir()]
+    assert not left
+    assert not Path("/opt/ocrdesk").exists() and not INSTALLED.exists()
+    owned_dirs = [p for p in installed if "ocrdesk" in str(p)]
+    assert not [p for p in owned_dirs if p.exists()]

@@ -1,0 +1,152 @@
+"""`python -m build` gives a wheel and an sdist that carry resources/; the wheel installs into a
+fresh virtualenv, where `ocrdesk --version`, `ocrdesk convert` against the loopback test server
+and the window's open-and-close (offscreen, `ocrdesk FILE` with the file queued) all work.
+
+The venv gets the app's dependencies from the package index (PySide6 among them): about a
+minute. The venv's Python runs from a folder outside the checkout, so nothing is imported from
+the source tree."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tarfile
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from engine import __version__
+from tests.conftest import REPO
+from tests.engine.helpers import make_pdf
+from tests.fakes.openai_server import FakeOpenAIServer
+from tests.packaging.helpers import isolated_env
+
+RESOURCE_FILES = [
+    "resources/__init__.py",
+    "resources/ocrdesk.svg",
+    "resources/ocrdesk.desktop",
+    "resources/io.github.ocrdesk.OCRDesk.metainfo.xml",
+    "resources/result.html",
+    "resources/katex/katex.min.js",
+    "resources/katex/katex.min.css",
+    "resources/katex/contrib/auto-render.min.js",
+    "resources/katex/fonts/KaTeX_Main-Regular.woff2",
+]
+
+#: Run in the installed venv: open the window the way `ocrdesk FILE --server URL` does, and close
+#: it from a timer once the event loop runs (what a person's click on the close button does).
+GUI_SCRIPT = """
+import sys
+import gui.app  # imports QtWebEngineWidgets, which must precede the QApplication
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QApplication, QMainWindow
+from engine.cli import main
+
+app = QApplication(sys.argv[:1])
+
+def close():
+    windows = [w for w in app.topLevelWidgets() if isinstance(w, QMainWindow) and w.isVisible()]
+    print("WINDOWS", [w.windowTitle() for w in windows], flush=True)
+    for w in windows:
+        w.close()
+
+QTimer.singleShot(3000, close)
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.fixture(scope="module")
+def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("dist")
+    subprocess.run(
+        [sys.executable, "-m", "build", "--outdir", str(out), str(REPO)],
+        check=True,
+        capture_output=True,
+    )
+    return out
+
+
+@pytest.fixture(scope="module")
+def venv(dist: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    root = tmp_path_factory.mktemp("venv")
+    subprocess.run([sys.executable, "-m", "venv", str(root)], check=True)
+    wheel = next(dist.glob("ocrdesk-*.whl"))
+    result = subprocess.run(
+        [root / "bin" / "python", "-m", "pip", "install", "-q", str(wheel)],
+        capture_output=True,
+        text=True,
+        cwd=root,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    yield root
+
+
+def test_wheel_and_sdist_carry_resources(dist: Path) -> None:
+    wheel = next(dist.glob(f"ocrdesk-{__version__}-py3-none-any.whl"))
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {"engine/cli.py", "engine/desktop_install.py", "gui/app.py"} <= names
+    assert set(RESOURCE_FILES) <= names
+    assert len([n for n in names if n.startswith("resources/katex/fonts/")]) == 20
+    entry_points = zipfile.ZipFile(wheel).read(f"ocrdesk-{__version__}.dist-info/entry_points.txt")
+    assert b"ocrdesk = engine.cli:main" in entry_points
+    with tarfile.open(dist / f"ocrdesk-{__version__}.tar.gz") as sdist:
+        members = {m.name.split("/", 1)[1] for m in sdist.getmembers() if "/" in m.name}
+    assert set(RESOURCE_FILES) <= members and "pyproject.toml" in members
+
+
+def test_installed_version(venv: Path) -> None:
+    result = subprocess.run(
+        [venv / "bin" / "ocrdesk", "--version"], capture_output=True, text=True, cwd=venv
+    )
+    assert result.returncode == 0 and result.stdout.strip() == f"ocrdesk {__version__}"
+
+
+def test_installed_convert(venv: Path, tmp_path: Path) -> None:
+    pdf = make_pdf(tmp_path / "report.pdf", 2)
+    out = tmp_path / "out"
+    with FakeOpenAIServer() as server:
+        result = subprocess.run(
+            [venv / "bin" / "ocrdesk", "convert", str(pdf), "-o", str(out), "--server",
+             server.url, "--api-key", server.api_key or "", "-q"],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            env=isolated_env(tmp_path / "home"),
+            timeout=120,
+        )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    md = (out / "report" / "report.md").read_text(encoding="utf-8")
+    assert "<!-- page 2 -->" in md
+    assert (out / "report" / "report.layout.pdf").is_file()
+
+
+def test_installed_window_opens_and_closes(venv: Path, tmp_path: Path) -> None:
+    pdf = make_pdf(tmp_path / "scan.pdf", 1)
+    with FakeOpenAIServer() as server:
+        result = subprocess.run(
+            [venv / "bin" / "python", "-c", GUI_SCRIPT, str(pdf), "--server", server.url],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            env=isolated_env(tmp_path / "home"),
+            timeout=120,
+        )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "WINDOWS ['OCRDesk" in result.stdout, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+
+
+def test_resources_found_where_the_gui_looks(venv: Path) -> None:
+    """gui/result_view.py finds resources/ beside the gui package in site-packages."""
+    code = "from gui.result_view import RESOURCES, SHELL; print(RESOURCES); assert SHELL.is_file()"
+    result = subprocess.run(
+        [venv / "bin" / "python", "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=venv,
+        env=isolated_env(venv / "home"),
+    )
+    assert result.returncode == 0, result.stderr
+    assert "site-packages" in result.stdout
