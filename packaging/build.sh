@@ -49,6 +49,24 @@ VERSION=$(basename "$WHEEL" | cut -d- -f2)
 ls -l "$WHEEL" "$OUT/ocrdesk-$VERSION.tar.gz" >&2
 [[ $BUNDLE == 1 ]] || exit 0
 
+# Qt's xcb platform plugin (the window on X11) needs these system libraries, which the PySide6
+# wheel does not carry; PyInstaller copies them into the bundle only if this machine has them.
+XCB_DEBS="libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0
+  libxcb-xkb1 libxkbcommon-x11-0 libxcb-shape0 libxcb-randr0 libxcb-xinerama0"
+if command -v dpkg-query >/dev/null; then
+  missing=$(for p in $XCB_DEBS; do
+    dpkg-query -W -f '${Status}\n' "$p" 2>/dev/null | grep -q "ok installed" || echo "$p"
+  done)
+  if [[ -n $missing ]]; then
+    if [[ $EUID == 0 ]] && command -v apt-get >/dev/null; then
+      say "installing the xcb libraries the bundle carries: $(echo $missing)"
+      apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $missing >&2
+    else
+      echo "warning: the bundle will lack $(echo $missing): sudo apt-get install them first" >&2
+    fi
+  fi
+fi
+
 say "PyInstaller bundle -> $OUT/ocrdesk"
 # The app's dependencies, as the wheel asks for them (the spec takes OCRDesk's own code from ROOT).
 "$VENV/bin/python" -m pip install -q "$WHEEL"
