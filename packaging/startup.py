@@ -27,7 +27,8 @@ def version_seconds(command: str) -> float:
     return time.perf_counter() - began
 
 
-def _has_webengine_child(pid: int) -> bool:
+def webengine_started(pid: int) -> bool:
+    """Whether `pid` has a Chromium child (QtWebEngineProcess): its web view is up."""
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             text = stat.read_text()
@@ -56,7 +57,7 @@ def window_seconds(command: str) -> float:
             stderr=subprocess.DEVNULL,
         )
         try:
-            while not _has_webengine_child(proc.pid):
+            while not webengine_started(proc.pid):
                 if proc.poll() is not None or time.perf_counter() - began > 120:
                     raise RuntimeError(f"{command} did not open its window")
                 time.sleep(0.02)
