@@ -177,10 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument(
         "--first-window",
         type=_positive,
-        default=None,
+        default=1,
         metavar="N",
-        help="pages in flight until the first page is done, so one comes back early "
-        "(default: --concurrency from the start)",
+        help="pages in flight until the first page is done, so one comes back in about a single "
+        "page's time (default 1; set it to --concurrency to send all pages at once)",
     )
     conv.add_argument("--resume", action="store_true", help="skip pages already done in OUTPUT")
     conv.add_argument("--password", default=None, help="password of encrypted PDFs")

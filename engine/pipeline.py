@@ -59,9 +59,11 @@ class ConvertOptions:
     concurrency: int = 16
     # Until the first page of the run finishes, at most this many pages are in flight; then
     # `concurrency`. The server decodes every page in flight in lockstep, so with all pages sent
-    # at once the first one finishes only with the whole batch; a small first window gets one
-    # page back in about a single page's time. None: `concurrency` from the start.
-    first_window: int | None = None
+    # at once the first one finishes only with the whole batch (15-18 s for 64 pages on an H100,
+    # against 2.3-3.2 s for one page alone). One page first brought it to 2.4-3.4 s at the same
+    # throughput within run-to-run noise (benchmarks/results/gpu-e2e.md). None: `concurrency`
+    # from the start.
+    first_window: int | None = 1
     image_format: Literal["png", "jpeg"] = "png"
     jpeg_quality: int = 92
 

@@ -80,7 +80,8 @@ async def test_cancel_stops_a_document_and_hands_its_slots_back(tmp_path: Path) 
     events: list[Event] = []
     with FakeOpenAIServer(["word " * 1500], token_delay=0.002) as server:
         pool = pool_for(server)
-        run = Pipeline(pool, ConvertOptions(concurrency=3)).run([slow, after])
+        options = ConvertOptions(concurrency=3, first_window=None)  # three in flight at once
+        run = Pipeline(pool, options).run([slow, after])
 
         async def consume() -> None:
             async for event in run:
