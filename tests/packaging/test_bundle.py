@@ -90,6 +90,10 @@ def test_deb_puts_files_in_their_places(installed: list[Path]) -> None:
         "/usr/share/metainfo/io.github.ocrdesk.OCRDesk.metainfo.xml",
     ):
         assert Path(path) in installed and Path(path).is_file(), path
+    if shutil.which("update-desktop-database"):  # dpkg's trigger ran it: "Open with OCRDesk"
+        cache = Path("/usr/share/applications/mimeinfo.cache").read_text(encoding="utf-8")
+        pdf = next(line for line in cache.splitlines() if line.startswith("application/pdf="))
+        assert "ocrdesk.desktop" in pdf
     version = subprocess.run([INSTALLED, "--version"], capture_output=True, text=True)
     assert version.stdout.strip() == f"ocrdesk {__version__}"
 

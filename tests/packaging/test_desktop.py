@@ -4,6 +4,7 @@ the window with FILE queued, as the entry's `Exec=ocrdesk %F` needs."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import types
@@ -65,6 +66,9 @@ def test_install_desktop_and_uninstall(
     command = exec_line.removeprefix("Exec=").removesuffix(" %F")
     assert command.strip('"').endswith("ocrdesk")
     validate_desktop(entry)
+    if shutil.which("update-desktop-database"):  # the MIME cache names the entry for PDFs
+        cache = (tmp_path / "data" / "applications" / "mimeinfo.cache").read_text()
+        assert "application/pdf=ocrdesk.desktop;" in cache.splitlines()
     svg = (tmp_path / "data" / INSTALLED[1]).read_bytes()
     assert svg == (RESOURCES / "ocrdesk.svg").read_bytes()
 
