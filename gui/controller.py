@@ -65,7 +65,7 @@ from gui.engine_thread import EngineThread, WorkerTask
 log = logging.getLogger(__name__)
 
 DRAIN_MS = 30  # how often the GUI thread takes the engine's events
-DRAIN_BUDGET_S = 0.025  # the most one turn spends on them; the rest waits for the next turn
+DRAIN_BUDGET_S = 0.015  # the most one turn spends on them; the rest waits for the next turn
 
 
 @dataclass
@@ -168,6 +168,9 @@ class Controller(QObject):
         self._by_job: dict[int, DocItem] = {}
         self._exports: dict[int, DocumentExport] = {}  # engine thread: job id -> its export
         self._inbox: deque[Event] = deque()  # engine thread appends, GUI thread drains
+        self._doc_dirty: dict[int, None] = {}  # signalled at the end of a drain turn, in order
+        self._page_dirty: dict[tuple[int, int], None] = {}
+        self._stats_dirty = False
         self._rerun = False
         self.worker = EngineThread()
         self._inGui.connect(lambda callback: callback())
@@ -652,6 +655,19 @@ class Controller(QObject):
             self._on_event(self._inbox.popleft())
             if deadline is not None and time.perf_counter() > deadline:
                 break
+        # One signal per page and per document a turn, however many events touched them: each
+        # docChanged repaints a queue row and its status strip.
+        pages, self._page_dirty = self._page_dirty, {}
+        docs, self._doc_dirty = self._doc_dirty, {}
+        for doc_id, number in pages:
+            if doc_id in self.docs:
+                self.pageChanged.emit(doc_id, number)
+        for doc_id in docs:
+            if doc_id in self.docs:
+                self.docChanged.emit(doc_id)
+        if self._stats_dirty:
+            self._stats_dirty = False
+            self._emit_stats()
 
     def _on_event(self, event: Event) -> None:
         item = self._by_job.get(id(event.job))
@@ -660,17 +676,17 @@ class Controller(QObject):
         if isinstance(event, DocumentOpened):
             if item.page_count != event.document.page_count:
                 item.page_count = event.document.page_count
-            self.docChanged.emit(item.id)
+            self._doc_dirty[item.id] = None
         elif isinstance(event, DocumentFailed):
             item.error = getattr(event.error, "reason", None) or str(event.error)
             self._release(event.job)
-            self.docChanged.emit(item.id)
+            self._doc_dirty[item.id] = None
         elif isinstance(event, PageStarted):
             page = item.pages.setdefault(event.number, PageState(event.number))
             page.status, page.width, page.height = PageStatus.RUNNING, event.width, event.height
             page.raw, page.boxed, page.result = [], [], None
-            self.pageChanged.emit(item.id, event.number)
-            self.docChanged.emit(item.id)
+            self._page_dirty[(item.id, event.number)] = None
+            self._doc_dirty[item.id] = None
         elif isinstance(event, PageDelta):
             page = item.pages[event.number]
             page.raw.append(event.text)
@@ -687,9 +703,9 @@ class Controller(QObject):
             page.raw, page.boxed = [], []
             if isinstance(event, PageCancelled):
                 page.status = PageStatus.WAITING
-                self.docChanged.emit(item.id)
+                self._doc_dirty[item.id] = None
             self._drop_pending(item.id, event.number)
-            self.pageChanged.emit(item.id, event.number)
+            self._page_dirty[(item.id, event.number)] = None
         elif isinstance(event, (PageFinished, PageFailed)):
             result = event.result
             page = item.pages.setdefault(result.number, PageState(result.number))
@@ -698,15 +714,15 @@ class Controller(QObject):
             page.width, page.height = result.width or page.width, result.height or page.height
             item.run_done += 1
             self.run_pages += 1
-            self.pageChanged.emit(item.id, result.number)
-            self.docChanged.emit(item.id)
-            self._emit_stats()
+            self._page_dirty[(item.id, result.number)] = None
+            self._doc_dirty[item.id] = None
+            self._stats_dirty = True
         elif isinstance(event, DocumentFinished):
             if event.cancelled:
                 self.message.emit(f"cancelled {item.name}")
             self._release(event.job)
             item.paused = False
-            self.docChanged.emit(item.id)
+            self._doc_dirty[item.id] = None
 
     def _emit_stats(self) -> None:
         total_pages = sum(len(d.pages) for d in self.docs.values())
