@@ -5,9 +5,10 @@
 #
 # The package puts the bundle in /opt/ocrdesk, a /usr/bin/ocrdesk symlink to it, and the desktop
 # entry, hicolor icon and AppStream metainfo in /usr/share (the menus, icon caches and software
-# centres pick them up through dpkg triggers). One maintainer script, postrm, removes what the app
-# made under /opt/ocrdesk at run time, which dpkg would leave behind (Qt WebEngine run as root
-# creates _internal/PySide6/Qt/resources/locales/, as it does in a pip install's site-packages).
+# centres pick them up through dpkg triggers). No maintainer scripts, so `dpkg -r` leaves no
+# record behind either. Qt WebEngine, run as root, creates an empty
+# _internal/PySide6/Qt/resources/locales/ (as it does in a pip install's site-packages): the
+# package ships that folder, so dpkg owns it and removes it with the rest.
 # Depends: the Debian packages that own the system libraries the bundle links (ldd, then
 # dpkg -S), at least the versions this machine has. The system libraries of optional Qt plugins
 # (Wayland, the GTK theme), which a desktop has and a server may lack, are Recommends.
@@ -28,6 +29,9 @@ mkdir -p "$PKG/DEBIAN" "$PKG/opt" "$PKG/usr/bin" "$PKG/usr/share/applications" \
   "$PKG/usr/share/icons/hicolor/scalable/apps" "$PKG/usr/share/metainfo" \
   "$PKG/usr/share/doc/$NAME"
 cp -a "$BUNDLE" "$PKG/opt/$NAME"
+if [[ -d $PKG/opt/$NAME/_internal/PySide6/Qt/resources ]]; then
+  mkdir -p "$PKG/opt/$NAME/_internal/PySide6/Qt/resources/locales"
+fi
 ln -s "/opt/$NAME/$NAME" "$PKG/usr/bin/$NAME"
 install -m 644 "$ROOT/resources/ocrdesk.desktop" "$PKG/usr/share/applications/"
 install -m 644 "$ROOT/resources/ocrdesk.svg" "$PKG/usr/share/icons/hicolor/scalable/apps/"
@@ -98,15 +102,6 @@ Description: desktop OCR workbench built on DeepSeek-OCR
  vLLM is not included: OCRDesk starts the vllm executable set in its
  settings, in OCRDESK_VLLM or found on PATH, or uses a remote server.
 EOF
-
-cat >"$PKG/DEBIAN/postrm" <<EOF
-#!/bin/sh
-set -e
-case "\$1" in
-  remove|purge) rm -rf /opt/$NAME ;;
-esac
-EOF
-chmod 755 "$PKG/DEBIAN/postrm"
 
 mkdir -p "$OUT"
 DEBFILE=$OUT/${NAME}_${VERSION}_${ARCH}.deb
