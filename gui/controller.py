@@ -331,10 +331,12 @@ class Controller(QObject):
                 await self.worker.run(server.stop())
 
     def engine_log(self) -> str:
+        """The engine's state and the last lines of the local server's log, for the Log button."""
+        head = f"{self.state}: {self.detail}\n\n"
         if self.local is not None:
             with contextlib.suppress(Exception):
-                return str(self.local.log_tail(200))
-        return getattr(self, "last_log", "") or "no log"
+                return head + str(self.local.log_tail(200))
+        return head + (getattr(self, "last_log", "") or "(no server log)")
 
     # -- documents -----------------------------------------------------------------------------
 

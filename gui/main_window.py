@@ -12,6 +12,7 @@ import base64
 import io
 import time
 from collections import OrderedDict
+from html import escape as html_escape
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +94,9 @@ def figure_urls(image: Image.Image, blocks: list[Block]) -> dict[int, str]:
         crop.convert("RGB").save(buffer, format="JPEG", quality=85)
         urls[k] = "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
     return urls
+
+
+ENGINE_LABEL_WIDTH = 420  # px of engine status text before it is elided
 
 
 class MainWindow(QMainWindow):
@@ -330,7 +334,14 @@ class MainWindow(QMainWindow):
         text = {"none": detail or "no engine configured", "ready": f"ready: {detail}"}.get(
             state, f"{state}: {detail}"
         )
-        self.engine_label.setText(f"<b style='color:{colors.get(state, '#666')}'>●</b> {text}")
+        # Elided so that a long error never pushes the status into the tool bar's overflow
+        # menu: it must always be in sight. The whole text is in the tooltip and the log.
+        shown = self.engine_label.fontMetrics().elidedText(
+            text, Qt.TextElideMode.ElideRight, ENGINE_LABEL_WIDTH
+        )
+        self.engine_label.setText(
+            f"<b style='color:{colors.get(state, '#666')}'>●</b> {html_escape(shown)}"
+        )
         self.engine_label.setToolTip(detail)
         self.engine_settings_item.setVisible(state in ("none", "error"))
         self.engine_log_item.setVisible(state == "error")
