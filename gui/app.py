@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import signal
 import sys
 from pathlib import Path
 
 import qasync
+from PySide6.QtCore import QTimer
 from PySide6.QtGui import QIcon
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import QApplication, QWidget
 
 from gui.controller import Controller
 from gui.main_window import MainWindow
@@ -87,6 +89,23 @@ def allow_chromium_as_root() -> bool:
     return True
 
 
+def close_on_signals(window: QWidget) -> None:
+    """SIGTERM and SIGINT close the window the normal way: the run stops, the local server is
+    stopped, finished pages are already on disk, and the process exits 0.
+
+    Python runs signal handlers only between bytecodes, and the GUI thread mostly waits in
+    Qt's C++ event loop; a timer that enters Python every 200 ms lets the handler run."""
+
+    def handler(signum: int, frame: object) -> None:
+        QTimer.singleShot(0, window.close)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, handler)
+    ticker = QTimer(window)
+    ticker.timeout.connect(lambda: None)
+    ticker.start(200)
+
+
 def run(files: list[str], *, server: str | None = None, api_key: str | None = None) -> int:
     """Open the window with `files` queued; return the exit code once it is closed."""
     allow_chromium_as_root()
@@ -107,6 +126,7 @@ def run(files: list[str], *, server: str | None = None, api_key: str | None = No
         done = asyncio.Event()
         controller, window = build(files, server=server, api_key=api_key)
         window.closed.connect(done.set)
+        close_on_signals(window)
         window.show()
         await done.wait()
         await controller.close()
