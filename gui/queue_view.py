@@ -18,16 +18,10 @@ from PySide6.QtWidgets import QListView, QStyle, QStyledItemDelegate, QStyleOpti
 
 from engine import PageStatus
 from gui.controller import Controller, DocItem
+from gui.thumbnails import STATUS_COLORS  # one palette for the strip and the thumbnails
 
 DocRole = Qt.ItemDataRole.UserRole + 1
 
-STATUS_COLORS: dict[PageStatus, QColor] = {
-    PageStatus.WAITING: QColor(200, 200, 200),
-    PageStatus.RUNNING: QColor(38, 139, 210),
-    PageStatus.DONE: QColor(80, 170, 60),
-    PageStatus.TRUNCATED: QColor(230, 160, 20),
-    PageStatus.FAILED: QColor(210, 50, 47),
-}
 _RANK = [
     PageStatus.FAILED,
     PageStatus.RUNNING,

@@ -10,9 +10,8 @@ results are kept in a bounded LRU cache in the model. `set_document` cancels wha
 and bumps a generation number, so a render of the previous document that still finishes is
 dropped instead of landing in the new document's items.
 
-The status colours are those of the queue's status strip (gui/queue_view.py `STATUS_COLORS`),
-copied here rather than imported: gui.queue_view imports gui.controller, and this module should
-not depend on either.
+`STATUS_COLORS` is the one page-status palette; the queue's status strip imports it from here
+(this module depends on neither the queue nor the controller).
 """
 
 from __future__ import annotations
@@ -64,7 +63,7 @@ log = logging.getLogger(__name__)
 Render = Callable[[int], Awaitable[QImage | None]]
 AnyIndex = QModelIndex | QPersistentModelIndex
 
-#: Same colours as the queue's per-page status strip (gui/queue_view.py STATUS_COLORS).
+#: Page status colours, of the thumbnails and of the queue's per-page status strip.
 STATUS_COLORS: dict[PageStatus, QColor] = {
     PageStatus.WAITING: QColor(200, 200, 200),
     PageStatus.RUNNING: QColor(38, 139, 210),
