@@ -7,6 +7,7 @@ Prints:
   `--concurrency` pages in memory, so the two should be close.
 
 Usage: .venv/bin/python benchmarks/bench_client.py [--pages 100] [--big 2000] [--concurrency 16]
+       [--small 20] [--memory-only]   (--memory-only: skip the ceiling run, peak RSS figures only)
 """
 
 from __future__ import annotations
@@ -61,30 +62,33 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pages", type=int, default=100)
     ap.add_argument("--big", type=int, default=2000)
+    ap.add_argument("--small", type=int, default=20, help="pages of the small PDF (default 20)")
     ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--memory-only", action="store_true", help="skip the client-ceiling run")
     args = ap.parse_args()
     outputs = corpus_outputs()
     # file 11 is a real DeepSeek-OCR-2 grounded page (tables, captions): a typical page's output
     page_output = next((o for o in outputs if "<|ref|>table<|/ref|>" in o), None) or outputs[0]
     with tempfile.TemporaryDirectory() as tmp, FakeOpenAIServer([page_output]) as server:
         root = Path(tmp)
-        pdf = make_pdf(root / "ceiling.pdf", args.pages)
-        seconds, rss = run_convert(pdf, root / "out1", server, args.concurrency)
-        print(
-            f"client ceiling: {args.pages} pages in {seconds:.2f} s = "
-            f"{args.pages / seconds:.1f} pages/s (concurrency {args.concurrency}, "
-            f"{len(page_output)} chars per page); peak RSS {rss / 1024:.0f} MiB"
-        )
-        small = make_pdf(root / "small.pdf", 20)
+        if not args.memory_only:
+            pdf = make_pdf(root / "ceiling.pdf", args.pages)
+            seconds, rss = run_convert(pdf, root / "out1", server, args.concurrency)
+            print(
+                f"client ceiling: {args.pages} pages in {seconds:.2f} s = "
+                f"{args.pages / seconds:.1f} pages/s (concurrency {args.concurrency}, "
+                f"{len(page_output)} chars per page); peak RSS {rss / 1024:.0f} MiB"
+            )
+        small = make_pdf(root / "small.pdf", args.small)
         big = make_pdf(root / "big.pdf", args.big)
         s_small, rss_small = run_convert(small, root / "out2", server, args.concurrency)
         s_big, rss_big = run_convert(big, root / "out3", server, args.concurrency)
-        print(f"peak RSS, 20 pages: {rss_small / 1024:.0f} MiB ({s_small:.1f} s)")
+        print(f"peak RSS, {args.small} pages: {rss_small / 1024:.0f} MiB ({s_small:.1f} s)")
         print(
             f"peak RSS, {args.big} pages: {rss_big / 1024:.0f} MiB ({s_big:.1f} s, "
             f"{args.big / s_big:.1f} pages/s)"
         )
-        print(f"ratio {args.big}/20 pages peak RSS: {rss_big / rss_small:.2f}")
+        print(f"ratio {args.big}/{args.small} pages peak RSS: {rss_big / rss_small:.2f}")
 
 
 if __name__ == "__main__":

@@ -35,6 +35,9 @@ from .results import PageResult, PageStatus
 
 PAGE_SPLIT = "\n<--- Page Split --->\n"
 
+#: Pages of the layout PDF built in memory at a time (see `DocumentExport._write_layout_pdf`).
+LAYOUT_CHUNK_PAGES = 100
+
 # One colour per label, the same in the layout PDF and (through engine's exports) in the GUI.
 LABEL_COLORS: dict[str, tuple[int, int, int]] = {
     "title": (220, 50, 47),
@@ -224,24 +227,40 @@ class DocumentExport:
         self.flush(layout=True)
 
     def _write_layout_pdf(self, pages: list[PageResult]) -> None:
-        pdf = pymupdf.open()
+        # Built in chunks of LAYOUT_CHUNK_PAGES pages, each appended to the file by an
+        # incremental save, because MuPDF holds every inserted image in memory until the document
+        # is saved and closed: in one piece, 2,000 pages of ~290 KB layout JPEGs raised the
+        # process's peak RSS by ~800 MiB (benchmarks/results/engine-cpu.md). A reopened file's
+        # images stay on disk, so the peak is one chunk's images whatever the page count.
+        entries = [
+            (result, self._page_layout(result.number))
+            for result in pages
+            if result.width and self._page_layout(result.number).exists()
+        ]
+        if not entries:
+            with contextlib.suppress(OSError):
+                self.layout_path.unlink()
+            return
+        tmp = self.layout_path.with_suffix(".tmp.pdf")
         try:
-            for result in pages:
-                layout = self._page_layout(result.number)
-                if not layout.exists() or not result.width:
-                    continue
-                # 1 image pixel = 1/2 pt: a 144 dpi render comes back at its paper size.
-                page = pdf.new_page(width=result.width / 2, height=result.height / 2)
-                page.insert_image(page.rect, filename=str(layout))
-            if pdf.page_count == 0:
-                with contextlib.suppress(OSError):
-                    self.layout_path.unlink()
-                return
-            tmp = self.layout_path.with_suffix(".tmp.pdf")
-            pdf.save(tmp, garbage=1, deflate=True)
+            for start in range(0, len(entries), LAYOUT_CHUNK_PAGES):
+                pdf = pymupdf.open(tmp) if start else pymupdf.open()
+                try:
+                    for result, layout in entries[start : start + LAYOUT_CHUNK_PAGES]:
+                        # 1 image pixel = 1/2 pt: a 144 dpi render comes back at its paper size.
+                        page = pdf.new_page(width=result.width / 2, height=result.height / 2)
+                        page.insert_image(page.rect, filename=str(layout))
+                    if start:
+                        pdf.save(tmp, incremental=True, encryption=0)  # 0: PDF_ENCRYPT_KEEP
+                    else:
+                        pdf.save(tmp, garbage=1, deflate=True)
+                finally:
+                    pdf.close()
             os.replace(tmp, self.layout_path)
-        finally:
-            pdf.close()
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
 
 
 def export_folder(out_root: Path, stem: str, taken: set[str]) -> Path:

@@ -568,3 +568,31 @@ def test_corpus_file_opens_or_fails_cleanly(
     else:
         assert result["document_error"], f"not a DocumentError: {result}"
         assert corpus_file.name in result["message"]
+
+
+def test_layout_pdf_is_built_in_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The export's layout PDF is appended chunk by chunk (incremental saves), so that MuPDF never
+    holds every page image of a long document at once; the file must still hold every page, in
+    order, each with its own image (engine/export.py, benchmarks/results/engine-cpu.md)."""
+    from engine import export
+    from engine.results import PageResult, PageStatus
+
+    monkeypatch.setattr(export, "LAYOUT_CHUNK_PAGES", 2)
+    doc = export.DocumentExport(tmp_path / "doc", source="doc.pdf", model="m", task="t")
+    for number in range(1, 6):
+        shade = 40 * number
+        image = Image.new("RGB", (200 + number * 10, 300), (shade, shade, shade))
+        doc.add_page(PageResult(number, *image.size, PageStatus.DONE, markdown="x"), image)
+    doc.add_page(PageResult(6, 0, 0, PageStatus.FAILED, error="boom"), None)
+    doc.finish()
+    assert not list(doc.folder.glob("*.tmp.pdf"))
+    with fitz.open(doc.layout_path) as pdf:
+        assert pdf.page_count == 5
+        for index, page in enumerate(pdf):
+            assert round(page.rect.width) == (200 + (index + 1) * 10) // 2
+            assert len(page.get_images()) == 1
+            shade = page.get_pixmap(dpi=10).pixel(0, 0)
+            assert abs(shade[0] - 40 * (index + 1)) <= 3
+    doc.finish()  # rebuilt from scratch, not appended to the previous file
+    with fitz.open(doc.layout_path) as pdf:
+        assert pdf.page_count == 5
