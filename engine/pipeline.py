@@ -377,8 +377,9 @@ class Pipeline:
             states[id(job)] = state
             queue.put_nowait(DocumentOpened(job, document, pages))
             job.control.listen(lambda: on_control(state))
-            if state.pending == 0 or job.control.cancelled:
-                on_control(state)
+            if job.control.cancelled:
+                on_control(state)  # finishes the document: nothing of it is in flight
+            elif state.pending == 0:
                 done(state)
             else:
                 active.append(state)

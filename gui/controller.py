@@ -61,6 +61,7 @@ from engine import (
     open_document,
 )
 from gui.engine_thread import EngineThread, WorkerTask
+from gui.qimage import pil_to_qimage
 
 log = logging.getLogger(__name__)
 
@@ -415,8 +416,6 @@ class Controller(QObject):
             return None
         if item.opened is not None:
             await item.opened
-        from gui.main_window import pil_to_qimage  # the one PIL -> QImage conversion
-
         document = item.document
         try:
             return await asyncio.to_thread(
@@ -531,13 +530,10 @@ class Controller(QObject):
             return
         feed = self._feed
 
-        def add() -> bool:
+        async def add() -> bool:  # on the engine loop, where the pipeline reads the feed
             return feed is not None and all(feed.add(job) for job in jobs)
 
-        async def add_on_engine() -> bool:
-            return add()
-
-        if not await self.worker.run(add_on_engine()):
+        if not await self.worker.run(add()):
             # The run was ending: these documents go in the next one.
             for job in jobs:
                 self._release(job)

@@ -58,6 +58,7 @@ from engine import (
 )
 from gui.controller import Controller, DocItem
 from gui.page_view import Legend, PageView
+from gui.qimage import pil_to_qimage
 from gui.queue_view import QueueView
 from gui.recent import RecentFiles, RecentMenu
 from gui.result_view import RESOURCES, ResultView
@@ -69,14 +70,6 @@ FAMILIES: list[tuple[str, ModelFamily | None]] = [
     ("DeepSeek-OCR", ModelFamily.DEEPSEEK_OCR),
     ("DeepSeek-OCR-2", ModelFamily.DEEPSEEK_OCR_2),
 ]
-
-
-def pil_to_qimage(image: Image.Image) -> QImage:
-    """A PIL image as a QImage that owns its pixels (safe to build in a worker thread)."""
-    rgb = image.convert("RGB")
-    data = rgb.tobytes()
-    qimage = QImage(data, rgb.width, rgb.height, rgb.width * 3, QImage.Format.Format_RGB888)
-    return qimage.copy()
 
 
 def figure_urls(image: Image.Image, blocks: list[Block]) -> dict[int, str]:
@@ -533,7 +526,7 @@ class MainWindow(QMainWindow):
         menu.popup(self.queue.viewport().mapToGlobal(pos))
 
     def remove_selected(self) -> None:
-        for doc_id in self.queue.selected_docs() or filter(None, [self.queue.current_doc()]):
+        for doc_id in self._chosen_docs():
             self.controller.remove(doc_id)
 
     def _chosen_docs(self) -> list[int]:
