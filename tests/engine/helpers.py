@@ -1,10 +1,13 @@
-"""Small builders for engine tests: documents made on the spot."""
+"""Small builders for engine tests: documents made on the spot, and the environment for the
+stand-in vllm (tests/fakes/vllm)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pymupdf
+import pytest
 from PIL import Image, ImageDraw
 
 
@@ -25,3 +28,13 @@ def make_png(path: Path, size: tuple[int, int] = (600, 400)) -> Path:
     ImageDraw.Draw(img).text((20, 20), "Hello OCR", fill="black")
     img.save(path)
     return path
+
+
+def isolate_fake_vllm(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No FAKE_VLLM_* settings or OCRDESK_VLLM from outside; the server logs and the stand-in's
+    state files go under `tmp_path`."""
+    for name in [n for n in os.environ if n.startswith("FAKE_VLLM_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.delenv("OCRDESK_VLLM", raising=False)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.setenv("FAKE_VLLM_STATE_DIR", str(tmp_path))

@@ -13,7 +13,7 @@ import pytest
 
 from engine.cli import main
 from tests.conftest import REPO
-from tests.engine.helpers import make_pdf
+from tests.engine.helpers import isolate_fake_vllm, make_pdf
 from tests.fakes.openai_server import FakeOpenAIServer
 
 FAKE_VLLM = f"{sys.executable} {REPO / 'tests' / 'fakes' / 'vllm'}"
@@ -21,11 +21,7 @@ FAKE_VLLM = f"{sys.executable} {REPO / 'tests' / 'fakes' / 'vllm'}"
 
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in [n for n in os.environ if n.startswith("FAKE_VLLM_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.delenv("OCRDESK_VLLM", raising=False)
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
-    monkeypatch.setenv("FAKE_VLLM_STATE_DIR", str(tmp_path))
+    isolate_fake_vllm(monkeypatch, tmp_path)
 
 
 def test_convert_local_survives_a_server_crash(

@@ -15,7 +15,7 @@ import pytest
 
 from engine import PageStatus
 from tests.conftest import REPO
-from tests.engine.helpers import make_pdf
+from tests.engine.helpers import isolate_fake_vllm, make_pdf
 from tests.gui.conftest import arun, wait_until
 
 FAKE_VLLM = f"{sys.executable} {REPO / 'tests' / 'fakes' / 'vllm'}"
@@ -23,11 +23,7 @@ FAKE_VLLM = f"{sys.executable} {REPO / 'tests' / 'fakes' / 'vllm'}"
 
 @pytest.fixture
 def local_settings(settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
-    for name in [n for n in os.environ if n.startswith("FAKE_VLLM_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.delenv("OCRDESK_VLLM", raising=False)
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
-    monkeypatch.setenv("FAKE_VLLM_STATE_DIR", str(tmp_path))
+    isolate_fake_vllm(monkeypatch, tmp_path)
     settings.set("engine/mode", "local")
     settings.set("engine/vllm", FAKE_VLLM)
     settings.set("engine/model", "deepseek-ai/DeepSeek-OCR")

@@ -7,25 +7,19 @@ Marked `packaging`: about 3 minutes on CI's 2 cores (build environment, PyInstal
 
 from __future__ import annotations
 
-import functools
-import importlib.util
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from engine import __version__
 from tests.conftest import REPO
 from tests.engine.helpers import make_pdf
-from tests.fakes.openai_server import FakeOpenAIServer
-from tests.packaging.helpers import isolated_env
+from tests.processes import convert_against_test_server, isolated_env, sigterm_once_window_is_up
 
 pytestmark = pytest.mark.packaging
 
@@ -100,16 +94,7 @@ def test_deb_puts_files_in_their_places(installed: list[Path]) -> None:
 
 def test_installed_convert(installed: list[Path], tmp_path: Path) -> None:
     pdf = make_pdf(tmp_path / "report.pdf", 3)
-    with FakeOpenAIServer() as server:
-        result = subprocess.run(
-            [INSTALLED, "convert", str(pdf), "-o", str(tmp_path / "out"), "--server",
-             server.url, "--api-key", server.api_key or "", "-q"],
-            capture_output=True,
-            text=True,
-            cwd=tmp_path,
-            env=isolated_env(tmp_path / "home"),
-            timeout=120,
-        )  # fmt: skip
+    result = convert_against_test_server([INSTALLED], pdf, tmp_path / "out", tmp_path / "home")
     assert result.returncode == 0, result.stderr
     md = (tmp_path / "out" / "report" / "report.md").read_text(encoding="utf-8")
     assert "<!-- page 3 -->" in md
@@ -133,40 +118,14 @@ def test_installed_convert_with_a_local_vllm(installed: list[Path], tmp_path: Pa
     assert (tmp_path / "out" / "report" / "report.md").is_file()
 
 
-@functools.cache
-def _startup_script() -> Any:
-    """packaging/startup.py, the start-up measurement (a script, not a package: loaded by path)."""
-    spec = importlib.util.spec_from_file_location("startup", REPO / "packaging" / "startup.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_installed_window_opens(installed: list[Path], tmp_path: Path) -> None:
     """The window comes up (its web view's Chromium process starts), and SIGTERM closes it
     the normal way (exit 0)."""
     pdf = make_pdf(tmp_path / "scan.pdf", 1)
     log = tmp_path / "gui.log"
-    with FakeOpenAIServer() as server, log.open("w") as sink:
-        proc = subprocess.Popen(
-            [INSTALLED, str(pdf), "--server", server.url],
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            cwd=tmp_path,
-            env=isolated_env(tmp_path / "home"),
-        )
-        try:
-            deadline = time.monotonic() + 60
-            while not _startup_script().webengine_started(proc.pid):
-                assert proc.poll() is None, log.read_text()
-                assert time.monotonic() < deadline, log.read_text()
-                time.sleep(0.2)
-            time.sleep(2)
-            assert proc.poll() is None, log.read_text()
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            status = proc.wait(30)
+    status = sigterm_once_window_is_up(
+        [INSTALLED, str(pdf)], cwd=tmp_path, env=isolated_env(tmp_path / "home"), log=log, settle=2
+    )
     assert status == 0, log.read_text()
     assert "Traceback" not in log.read_text()
 

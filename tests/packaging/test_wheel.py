@@ -21,7 +21,7 @@ from engine import __version__
 from tests.conftest import REPO
 from tests.engine.helpers import make_pdf
 from tests.fakes.openai_server import FakeOpenAIServer
-from tests.packaging.helpers import isolated_env
+from tests.processes import convert_against_test_server, isolated_env
 
 RESOURCE_FILES = [
     "resources/__init__.py",
@@ -106,16 +106,7 @@ def test_installed_version(venv: Path) -> None:
 def test_installed_convert(venv: Path, tmp_path: Path) -> None:
     pdf = make_pdf(tmp_path / "report.pdf", 2)
     out = tmp_path / "out"
-    with FakeOpenAIServer() as server:
-        result = subprocess.run(
-            [venv / "bin" / "ocrdesk", "convert", str(pdf), "-o", str(out), "--server",
-             server.url, "--api-key", server.api_key or "", "-q"],
-            capture_output=True,
-            text=True,
-            cwd=tmp_path,
-            env=isolated_env(tmp_path / "home"),
-            timeout=120,
-        )  # fmt: skip
+    result = convert_against_test_server([venv / "bin" / "ocrdesk"], pdf, out, tmp_path / "home")
     assert result.returncode == 0, result.stderr
     md = (out / "report" / "report.md").read_text(encoding="utf-8")
     assert "<!-- page 2 -->" in md
