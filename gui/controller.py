@@ -18,11 +18,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -845,11 +844,5 @@ def _write_export(export: DocumentExport, item: DocItem, results: list[PageResul
         export.add_page(result, image)
     export.finish()
 
-
-def json_load(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-Callback = Callable[[], None]
 
 __all__ = ["Controller", "DocItem", "PageState", "Task"]

@@ -55,9 +55,6 @@ class WorkerTask(Generic[T]):
 
         self._loop.call_soon_threadsafe(cancel)
 
-    def done(self) -> bool:
-        return self._done.done()
-
     async def wait(self) -> T | None:
         """The task's result (None when it was cancelled), awaited on the caller's loop."""
         return await asyncio.wrap_future(self._done)
@@ -84,10 +81,6 @@ class EngineThread:
         finally:
             self.loop.run_until_complete(self.loop.shutdown_asyncgens())
             self.loop.close()
-
-    @property
-    def alive(self) -> bool:
-        return self._thread.is_alive()
 
     def start(self, coro: Coroutine[Any, Any, T]) -> WorkerTask[T]:
         """Run `coro` on the engine loop; the handle cancels it and awaits its end."""
