@@ -46,6 +46,7 @@ from .pipeline import (
     Pipeline,
 )
 from .results import Block, Box, PageResult, PageStatus, ParsedPage
+from .run_worker import ClientSpec, JobSpec, RunWorker
 from .tasks import TASK_TITLES, ModelFamily, Sampling, Task, prompt_text
 
 __version__ = "0.1.0"
@@ -57,6 +58,7 @@ __all__ = [
     "TASK_TITLES",
     "Block",
     "Box",
+    "ClientSpec",
     "Completion",
     "ConvertOptions",
     "Document",
@@ -71,6 +73,7 @@ __all__ = [
     "Event",
     "JobControl",
     "JobFeed",
+    "JobSpec",
     "LocalServer",
     "LocalServerConfig",
     "ModelClient",
@@ -89,6 +92,7 @@ __all__ = [
     "ParsedPage",
     "PasswordRequiredError",
     "Pipeline",
+    "RunWorker",
     "Sampling",
     "ServerError",
     "ServerPool",

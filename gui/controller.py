@@ -21,7 +21,7 @@ import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,34 +32,23 @@ from PySide6.QtCore import QObject, QTimer, Signal
 import engine
 from engine import (
     Block,
+    ClientSpec,
     ConvertOptions,
     Document,
     DocumentExport,
-    DocumentFailed,
-    DocumentFinished,
-    DocumentJob,
-    DocumentOpened,
-    Event,
-    JobFeed,
+    JobSpec,
     ModelClient,
     ModelFamily,
     OCRDeskError,
-    PageCancelled,
-    PageDelta,
-    PageFailed,
-    PageFinished,
-    PageRestarted,
     PageResult,
-    PageStarted,
     PageStatus,
-    Pipeline,
-    ServerPool,
+    RunWorker,
     Task,
     export_folder,
     find_documents,
     open_document,
 )
-from gui.engine_thread import EngineThread, WorkerTask
+from gui.engine_thread import EngineThread
 from gui.qimage import pil_to_qimage
 
 log = logging.getLogger(__name__)
@@ -106,7 +95,7 @@ class DocItem:
     opened: asyncio.Future[None] | None = None
     run_started: float | None = None
     run_done: int = 0
-    job: DocumentJob | None = None  # set while the document is part of the running pipeline
+    job: JobSpec | None = None  # set while the document is part of the running pipeline
     paused: bool = False
 
     @property
@@ -163,11 +152,13 @@ class Controller(QObject):
         self._ids = itertools.count(1)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._run_task: asyncio.Task[None] | None = None
-        self._work: WorkerTask[str | None] | None = None
-        self._feed: JobFeed | None = None
-        self._by_job: dict[int, DocItem] = {}
-        self._exports: dict[int, DocumentExport] = {}  # engine thread: job id -> its export
-        self._inbox: deque[Event] = deque()  # engine thread appends, GUI thread drains
+        self._runner: RunWorker | None = None  # the process the run's pipeline runs in
+        self._run_end: asyncio.Future[str | None] | None = None  # set by the worker's "end"
+        self._client_spec: ClientSpec | None = None  # the server, as the worker reaches it
+        self._in_run: dict[int, DocItem] = {}  # doc id -> document, while part of the run
+        self._added: dict[int, asyncio.Future[bool]] = {}  # token -> answer to a join
+        self._tokens = itertools.count(1)
+        self._inbox: deque[tuple[Any, ...]] = deque()  # the worker's messages, not yet applied
         self._doc_dirty: dict[int, None] = {}  # signalled at the end of a drain turn, in order
         self._page_dirty: dict[tuple[int, int], None] = {}
         self._stats_dirty = False
@@ -262,10 +253,12 @@ class Controller(QObject):
             self._set_engine("error", str(model))
             return
         self.model = model
+        self._client_spec = ClientSpec(self.client.url, api_key=api_key or None, model=model)
         self._set_engine("ready", f"{self.model} at {self.client.url}")
 
     async def _close_client(self) -> None:
         client, self.client = self.client, None
+        self._client_spec = None
         if client is not None:
             with contextlib.suppress(Exception):
                 await self.worker.run(client.close())
@@ -322,6 +315,9 @@ class Controller(QObject):
 
         self.client = await self.worker.run(connect())
         self.model = server.model
+        self._client_spec = ClientSpec(
+            server.url, api_key=server.api_key, model=server.model, supervised=True
+        )
         self._set_engine("ready", f"local vLLM: {self.model}")
 
     async def _stop_local(self) -> None:
@@ -379,6 +375,8 @@ class Controller(QObject):
         finally:
             item.opened.set_result(None)
         self.docChanged.emit(item.id)
+        if item.document is not None and self.state == "ready":
+            self._ensure_runner()
         if item.document is not None and self.running:
             self.spawn(self._join([item]))
 
@@ -388,7 +386,7 @@ class Controller(QObject):
             return
         self.order.remove(doc_id)
         if item.job is not None:
-            self.worker.call(item.job.control.cancel)
+            self._tell(lambda runner: runner.cancel(doc_id))
         if item.document is not None:
             document = item.document
             item.document = None
@@ -458,8 +456,8 @@ class Controller(QObject):
 
     def stop(self) -> None:
         """Stop the whole run; pages in flight go back to waiting."""
-        if self._work is not None:
-            self._work.cancel()
+        if self._runner is not None and self._run_end is not None and not self._run_end.done():
+            self._runner.stop()  # the worker writes the files so far and answers "end"
         elif self._run_task is not None and not self._run_task.done():
             self._run_task.cancel()
 
@@ -468,7 +466,7 @@ class Controller(QObject):
         item = self.docs.get(doc_id)
         if item is not None and item.job is not None and not item.paused:
             item.paused = True
-            self.worker.call(item.job.control.pause)
+            self._tell(lambda runner: runner.pause(doc_id))
             self.docChanged.emit(doc_id)
 
     def resume(self, doc_id: int) -> None:
@@ -476,16 +474,30 @@ class Controller(QObject):
         if item is not None and item.paused:
             item.paused = False
             if item.job is not None:
-                self.worker.call(item.job.control.resume)
+                self._tell(lambda runner: runner.resume(doc_id))
             self.docChanged.emit(doc_id)
 
     def cancel(self, doc_id: int) -> None:
         """Stop the document's pages, those in flight too; finished pages are kept."""
         item = self.docs.get(doc_id)
         if item is not None and item.job is not None:
-            self.worker.call(item.job.control.cancel)
+            self._tell(lambda runner: runner.cancel(doc_id))
 
-    def _job_for(self, item: DocItem, taken: set[str]) -> DocumentJob | None:
+    def _tell(self, call: Callable[[RunWorker], None]) -> None:
+        if self._runner is not None:
+            call(self._runner)
+
+    def _ensure_runner(self) -> RunWorker:
+        """The run's worker process, started now if there is none (it takes about a second to
+        import the engine, so it is also started ahead, when a document is queued)."""
+        runner = self._runner
+        if runner is None or runner.gone or runner.exit_code() is not None:
+            if runner is not None:
+                runner.close(0)
+            runner = self._runner = RunWorker.spawn()
+        return runner
+
+    def _job_for(self, item: DocItem, taken: set[str]) -> JobSpec | None:
         """The run's job for the document's unfinished pages (None: nothing to do)."""
         if item.error is not None or not item.pages:
             return None
@@ -493,9 +505,6 @@ class Controller(QObject):
             return None
         skip = {n: p.result for n, p in item.pages.items() if p.status in _KEEP and p.result}
         item.dpi = self.options.dpi
-        job = DocumentJob(source=item.source, name=item.name, skip=skip)
-        if item.paused:
-            job.control.pause()
         if item.export is None:
             item.export = DocumentExport(
                 export_folder(self.output_folder, item.stem, taken),
@@ -503,13 +512,23 @@ class Controller(QObject):
                 model=self.model,
                 task=self.options.task.value,
             )
+        job = JobSpec(
+            key=item.id,
+            source=item.source,
+            name=item.name,
+            export_folder=item.export.folder,
+            export_source=item.export.source,
+            model=item.export.model,
+            task=item.export.task,
+            skip=skip,
+            paused=item.paused,
+        )
         item.run_started, item.run_done = time.monotonic(), 0
         item.job = job
-        self._by_job[id(job)] = item
-        self._exports[id(job)] = item.export
+        self._in_run[item.id] = item
         return job
 
-    async def _jobs(self, items: list[DocItem]) -> list[DocumentJob]:
+    async def _jobs(self, items: list[DocItem]) -> list[JobSpec]:
         for item in items:
             if item.opened is not None:
                 await item.opened
@@ -527,29 +546,28 @@ class Controller(QObject):
         jobs = await self._jobs(items)
         if not jobs:
             return
-        feed = self._feed
-
-        async def add() -> bool:  # on the engine loop, where the pipeline reads the feed
-            return feed is not None and all(feed.add(job) for job in jobs)
-
-        if not await self.worker.run(add()):
+        added = False
+        if self._runner is not None and self._run_end is not None and not self._run_end.done():
+            token = next(self._tokens)
+            answer = self._added[token] = asyncio.get_running_loop().create_future()
+            self._runner.add(jobs, token)
+            added = await answer
+        if not added:
             # The run was ending: these documents go in the next one.
             for job in jobs:
-                self._release(job)
+                self._release(job.key)
             self._rerun = True
         else:
             for job in jobs:
-                self.docChanged.emit(self._by_job[id(job)].id)
+                self.docChanged.emit(job.key)
 
-    def _release(self, job: DocumentJob) -> None:
-        item = self._by_job.pop(id(job), None)
-        self._exports.pop(id(job), None)
-        if item is not None and item.job is job:
+    def _release(self, key: int) -> None:
+        item = self._in_run.pop(key, None)
+        if item is not None:
             item.job = None
 
     async def _run(self, items: list[DocItem]) -> None:
-        self._by_job.clear()
-        self._exports.clear()
+        self._in_run.clear()
         jobs = await self._jobs(items)
         if not jobs:
             self.message.emit("nothing to convert")
@@ -558,27 +576,28 @@ class Controller(QObject):
         self.run_pages = 0
         self.runningChanged.emit(True)
         for job in jobs:
-            self.docChanged.emit(self._by_job[id(job)].id)
-        assert self.client is not None
-        self._feed = JobFeed(jobs)
-        self._work = self.worker.start(self._engine_run(self.client, self.options, self._feed))
+            self.docChanged.emit(job.key)
+        assert self._client_spec is not None
+        runner = self._ensure_runner()
+        end = self._run_end = asyncio.get_running_loop().create_future()
+        runner.run(self._client_spec, self.options, jobs)
         self._drain_timer.start()
         error: str | None = None
         try:
-            error = await self._work.wait()
+            error = await asyncio.shield(end)
         except asyncio.CancelledError:
-            self._work.cancel()
+            runner.stop()
             with contextlib.suppress(BaseException):
-                await asyncio.shield(self._work.wait())
+                await asyncio.wait_for(asyncio.shield(end), 30)
             raise
         finally:
             self._drain_timer.stop()
             while self._inbox:
                 self.drain(budget=None)
-            self._work, self._feed = None, None
+            self._run_end = None
             self._pending_boxes.clear()
             self._pending_text.clear()
-            for item in list(self._by_job.values()):
+            for item in list(self._in_run.values()):
                 changed = False
                 for page in item.pages.values():
                     if page.status is PageStatus.RUNNING:
@@ -590,7 +609,7 @@ class Controller(QObject):
                 if changed or item.paused:
                     item.paused = False
                     self.docChanged.emit(item.id)
-            self._by_job.clear()
+            self._in_run.clear()
             self.runningChanged.emit(False)
             self._emit_stats()
         if error:
@@ -599,59 +618,31 @@ class Controller(QObject):
             self._rerun = False
             self.start(self.options)
 
-    # -- the engine thread's side of the run ---------------------------------------------------
-
-    async def _engine_run(
-        self, client: ModelClient, options: ConvertOptions, feed: JobFeed
-    ) -> str | None:
-        """Engine thread: run the pipeline, write the exports, hand events to the GUI.
-
-        Returns an error to show, or None. A stop (cancellation) ends it quietly."""
-        pipeline = Pipeline(ServerPool([client]), options)
-        written: set[int] = set()
+    async def _reconnect(self) -> None:
+        """The worker lost the local server: bring it back (or wait for its restart)."""
+        server = self.local
+        if server is None:
+            return
         try:
-            async for event in pipeline.run(feed):
-                export = self._exports.get(id(event.job))
-                if isinstance(event, (PageFinished, PageFailed)) and export is not None:
-                    image = event.image if isinstance(event, PageFinished) else None
-                    try:
-                        # Before the GUI hears of the page and before the pipeline's slot is
-                        # released: a slow disk slows the run instead of piling up images.
-                        await asyncio.to_thread(export.add_page, event.result, image)
-                        written.add(id(event.job))
-                    except OSError as exc:
-                        self._inGui.emit(
-                            lambda e=exc, f=export.folder: self.message.emit(
-                                f"cannot write {f}: {e}"
-                            )
-                        )
-                    event = PageFinished(event.job, event.result, None) if image else event
-                elif isinstance(event, DocumentFinished) and export is not None:
-                    with contextlib.suppress(OSError):
-                        await asyncio.to_thread(export.finish)
-                    written.discard(id(event.job))
-                self._inbox.append(event)
-        except asyncio.CancelledError:
-            return None
-        except OCRDeskError as exc:
-            return str(exc)
+            await self.worker.run(server.ensure_running())
         finally:
-            for key in written:  # documents stopped part-way: their layout and files so far
-                export = self._exports.get(key)
-                if export is not None and export.results:
-                    with contextlib.suppress(OSError):
-                        await asyncio.to_thread(export.finish)
-        return None
+            if self._runner is not None:
+                self._runner.target(server.url, server.api_key)
 
     # -- events, on the GUI thread ---------------------------------------------------------------
 
     def drain(self, budget: float | None = DRAIN_BUDGET_S) -> None:
-        """Apply the engine's events that came in since the last turn, for at most `budget` s."""
+        """Apply the worker's messages that came in since the last turn, for at most `budget` s."""
+        runner = self._runner
+        if runner is not None:
+            self._inbox.extend(runner.receive())
         deadline = None if budget is None else time.perf_counter() + budget
         while self._inbox:
-            self._on_event(self._inbox.popleft())
+            self._on_message(self._inbox.popleft())
             if deadline is not None and time.perf_counter() > deadline:
                 break
+        if runner is not None and runner.gone and not self._inbox:
+            self._worker_gone(runner)
         # One signal per page and per document a turn, however many events touched them: each
         # docChanged repaints a queue row and its status strip.
         pages, self._page_dirty = self._page_dirty, {}
@@ -666,45 +657,78 @@ class Controller(QObject):
             self._stats_dirty = False
             self._emit_stats()
 
-    def _on_event(self, event: Event) -> None:
-        item = self._by_job.get(id(event.job))
+    def _worker_gone(self, runner: RunWorker) -> None:
+        """The worker process ended under a run: the run ends; finished pages stay."""
+        if self._run_end is not None and not self._run_end.done():
+            code = runner.exit_code()
+            how = f"exit code {code}" if code is not None else "its connection closed"
+            self._run_end.set_result(f"the conversion process stopped unexpectedly ({how})")
+        self._answer_adds()
+
+    def _answer_adds(self) -> None:
+        added, self._added = self._added, {}
+        for answer in added.values():
+            if not answer.done():
+                answer.set_result(False)
+
+    def _on_message(self, message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        if kind == "end":
+            self._answer_adds()  # adds answered after the end came too late for the run
+            if self._run_end is not None and not self._run_end.done():
+                self._run_end.set_result(message[1])
+            return
+        if kind == "added":
+            answer = self._added.pop(message[1], None)
+            if answer is not None and not answer.done():
+                answer.set_result(message[2])
+            return
+        if kind == "message":
+            self.message.emit(message[1])
+            return
+        if kind == "reconnect":
+            self.spawn(self._reconnect())
+            return
+        item = self._in_run.get(message[1])
         if item is None:
             return
-        if isinstance(event, DocumentOpened):
-            if item.page_count != event.document.page_count:
-                item.page_count = event.document.page_count
+        if kind == "opened":
+            item.page_count = message[2]
             self._doc_dirty[item.id] = None
-        elif isinstance(event, DocumentFailed):
-            item.error = getattr(event.error, "reason", None) or str(event.error)
-            self._release(event.job)
+        elif kind == "doc_failed":
+            item.error = message[2]
+            self._release(item.id)
             self._doc_dirty[item.id] = None
-        elif isinstance(event, PageStarted):
-            page = item.pages.setdefault(event.number, PageState(event.number))
-            page.status, page.width, page.height = PageStatus.RUNNING, event.width, event.height
+        elif kind == "started":
+            _, _, number, width, height = message
+            page = item.pages.setdefault(number, PageState(number))
+            page.status, page.width, page.height = PageStatus.RUNNING, width, height
             page.raw, page.boxed, page.result = [], [], None
-            self._page_dirty[(item.id, event.number)] = None
+            self._page_dirty[(item.id, number)] = None
             self._doc_dirty[item.id] = None
-        elif isinstance(event, PageDelta):
-            page = item.pages[event.number]
-            page.raw.append(event.text)
-            if event.blocks:
+        elif kind == "delta":
+            _, _, number, text, blocks = message
+            page = item.pages[number]
+            page.raw.append(text)
+            if blocks:
                 first = len(page.boxed) + (1 if _has_lead(page.raw_text) else 0)
-                page.boxed.extend(event.blocks)
-                pairs = [(first + k, b) for k, b in enumerate(event.blocks)]
-                self._pending_boxes.setdefault((item.id, event.number), []).extend(pairs)
-            self._pending_text.add((item.id, event.number))
+                page.boxed.extend(blocks)
+                pairs = [(first + k, b) for k, b in enumerate(blocks)]
+                self._pending_boxes.setdefault((item.id, number), []).extend(pairs)
+            self._pending_text.add((item.id, number))
             if not self._flush_timer.isActive():
                 self._flush_timer.start()
-        elif isinstance(event, (PageRestarted, PageCancelled)):
-            page = item.pages[event.number]
+        elif kind in ("restarted", "page_cancelled"):
+            number = message[2]
+            page = item.pages[number]
             page.raw, page.boxed = [], []
-            if isinstance(event, PageCancelled):
+            if kind == "page_cancelled":
                 page.status = PageStatus.WAITING
                 self._doc_dirty[item.id] = None
-            self._drop_pending(item.id, event.number)
-            self._page_dirty[(item.id, event.number)] = None
-        elif isinstance(event, (PageFinished, PageFailed)):
-            result = event.result
+            self._drop_pending(item.id, number)
+            self._page_dirty[(item.id, number)] = None
+        elif kind == "page":
+            result: PageResult = message[3]
             page = item.pages.setdefault(result.number, PageState(result.number))
             page.status, page.result, page.raw = result.status, result, []
             self._drop_pending(item.id, result.number)
@@ -714,10 +738,10 @@ class Controller(QObject):
             self._page_dirty[(item.id, result.number)] = None
             self._doc_dirty[item.id] = None
             self._stats_dirty = True
-        elif isinstance(event, DocumentFinished):
-            if event.cancelled:
+        elif kind == "doc_finished":
+            if message[2]:
                 self.message.emit(f"cancelled {item.name}")
-            self._release(event.job)
+            self._release(item.id)
             item.paused = False
             self._doc_dirty[item.id] = None
 
@@ -808,6 +832,9 @@ class Controller(QObject):
                 await self._run_task
         await self._stop_local()
         await self._close_client()
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await asyncio.to_thread(runner.close)
         self.worker.close()
         for item in self.docs.values():
             if item.document is not None:

@@ -6,6 +6,9 @@ engine/local_server.py). In a bundle `sys.executable` is this program, not a Pyt
 watchdog.py is no file on disk but a module in the archive; so a first argument naming
 engine/watchdog.py runs that module's main here. Its child, vLLM, gets the library path the user
 had, not the bundle's (PyInstaller keeps the original in LD_LIBRARY_PATH_ORIG).
+
+Likewise the GUI runs its conversions in a child process (engine/run_worker.py), started as
+`sys.executable --ocrdesk-run-worker FD`.
 """
 
 from __future__ import annotations
@@ -39,6 +42,11 @@ def main() -> int:
         _restore_library_path()
         watchdog.main(argv[1:])  # exits with vLLM's status
         return 0
+    if getattr(sys, "frozen", False) and argv[:1] == ["--ocrdesk-run-worker"]:
+        # The GUI's conversion worker (engine/run_worker.py), started as this program.
+        from engine import run_worker
+
+        return run_worker.main(argv[1:])
     from engine.cli import main as cli_main
 
     return cli_main(argv)
