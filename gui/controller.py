@@ -1,16 +1,18 @@
 """The one place where the GUI meets the engine: documents, the run, the server, exports.
 
 `Controller` owns the queue's documents (`DocItem`), the model server (a remote URL or a local
-vLLM the app starts), and the running `Pipeline`. Everything that talks to the model (the
-client, the pipeline, the local server) and the run's export writes live on the engine thread's
-own asyncio loop (`gui.engine_thread`), so streaming never blocks the GUI thread. The run's events
-come back through a deque that the GUI thread drains every DRAIN_MS, spending at most
-DRAIN_BUDGET_S per turn; engine events become Qt signals; widgets only read `DocItem`s and call
-controller methods. Opening files and rendering pages for display happen in worker threads
+vLLM the app starts) and the run. The run itself (client, pipeline, export writes) goes on in a
+child process, `engine.RunWorker`: in a thread of this process its stream reading shared the GIL
+and the garbage collector with the GUI thread and stalled it for up to 100-200 ms. The worker's
+messages are taken every DRAIN_MS by the GUI thread, which spends at most DRAIN_BUDGET_S per turn
+on them; they become Qt signals; widgets only read `DocItem`s and call controller methods.
+Connecting to the server and running the local vLLM happen on the engine thread's asyncio loop
+(`gui.engine_thread`); opening files and rendering pages for display in worker threads
 (asyncio.to_thread), never on the GUI thread.
 
 Documents dropped while a run goes on join it; each document can be paused, resumed or
-cancelled on its own (`pause`, `resume`, `cancel`).
+cancelled on its own (`pause`, `resume`, `cancel`). A worker that dies ends the run: finished
+pages are kept (they are on disk too), pages in flight go back to waiting.
 """
 
 from __future__ import annotations
@@ -227,6 +229,10 @@ class Controller(QObject):
     def _set_engine(self, state: str, detail: str) -> None:
         self.state, self.detail = state, detail
         self.engineStatus.emit(state, detail)
+        if state == "ready":
+            # Started ahead: the worker takes a second or two to import the engine, which the
+            # first Run would otherwise wait for.
+            self._ensure_runner()
 
     def local_available(self) -> bool:
         return hasattr(engine, "LocalServer") and hasattr(engine, "LocalServerConfig")
@@ -375,8 +381,6 @@ class Controller(QObject):
         finally:
             item.opened.set_result(None)
         self.docChanged.emit(item.id)
-        if item.document is not None and self.state == "ready":
-            self._ensure_runner()
         if item.document is not None and self.running:
             self.spawn(self._join([item]))
 
@@ -488,8 +492,7 @@ class Controller(QObject):
             call(self._runner)
 
     def _ensure_runner(self) -> RunWorker:
-        """The run's worker process, started now if there is none (it takes about a second to
-        import the engine, so it is also started ahead, when a document is queued)."""
+        """The run's worker process, started now if there is none or it has ended."""
         runner = self._runner
         if runner is None or runner.gone or runner.exit_code() is not None:
             if runner is not None:

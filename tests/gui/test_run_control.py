@@ -1,6 +1,7 @@
 """Per-document run control in the real window, against the loopback OpenAI server: pause and
-resume a document, cancel one, and a document dropped during a run joins it. The pipeline runs
-on the engine thread; the window sees it only through the controller."""
+resume a document, cancel one, a document dropped during a run joins it, and a conversion process
+that dies. The pipeline runs in that process (engine.run_worker); the window sees it only
+through the controller."""
 
 from __future__ import annotations
 
@@ -103,3 +104,27 @@ def test_a_document_dropped_during_a_run_joins_it(app: Any, qtbot: Any, tmp_path
     arun(qtbot, wait_until(lambda: done(late) == 2, timeout=60, what="late document done"))
     arun(qtbot, wait_until(lambda: not controller.running, what="run over"))
     assert done(first) == 4
+
+
+def test_a_dead_conversion_process_ends_the_run_and_loses_nothing(
+    app: Any, qtbot: Any, tmp_path: Path
+) -> None:
+    controller, window, _ = app
+    item = add(qtbot, controller, window, make_pdf(tmp_path / "doc.pdf", 10))
+    messages: list[str] = []
+    controller.message.connect(messages.append)
+    window.run()
+    arun(qtbot, wait_until(lambda: done(item) >= 2, timeout=60, what="two pages done"))
+    controller._runner.process.kill()  # the worker process dies (OOM killer, a crash)
+    arun(qtbot, wait_until(lambda: not controller.running, timeout=30, what="run over"))
+    kept = done(item)
+    assert 2 <= kept < 10
+    assert item.count(PageStatus.RUNNING) == 0 and item.job is None
+    assert any("conversion process stopped unexpectedly" in m for m in messages)
+    assert "exit code -9" in " ".join(messages)
+    # The next run starts a new worker and does only what is left.
+    window.run()
+    arun(qtbot, wait_until(lambda: done(item) == 10, timeout=60, what="document done"))
+    arun(qtbot, wait_until(lambda: not controller.running, what="run over"))
+    exported = sorted((item.export.folder / "pages").glob("*.json"))
+    assert len(exported) == 10
