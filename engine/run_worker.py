@@ -117,14 +117,17 @@ class RunWorker:
         self.gone = False
 
     @classmethod
-    def spawn(cls) -> RunWorker:
+    def spawn(cls, program: list[str] | None = None) -> RunWorker:
+        """Start a worker: `program` followed by the socket's descriptor (default: this
+        interpreter, or in a frozen bundle the bundle's executable with FROZEN_FLAG)."""
         host, child = socket.socketpair()
         child_fd = child.fileno()
-        if getattr(sys, "frozen", False):
-            command = [sys.executable, FROZEN_FLAG, str(child_fd)]
-        else:
+        if program is None and getattr(sys, "frozen", False):
+            program = [sys.executable, FROZEN_FLAG]
+        elif program is None:
             # Not `-m engine.run_worker`: the package imports this module first, and runpy warns.
-            command = [sys.executable, "-c", _CHILD_MAIN, str(child_fd)]
+            program = [sys.executable, "-c", _CHILD_MAIN]
+        command = [*program, str(child_fd)]
         # The engine package must be importable in the child as it is here (a source checkout
         # run without installing, as the tests and benchmarks do).
         env = dict(os.environ)

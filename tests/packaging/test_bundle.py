@@ -1,7 +1,7 @@
 """packaging/build.sh builds the PyInstaller bundle and the .deb; `dpkg -i` installs it on this
 machine (root, as CI is), the installed `ocrdesk` converts a document against the loopback test
-server, runs a local "vLLM" (the stand-in) through the bundle's own watchdog, and opens its window
-offscreen; `dpkg -r` then leaves none of its files behind.
+server, runs a local "vLLM" (the stand-in) through the bundle's own watchdog, runs the window's
+conversion process, and opens its window offscreen; `dpkg -r` then leaves none of its files behind.
 
 Marked `packaging`: about 3 minutes on CI's 2 cores (build environment, PyInstaller, zstd)."""
 
@@ -11,19 +11,23 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from engine import __version__
+from engine import ConvertOptions, __version__
+from engine.run_worker import FROZEN_FLAG, ClientSpec, JobSpec, RunWorker
 from tests.conftest import REPO
 from tests.engine.helpers import make_pdf
+from tests.fakes.openai_server import FakeOpenAIServer
 from tests.processes import convert_against_test_server, isolated_env, sigterm_once_window_is_up
 
 pytestmark = pytest.mark.packaging
 
 INSTALLED = Path("/usr/bin/ocrdesk")
+PAGE_TEXT = "<|ref|>title<|/ref|><|det|>[[80, 40, 920, 90]]<|/det|>\n# A page\n\nSome words."
 FAKE_VLLM = f"{sys.executable} {REPO / 'tests' / 'fakes' / 'vllm'}"
 
 
@@ -116,6 +120,30 @@ def test_installed_convert_with_a_local_vllm(installed: list[Path], tmp_path: Pa
     )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "out" / "report" / "report.md").is_file()
+
+
+def test_installed_conversion_worker(installed: list[Path], tmp_path: Path) -> None:
+    """The window's conversion process in the bundle: the bundle's executable started with
+    --ocrdesk-run-worker FD (packaging/ocrdesk_main.py) converts a document and writes it."""
+    pdf = make_pdf(tmp_path / "report.pdf", 2)
+    worker = RunWorker.spawn([str(INSTALLED), FROZEN_FLAG])
+    messages: list[tuple[object, ...]] = []
+    try:
+        with FakeOpenAIServer([PAGE_TEXT], token_delay=0) as server:
+            out = tmp_path / "out"
+            job = JobSpec(1, str(pdf), pdf.name, out, str(pdf), server.model, "markdown")
+            worker.run(ClientSpec(server.url, api_key=server.api_key), ConvertOptions(), [job])
+            deadline = time.monotonic() + 120
+            while not any(m[0] == "end" for m in messages) and time.monotonic() < deadline:
+                assert not worker.gone, f"the worker died: exit {worker.exit_code()}"
+                messages.extend(worker.receive())
+                time.sleep(0.02)
+    finally:
+        worker.close()
+    assert ("end", None) in messages, messages[-5:]
+    assert sorted(m[2] for m in messages if m[0] == "page") == [1, 2]
+    assert (tmp_path / "out" / "out.md").is_file()
+    assert worker.exit_code() == 0
 
 
 def test_installed_window_opens(installed: list[Path], tmp_path: Path) -> None:
