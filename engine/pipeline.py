@@ -31,7 +31,7 @@ import functools
 import io
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -285,7 +285,7 @@ class Pipeline:
             family = ModelFamily.from_model_name(model)
         return prompt_text(self.options.task, family, custom=self.options.prompt)
 
-    async def run(self, jobs: Iterable[DocumentJob] | JobFeed) -> AsyncIterator[Event]:
+    async def run(self, jobs: Iterable[DocumentJob] | JobFeed) -> AsyncGenerator[Event, None]:
         """Convert `jobs` in order, pages of several documents overlapping; yield every event."""
         feed = jobs if isinstance(jobs, JobFeed) else JobFeed(jobs)
         queue: asyncio.Queue[Event | None] = asyncio.Queue()

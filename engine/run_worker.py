@@ -40,17 +40,20 @@ import asyncio
 import contextlib
 import os
 import pickle
+import queue
 import signal
 import socket
 import subprocess
 import sys
+import threading
+import traceback
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 from .client import ModelClient, ServerPool, api_base
-from .errors import OCRDeskError
+from .errors import OCRDeskError, ServerUnavailableError
 from .export import DocumentExport
 from .pipeline import (
     ConvertOptions,
@@ -73,7 +76,12 @@ from .results import PageResult
 #: How long the worker collects messages before it sends them as one batch.
 BATCH_S = 0.02
 FROZEN_FLAG = "--ocrdesk-run-worker"
-_CHILD_MAIN = "import sys; from engine.run_worker import main; sys.exit(main())"
+# SIGINT is ignored before the (slow) import: Ctrl+C in a terminal reaches the whole process
+# group, and the host decides when the worker stops.
+_CHILD_MAIN = (
+    "import signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+    "from engine.run_worker import main; sys.exit(main())"
+)
 
 Message = tuple[Any, ...]
 
@@ -104,17 +112,19 @@ class JobSpec:
     paused: bool = False
 
 
-class WorkerGone(OCRDeskError):
-    """The worker process ended while the host still needed it."""
-
-
 class RunWorker:
-    """The host's handle on one worker process. Every method returns at once."""
+    """The host's handle on one worker process. Every method returns at once: messages to the
+    worker go out from a thread of their own, because a run's message can carry a pasted image
+    or many finished pages and the worker may still be importing the engine."""
 
     def __init__(self, process: subprocess.Popen[bytes], conn: Connection) -> None:
         self.process = process
+        self.gone = False  # the worker's end is closed: nothing more will be received
         self._conn = conn
-        self.gone = False
+        self._sends: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._sender = threading.Thread(target=self._send_all, name="ocrdesk-worker-send")
+        self._sender.daemon = True
+        self._sender.start()
 
     @classmethod
     def spawn(cls, program: list[str] | None = None) -> RunWorker:
@@ -128,15 +138,20 @@ class RunWorker:
             # Not `-m engine.run_worker`: the package imports this module first, and runpy warns.
             program = [sys.executable, "-c", _CHILD_MAIN]
         command = [*program, str(child_fd)]
-        # The engine package must be importable in the child as it is here (a source checkout
-        # run without installing, as the tests and benchmarks do).
         env = dict(os.environ)
-        root = str(Path(__file__).resolve().parent.parent)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        root = Path(__file__).resolve().parent.parent
+        if (root / "pyproject.toml").is_file():
+            # A source checkout run without installing (the tests and benchmarks): the child
+            # must import this engine. Not for an installed one: site-packages ahead of the
+            # standard library could shadow it.
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), env.get("PYTHONPATH")) if p)
         try:
             process = subprocess.Popen(
                 command, pass_fds=(child_fd,), stdin=subprocess.DEVNULL, env=env
             )
+        except BaseException:
+            host.close()
+            raise
         finally:
             child.close()
         return cls(process, Connection(host.detach()))
@@ -144,12 +159,14 @@ class RunWorker:
     # -- to the worker ---------------------------------------------------------------------------
 
     def _send(self, message: Message) -> None:
-        if self.gone:
-            return
-        try:
-            self._conn.send_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
-        except OSError:
-            self.gone = True
+        self._sends.put(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+
+    def _send_all(self) -> None:
+        while (data := self._sends.get()) is not None:
+            try:
+                self._conn.send_bytes(data)
+            except OSError:
+                return  # the worker is gone; `receive` finds out and says so
 
     def run(self, client: ClientSpec, options: ConvertOptions, jobs: list[JobSpec]) -> None:
         self._send(("run", client, options, jobs))
@@ -175,6 +192,10 @@ class RunWorker:
         """Answer a "reconnect": the server is back at `url`."""
         self._send(("target", url, api_key))
 
+    def no_target(self, reason: str) -> None:
+        """Answer a "reconnect": the server is not coming back; its requests fail with `reason`."""
+        self._send(("target", None, reason))
+
     # -- from the worker -------------------------------------------------------------------------
 
     def receive(self) -> list[Message]:
@@ -195,6 +216,8 @@ class RunWorker:
     def close(self, timeout: float = 10.0) -> None:
         """Stop the worker (a run in it ends as `stop` would) and wait for it."""
         self.gone = True
+        self._sends.put(None)
+        self._sender.join(timeout)
         with contextlib.suppress(OSError):
             self._conn.close()
         try:
@@ -276,9 +299,9 @@ class _Worker:
         self.keys: dict[int, int] = {}  # id(job) -> key
         self.exports: dict[int, DocumentExport] = {}  # key -> export
         self.feed: JobFeed | None = None
-        self.run_task: asyncio.Task[None] | None = None
-        self.target: asyncio.Future[tuple[str, str | None]] | None = None
-        self.client: ModelClient | None = None
+        self.run_task: asyncio.Task[str | None] | None = None
+        self.stopping = False
+        self.target: asyncio.Future[tuple[str | None, str | None]] | None = None
 
     async def serve(self) -> None:
         loop = asyncio.get_running_loop()
@@ -297,9 +320,9 @@ class _Worker:
         try:
             while (message := await inbox.get()) is not None:
                 self.handle(message)
-        finally:
+        finally:  # the host is gone: end the run as a stop would, files so far written
             if self.run_task is not None:
-                self.run_task.cancel()
+                self.stop()
                 with contextlib.suppress(BaseException):
                     await self.run_task
             pump.cancel()
@@ -317,7 +340,9 @@ class _Worker:
                 self.keys.clear()
                 self.exports.clear()
                 self.feed = JobFeed([self.job(s) for s in specs])
+                self.stopping = False
                 self.run_task = asyncio.create_task(self.run(client, options, self.feed))
+                self.run_task.add_done_callback(self.ended)
         elif op == "add":
             _, token, specs = message
             ok = self.feed is not None and all(self.feed.add(self.job(s)) for s in specs)
@@ -327,10 +352,28 @@ class _Worker:
             if job is not None:
                 getattr(job.control, op)()
         elif op == "stop":
-            if self.run_task is not None:
-                self.run_task.cancel()
+            self.stop()
         elif op == "target" and self.target is not None and not self.target.done():
             self.target.set_result((message[1], message[2]))
+
+    def stop(self) -> None:
+        # Once: a second cancel would cut short the cleanup that writes the files so far.
+        if self.run_task is not None and not self.run_task.done() and not self.stopping:
+            self.stopping = True
+            self.run_task.cancel()
+
+    def ended(self, task: asyncio.Task[str | None]) -> None:
+        """The run's last message, "end", however the run ended."""
+        self.feed = None
+        error: str | None = None
+        if not task.cancelled():
+            exc = task.exception()
+            if exc is not None:
+                traceback.print_exception(exc)
+                error = f"unexpected error in the conversion process: {exc!r}"
+            else:
+                error = task.result()
+        self.outbox.put(("end", error))
 
     def job(self, spec: JobSpec) -> DocumentJob:
         job = DocumentJob(source=spec.source, name=spec.name, skip=dict(spec.skip))
@@ -355,51 +398,63 @@ class _Worker:
                     self.target = asyncio.get_running_loop().create_future()
                     self.outbox.put(("reconnect",))
                     url, key = await self.target
+                    if url is None:  # the host could not bring it back; `key` says why
+                        raise ServerUnavailableError(key or "the local server is not running")
                     if client.url != api_base(url):
                         client.retarget(url, key)
 
             client.on_connection_error = on_connection_error
         return client
 
-    async def run(self, spec: ClientSpec, options: ConvertOptions, feed: JobFeed) -> None:
+    async def run(self, spec: ClientSpec, options: ConvertOptions, feed: JobFeed) -> str | None:
+        """The pipeline over `feed`; returns the error that ended it, None if none did."""
         pool = ServerPool([self.make_client(spec)])
         written: set[int] = set()
-        error: str | None = None
+        events = Pipeline(pool, options).run(feed)
+        delivering: asyncio.Future[None] | None = None
         try:
-            async for event in Pipeline(pool, options).run(feed):
+            async for event in events:
                 key = self.keys[id(event.job)]
-                await self.write(key, event, written)
-                self.outbox.put(_message(key, event))
+                # Shielded: a page whose files are being written when a stop comes is still
+                # finished and announced (before "end"), so the host and the disk agree.
+                delivering = asyncio.ensure_future(self.deliver(key, event, written))
+                await asyncio.shield(delivering)
         except asyncio.CancelledError:
             pass
         except OCRDeskError as exc:
-            error = str(exc)
+            return str(exc)
         finally:
-            self.feed = None
+            if delivering is not None:
+                with contextlib.suppress(Exception):
+                    await delivering
+            with contextlib.suppress(Exception):
+                await events.aclose()  # the pipeline's pages in flight are cancelled
             for key in written:  # documents stopped part-way: their layout and files so far
                 export = self.exports[key]
                 if export.results:
-                    with contextlib.suppress(OSError):
+                    with contextlib.suppress(Exception):
                         await asyncio.to_thread(export.finish)
             with contextlib.suppress(Exception):
                 await pool.close()
-            self.outbox.put(("end", error))
+        return None
 
-    async def write(self, key: int, event: Event, written: set[int]) -> None:
-        """The export's files for a finished page or document, before the host hears of it
-        and before the pipeline releases the page's slot (a slow disk slows the run)."""
+    async def deliver(self, key: int, event: Event, written: set[int]) -> None:
+        """Write the export's files for a finished page or document, then tell the host.
+
+        Before the host hears of the page, and before the pipeline releases the page's slot:
+        a slow disk slows the run instead of letting page images pile up."""
         export = self.exports[key]
-        if isinstance(event, (PageFinished, PageFailed)):
-            image = event.image if isinstance(event, PageFinished) else None
-            try:
+        try:
+            if isinstance(event, (PageFinished, PageFailed)):
+                image = event.image if isinstance(event, PageFinished) else None
                 await asyncio.to_thread(export.add_page, event.result, image)
                 written.add(key)
-            except OSError as exc:
-                self.outbox.put(("message", f"cannot write {export.folder}: {exc}"))
-        elif isinstance(event, DocumentFinished):
-            with contextlib.suppress(OSError):
+            elif isinstance(event, DocumentFinished):
+                written.discard(key)
                 await asyncio.to_thread(export.finish)
-            written.discard(key)
+        except Exception as exc:  # a full disk, a page image PIL cannot draw on: the run goes on
+            self.outbox.put(("message", f"cannot write {export.folder}: {exc}"))
+        self.outbox.put(_message(key, event))
 
 
 def _message(key: int, event: Event) -> Message:

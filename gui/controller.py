@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import subprocess
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine
@@ -156,7 +157,7 @@ class Controller(QObject):
         self._run_task: asyncio.Task[None] | None = None
         self._runner: RunWorker | None = None  # the process the run's pipeline runs in
         self._run_end: asyncio.Future[str | None] | None = None  # set by the worker's "end"
-        self._client_spec: ClientSpec | None = None  # the server, as the worker reaches it
+        self._client_spec: ClientSpec | None = None  # a remote server, as the worker reaches it
         self._in_run: dict[int, DocItem] = {}  # doc id -> document, while part of the run
         self._added: dict[int, asyncio.Future[bool]] = {}  # token -> answer to a join
         self._tokens = itertools.count(1)
@@ -229,9 +230,10 @@ class Controller(QObject):
     def _set_engine(self, state: str, detail: str) -> None:
         self.state, self.detail = state, detail
         self.engineStatus.emit(state, detail)
-        if state == "ready":
+        if state == "ready" and self._run_end is None:
             # Started ahead: the worker takes a second or two to import the engine, which the
-            # first Run would otherwise wait for.
+            # first Run would otherwise wait for. (Never during a run: a dead worker is
+            # replaced only once its run has been ended.)
             self._ensure_runner()
 
     def local_available(self) -> bool:
@@ -321,9 +323,6 @@ class Controller(QObject):
 
         self.client = await self.worker.run(connect())
         self.model = server.model
-        self._client_spec = ClientSpec(
-            server.url, api_key=server.api_key, model=server.model, supervised=True
-        )
         self._set_engine("ready", f"local vLLM: {self.model}")
 
     async def _stop_local(self) -> None:
@@ -580,19 +579,23 @@ class Controller(QObject):
         self.runningChanged.emit(True)
         for job in jobs:
             self.docChanged.emit(job.key)
-        assert self._client_spec is not None
-        runner = self._ensure_runner()
         end = self._run_end = asyncio.get_running_loop().create_future()
-        runner.run(self._client_spec, self.options, jobs)
-        self._drain_timer.start()
+        runner: RunWorker | None = None
         error: str | None = None
         try:
+            runner = self._ensure_runner()
+            runner.run(self._current_client_spec(), self.options, jobs)
+            self._drain_timer.start()
             error = await asyncio.shield(end)
         except asyncio.CancelledError:
-            runner.stop()
-            with contextlib.suppress(BaseException):
-                await asyncio.wait_for(asyncio.shield(end), 30)
+            if runner is not None:
+                runner.stop()
+                with contextlib.suppress(BaseException):
+                    await asyncio.wait_for(asyncio.shield(end), 30)
             raise
+        except (OSError, ValueError, TypeError) as exc:  # no worker could start, or a bad job
+            log.exception("the conversion process could not take the run")
+            error = f"the conversion process could not start: {exc}"
         finally:
             self._drain_timer.stop()
             while self._inbox:
@@ -618,19 +621,36 @@ class Controller(QObject):
         if error:
             self.message.emit(f"the run stopped: {error}")
         if self._rerun:
+            # Once this task is done: from inside it, `running` is still true and `start`
+            # would try to join the run that is ending.
             self._rerun = False
-            self.start(self.options)
+            asyncio.get_running_loop().call_soon(self.start, self.options)
+
+    def _current_client_spec(self) -> ClientSpec:
+        """The server as the worker must reach it now: a restarted local server has a new port
+        and key."""
+        server = self.local
+        if server is not None:
+            return ClientSpec(
+                server.url, api_key=server.api_key, model=server.model, supervised=True
+            )
+        assert self._client_spec is not None
+        return self._client_spec
 
     async def _reconnect(self) -> None:
-        """The worker lost the local server: bring it back (or wait for its restart)."""
-        server = self.local
+        """The worker lost the local server: bring it back, and always answer."""
+        runner, server = self._runner, self.local
+        if runner is None:
+            return
         if server is None:
+            runner.no_target("the local server was stopped")
             return
         try:
             await self.worker.run(server.ensure_running())
-        finally:
-            if self._runner is not None:
-                self._runner.target(server.url, server.api_key)
+        except Exception as exc:
+            runner.no_target(str(exc) or "the local server did not come back")
+        else:
+            runner.target(server.url, server.api_key)
 
     # -- events, on the GUI thread ---------------------------------------------------------------
 
@@ -663,6 +683,8 @@ class Controller(QObject):
     def _worker_gone(self, runner: RunWorker) -> None:
         """The worker process ended under a run: the run ends; finished pages stay."""
         if self._run_end is not None and not self._run_end.done():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                runner.process.wait(0.5)  # its socket closes a moment before it can be reaped
             code = runner.exit_code()
             how = f"exit code {code}" if code is not None else "its connection closed"
             self._run_end.set_result(f"the conversion process stopped unexpectedly ({how})")
@@ -831,6 +853,15 @@ class Controller(QObject):
         """Stop the run and the local server, close documents."""
         self.stop()
         if self._run_task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._run_task), CLOSE_WAIT_S)
+            except asyncio.TimeoutError:
+                log.warning("the conversion process did not stop in time; killing it")
+                if self._runner is not None:
+                    self._runner.close(0)
+                self.drain(budget=None)  # sees it gone: the run ends
+            except BaseException:
+                pass
             with contextlib.suppress(BaseException):
                 await self._run_task
         await self._stop_local()
@@ -846,6 +877,7 @@ class Controller(QObject):
 
 
 _KEEP = (PageStatus.DONE, PageStatus.TRUNCATED)
+CLOSE_WAIT_S = 30.0  # how long closing waits for the worker to write its files and stop
 FLUSH_MS = 50
 
 

@@ -128,3 +128,17 @@ def test_a_dead_conversion_process_ends_the_run_and_loses_nothing(
     arun(qtbot, wait_until(lambda: not controller.running, what="run over"))
     exported = sorted((item.export.folder / "pages").glob("*.json"))
     assert len(exported) == 10
+
+
+def test_documents_left_for_the_next_run_get_it(app: Any, qtbot: Any, tmp_path: Path) -> None:
+    """A document that reached a run as it ended (the worker refused the join) is run right
+    after it, not left waiting."""
+    controller, window, _ = app
+    first = add(qtbot, controller, window, make_pdf(tmp_path / "first.pdf", 2))
+    second = add(qtbot, controller, window, make_pdf(tmp_path / "second.pdf", 2))
+    assert controller.start(window.options(), [first.id])
+    arun(qtbot, wait_until(lambda: first.job is not None, what="running"))
+    controller._rerun = True  # what a join refused by the ending run leaves behind
+    arun(qtbot, wait_until(lambda: done(second) == 2, timeout=60, what="second document done"))
+    arun(qtbot, wait_until(lambda: not controller.running, what="run over"))
+    assert done(first) == 2
