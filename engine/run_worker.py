@@ -415,6 +415,9 @@ class _Worker:
         try:
             async for event in events:
                 key = self.keys[id(event.job)]
+                if not isinstance(event, (PageFinished, PageFailed, DocumentFinished)):
+                    self.outbox.put(_message(key, event))  # most events: deltas, thousands a second
+                    continue
                 # Shielded: a page whose files are being written when a stop comes is still
                 # finished and announced (before "end"), so the host and the disk agree.
                 delivering = asyncio.ensure_future(self.deliver(key, event, written))
@@ -438,7 +441,9 @@ class _Worker:
                 await pool.close()
         return None
 
-    async def deliver(self, key: int, event: Event, written: set[int]) -> None:
+    async def deliver(
+        self, key: int, event: PageFinished | PageFailed | DocumentFinished, written: set[int]
+    ) -> None:
         """Write the export's files for a finished page or document, then tell the host.
 
         Before the host hears of the page, and before the pipeline releases the page's slot:
