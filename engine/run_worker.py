@@ -110,6 +110,7 @@ class JobSpec:
     task: str
     skip: dict[int, PageResult] = field(default_factory=dict)
     paused: bool = False
+    pages: str | None = None  # a page range ("3,7-9"); None: all pages not in `skip`
 
 
 class RunWorker:
@@ -376,7 +377,9 @@ class _Worker:
         self.outbox.put(("end", error))
 
     def job(self, spec: JobSpec) -> DocumentJob:
-        job = DocumentJob(source=spec.source, name=spec.name, skip=dict(spec.skip))
+        job = DocumentJob(
+            source=spec.source, name=spec.name, pages=spec.pages, skip=dict(spec.skip)
+        )
         if spec.paused:
             job.control.pause()
         export = DocumentExport(

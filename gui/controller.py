@@ -442,7 +442,9 @@ class Controller(QObject):
             and self.docs[i].job is None
         ]
 
-    def start(self, options: ConvertOptions, doc_ids: list[int] | None = None) -> bool:
+    def start(
+        self, options: ConvertOptions, doc_ids: list[int] | None = None, only_failed: bool = False
+    ) -> bool:
         """Convert the waiting and failed pages of the queued documents. False if nothing to do.
 
         While a run goes on, the documents join it (with the run's options)."""
@@ -451,10 +453,10 @@ class Controller(QObject):
             return False
         items = self._runnable(doc_ids)
         if self.running:
-            self.spawn(self._join(items))
+            self.spawn(self._join(items, only_failed))
             return True
         self.options = options
-        self._run_task = self.spawn(self._run(items))
+        self._run_task = self.spawn(self._run(items, only_failed))
         return True
 
     def stop(self) -> None:
@@ -499,12 +501,19 @@ class Controller(QObject):
             runner = self._runner = RunWorker.spawn()
         return runner
 
-    def _job_for(self, item: DocItem, taken: set[str]) -> JobSpec | None:
-        """The run's job for the document's unfinished pages (None: nothing to do)."""
+    def _job_for(self, item: DocItem, taken: set[str], only_failed: bool) -> JobSpec | None:
+        """The run's job for the document's unfinished pages, or with `only_failed` its failed
+        pages only (None: nothing to do)."""
         if item.error is not None or not item.pages:
             return None
         if not any(p.status not in _KEEP for p in item.pages.values()):
             return None
+        pages = None
+        if only_failed:
+            failed = sorted(n for n, p in item.pages.items() if p.status is PageStatus.FAILED)
+            if not failed:
+                return None
+            pages = ",".join(map(str, failed))
         skip = {n: p.result for n, p in item.pages.items() if p.status in _KEEP and p.result}
         item.dpi = self.options.dpi
         if item.export is None:
@@ -524,13 +533,14 @@ class Controller(QObject):
             task=item.export.task,
             skip=skip,
             paused=item.paused,
+            pages=pages,
         )
         item.run_started, item.run_done = time.monotonic(), 0
         item.job = job
         self._in_run[item.id] = item
         return job
 
-    async def _jobs(self, items: list[DocItem]) -> list[JobSpec]:
+    async def _jobs(self, items: list[DocItem], only_failed: bool = False) -> list[JobSpec]:
         for item in items:
             if item.opened is not None:
                 await item.opened
@@ -538,14 +548,14 @@ class Controller(QObject):
         jobs = []
         for item in items:
             if item.job is None and item.id in self.docs:
-                job = self._job_for(item, taken)
+                job = self._job_for(item, taken, only_failed)
                 if job is not None:
                     jobs.append(job)
         return jobs
 
-    async def _join(self, items: list[DocItem]) -> None:
+    async def _join(self, items: list[DocItem], only_failed: bool = False) -> None:
         """Add documents to the running pipeline, or run them right after it."""
-        jobs = await self._jobs(items)
+        jobs = await self._jobs(items, only_failed)
         if not jobs:
             return
         added = False
@@ -568,9 +578,9 @@ class Controller(QObject):
         if item is not None:
             item.job = None
 
-    async def _run(self, items: list[DocItem]) -> None:
+    async def _run(self, items: list[DocItem], only_failed: bool = False) -> None:
         self._in_run.clear()
-        jobs = await self._jobs(items)
+        jobs = await self._jobs(items, only_failed)
         if not jobs:
             self.message.emit("nothing to convert")
             return

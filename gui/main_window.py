@@ -194,15 +194,19 @@ class MainWindow(QMainWindow):
             button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
             self.doc_buttons.addWidget(button)
         self.doc_buttons.addStretch(1)
-        self._action("Previous page", "PgUp", self.prev_page)
-        self._action("Next page", "PgDown", self.next_page)
-        self._action(
+        self.prev_page_action = self._action("Previous page", "PgUp", self.prev_page)
+        self.next_page_action = self._action("Next page", "PgDown", self.next_page)
+        self.zoom_in_action = self._action(
             "Zoom in", QKeySequence.StandardKey.ZoomIn, lambda: self.page_view.zoom_by(1.25)
         )
-        self._action(
+        self.zoom_out_action = self._action(
             "Zoom out", QKeySequence.StandardKey.ZoomOut, lambda: self.page_view.zoom_by(0.8)
         )
-        self._action("Actual size", "Ctrl+0", self.page_view.actual_size)
+        self.actual_size_action = self._action("Actual size", "Ctrl+0", self.page_view.actual_size)
+        self.fit_width_action = self._action("Fit width", "Ctrl+1", self.page_view.fit_width)
+        self.fit_page_action = self._action("Fit page", "Ctrl+2", self.page_view.fit_page)
+        self.raw_action = self._action("Raw output with tags", "Ctrl+U", self._toggle_raw)
+        self.log_action = self._action("Engine &log", "Ctrl+L", self.show_log)
         self.stop_action.setEnabled(False)
 
         self.recent = RecentFiles(self.settings.q)
@@ -218,6 +222,13 @@ class MainWindow(QMainWindow):
         edit = self.menuBar().addMenu("&Edit")
         for action in (self.copy_page_action, self.copy_doc_action, self.remove_action):
             edit.addAction(action)
+        view = self.menuBar().addMenu("&View")
+        for action in (
+            self.prev_page_action, self.next_page_action, None, self.zoom_in_action,
+            self.zoom_out_action, self.actual_size_action, self.fit_width_action,
+            self.fit_page_action, None, self.raw_action, self.log_action,
+        ):  # fmt: skip
+            view.addSeparator() if action is None else view.addAction(action)
         run_menu = self.menuBar().addMenu("&Run")
         for action in (
             self.run_action, self.stop_action, None, self.pause_action, self.cancel_doc_action,
@@ -562,8 +573,13 @@ class MainWindow(QMainWindow):
         self.remove_action.setEnabled(bool(docs))
 
     def retry_selected(self) -> None:
-        ids = self.queue.selected_docs()
-        self.controller.start(self.options(), ids or None)
+        """Convert again the failed pages (only those) of the chosen documents."""
+        ids = self._chosen_docs()
+        if ids:
+            self.controller.start(self.options(), ids, only_failed=True)
+
+    def _toggle_raw(self) -> None:
+        self.result_view.raw_switch.toggle()
 
     # -- pages ---------------------------------------------------------------------------------
 

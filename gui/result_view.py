@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,8 @@ from PySide6.QtWebEngineWidgets import QWebEngineView
 from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from gui.html import render_blocks, render_raw
+
+log = logging.getLogger(__name__)
 
 RESOURCES = Path(__file__).resolve().parent.parent / "resources"
 SHELL = RESOURCES / "result.html"
@@ -74,12 +77,20 @@ class ResultPage(QWebEnginePage):
 
     blockClicked = Signal(int)
 
+    def __init__(self, profile: QWebEngineProfile, parent: QObject | None = None) -> None:
+        super().__init__(profile, parent)
+        self.js_errors: list[str] = []
+
     def javaScriptConsoleMessage(
         self, level: QWebEnginePage.JavaScriptConsoleMessageLevel, message: str, line: int, src: str
     ) -> None:
         if message.startswith("ocrdesk:click:"):
             with contextlib.suppress(ValueError):
                 self.blockClicked.emit(int(message.rsplit(":", 1)[1]))
+        elif level == QWebEnginePage.JavaScriptConsoleMessageLevel.ErrorMessageLevel:
+            # A script error (KaTeX, the page's own code, a blocked load) would otherwise vanish.
+            self.js_errors.append(f"{message} ({src}:{line})")
+            log.warning("result view: %s (%s:%d)", message, src, line)
 
     def acceptNavigationRequest(
         self, url: QUrl | str, kind: QWebEnginePage.NavigationType, is_main_frame: bool
@@ -112,6 +123,7 @@ class ResultView(QWidget):
         self.web.setAcceptDrops(False)
         self.page.blockClicked.connect(self._clicked)
         self.raw_switch = QCheckBox("Raw output with tags", self)
+        self.raw_switch.setToolTip("Show the model's raw output with its tags (Ctrl+U)")
         self.raw_switch.toggled.connect(lambda _: self._redraw_now())
         self.title = QLabel("", self)
         top = QHBoxLayout()

@@ -31,7 +31,6 @@ ALLOWED = [
     r"QVulkanInstance.*",
     r"GBM is not supported.*",
     r"GPUInfo not initialized.*",
-    r"QFont::setPointSizeF: Point size <= 0",
     r"Release of profile requested but WebEnginePage still not deleted",
     r"GL_?.*|.*OpenGL.*|.*[Vv]ulkan.*|.*GPU.*|.*EGL.*|.*gbm.*|.*viz.*|.*dri.*",
     r".*sandbox.*",
@@ -49,7 +48,7 @@ _messages: list[str] = []
 def _handler(kind: QtMsgType, context: Any, message: str) -> None:
     if kind in (QtMsgType.QtDebugMsg, QtMsgType.QtInfoMsg):
         return
-    if _ALLOWED.fullmatch(message.strip()) or _ALLOWED.match(message.strip()):
+    if _ALLOWED.fullmatch(message.strip()):
         return
     _messages.append(f"{kind.name}: {message}")
 

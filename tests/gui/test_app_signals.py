@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 from tests.conftest import REPO
 from tests.engine.helpers import make_pdf
@@ -23,3 +24,15 @@ def test_sigterm_closes_the_window_cleanly(tmp_path: Path) -> None:
     )
     assert status == 0, log.read_text()
     assert "Traceback" not in log.read_text()
+
+
+def test_a_qt_warning_in_a_test_body_is_seen(qapp: Any) -> None:
+    """The conftest's handler, not pytest-qt's capture, sees warnings raised during a test (the
+    autouse fixture then fails the test; here the canary is taken back out first)."""
+    from PySide6.QtCore import qWarning
+
+    from tests.gui import conftest
+
+    qWarning("canary: an unexpected warning")
+    assert conftest._messages == ["QtWarningMsg: canary: an unexpected warning"]
+    conftest._messages.clear()

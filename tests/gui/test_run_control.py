@@ -142,3 +142,30 @@ def test_documents_left_for_the_next_run_get_it(app: Any, qtbot: Any, tmp_path: 
     arun(qtbot, wait_until(lambda: done(second) == 2, timeout=60, what="second document done"))
     arun(qtbot, wait_until(lambda: not controller.running, what="run over"))
     assert done(first) == 2
+
+
+def test_retry_failed_pages_converts_only_those(app: Any, qtbot: Any, tmp_path: Path) -> None:
+    controller, window, server = app
+    item = add(qtbot, controller, window, make_pdf(tmp_path / "doc.pdf", 10))
+    server.fail_next("400")  # the first page's request is refused: that page fails
+    window.queue.select_doc(item.id)
+    window.run()
+    arun(qtbot, wait_until(lambda: done(item) >= 3, timeout=60, what="three pages done"))
+    window.cancel_selected()  # leaves pages waiting, which a retry must not touch
+    arun(qtbot, wait_until(lambda: not controller.running, timeout=30, what="run over"))
+    assert item.pages[1].status is PageStatus.FAILED
+    waiting = item.count(PageStatus.WAITING)
+    assert waiting > 0
+    sent = len(server.requests)
+    window.queue.select_doc(item.id)
+    assert window.retry_action.isEnabled()
+    QTest.keyClick(
+        window,
+        Qt.Key.Key_R,
+        Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier,
+    )
+    page_one_done = lambda: item.pages[1].status is PageStatus.DONE  # noqa: E731
+    arun(qtbot, wait_until(page_one_done, timeout=30, what="page 1 retried"))
+    arun(qtbot, wait_until(lambda: not controller.running, timeout=30, what="retry over"))
+    assert item.count(PageStatus.WAITING) == waiting
+    assert len(server.requests) == sent + 1
