@@ -306,7 +306,8 @@ class Controller(QObject):
             await self.worker.run(server.start())
         except engine.EngineStartError as exc:
             self.local = None
-            detail = exc.reason + (f" ({exc.fix})" if exc.fix else "")
+            fix = _in_window_terms(exc.fix)
+            detail = exc.reason + (f" ({fix})" if fix else "")
             self.last_log = exc.log_tail
             self._set_engine("error", detail)
             return
@@ -889,6 +890,21 @@ class Controller(QObject):
 _KEEP = (PageStatus.DONE, PageStatus.TRUNCATED)
 CLOSE_WAIT_S = 30.0  # how long closing waits for the worker to write its files and stop
 FLUSH_MS = 50
+
+
+# The engine's fixes name the CLI's options; the window has its Settings dialog instead.
+_CLI_TERMS = (
+    ("OCRDESK_VLLM/--vllm/settings", "Settings"),
+    ("a remote server with --server", "a remote server (Settings)"),
+    ("--server", "a remote server in Settings"),
+    ("--gpu-memory-utilization", "GPU memory utilisation in Settings"),
+)
+
+
+def _in_window_terms(fix: str) -> str:
+    for cli, window in _CLI_TERMS:
+        fix = fix.replace(cli, window)
+    return fix
 
 
 def _has_lead(raw: str) -> bool:

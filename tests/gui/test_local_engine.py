@@ -96,3 +96,19 @@ def test_a_local_start_failure_is_explained(
     assert "OutOfMemoryError" in controller.engine_log()
     assert not window.run_action.isEnabled()
     arun(qtbot, controller.close())
+
+
+def test_a_missing_vllm_points_to_settings(qloop: Any, qtbot: Any, local_settings: Any) -> None:
+    """No vLLM where Settings say: the window says so in its own terms (Settings, not the
+    CLI's --server) and offers the Settings button."""
+    from gui.app import build
+
+    local_settings.set("engine/vllm", "/nonexistent/bin/vllm")
+    controller, window = build([], settings=local_settings, history=False)
+    qtbot.addWidget(window)
+    window.show()
+    arun(qtbot, wait_until(lambda: controller.state in ("error", "none"), timeout=30, what="error"))
+    assert "Settings" in controller.detail and "--server" not in controller.detail
+    assert window.engine_settings_item.isVisible()
+    assert not window.run_action.isEnabled()
+    arun(qtbot, controller.close())
