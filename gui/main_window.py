@@ -206,6 +206,12 @@ class MainWindow(QMainWindow):
         self.fit_width_action = self._action("Fit width", "Ctrl+1", self.page_view.fit_width)
         self.fit_page_action = self._action("Fit page", "Ctrl+2", self.page_view.fit_page)
         self.raw_action = self._action("Raw output with tags", "Ctrl+U", self._toggle_raw)
+        # The keyboard's way to link the views: step through the page's boxes in reading order,
+        # each highlighted on the page and in the result, as a click on it would.
+        self.next_block_action = self._action("Next block", "Ctrl+Down", lambda: self.step_block(1))
+        self.prev_block_action = self._action(
+            "Previous block", "Ctrl+Up", lambda: self.step_block(-1)
+        )
         self.log_action = self._action("Engine &log", "Ctrl+L", self.show_log)
         self.stop_action.setEnabled(False)
 
@@ -226,7 +232,8 @@ class MainWindow(QMainWindow):
         for action in (
             self.prev_page_action, self.next_page_action, None, self.zoom_in_action,
             self.zoom_out_action, self.actual_size_action, self.fit_width_action,
-            self.fit_page_action, None, self.raw_action, self.log_action,
+            self.fit_page_action, None, self.next_block_action, self.prev_block_action, None,
+            self.raw_action, self.log_action,
         ):  # fmt: skip
             view.addSeparator() if action is None else view.addAction(action)
         run_menu = self.menuBar().addMenu("&Run")
@@ -762,6 +769,19 @@ class MainWindow(QMainWindow):
     def _box_clicked(self, index: int) -> None:
         self.page_view.highlight(index, center=False)
         self.result_view.highlight(index, scroll=True)
+
+    def step_block(self, step: int) -> None:
+        """Highlight the next (step 1) or previous (-1) visible block that has a box."""
+        indices = sorted({b.index for b in self.page_view.boxes if b.isVisible()})
+        if not indices:
+            return
+        current = self.page_view.highlighted
+        if current is None or current not in indices:
+            target = indices[0] if step > 0 else indices[-1]
+        else:
+            target = indices[(indices.index(current) + step) % len(indices)]
+        self.page_view.highlight(target, center=True)
+        self.result_view.highlight(target, scroll=True)
 
     def _box_hovered(self, index: int) -> None:
         self.result_view.highlight(index, scroll=True)

@@ -127,6 +127,16 @@ def test_drop_run_stream_boxes_link_export(app: Any, qtbot: Any, tmp_path: Path)
     arun(qtbot, wait_until(lambda: window.page_view.highlighted == 2, what="box highlighted"))
     assert all(i.zValue() == 2 for i in window.page_view.boxes if i.index == 2)
 
+    # from the keyboard: Ctrl+Down / Ctrl+Up step through the boxes, both views following
+    boxed = sorted({i.index for i in window.page_view.boxes})
+    after = boxed[boxed.index(2) + 1]
+    QTest.keyClick(window, Qt.Key.Key_Down, Qt.KeyboardModifier.ControlModifier)
+    assert window.page_view.highlighted == after
+    arun(qtbot, wait_until_async(lambda: js(window.result_view, hl), str(after)))
+    QTest.keyClick(window, Qt.Key.Key_Up, Qt.KeyboardModifier.ControlModifier)
+    assert window.page_view.highlighted == 2
+    arun(qtbot, wait_until_async(lambda: js(window.result_view, hl), "2"))
+
     # auto-export to the output folder, and export to a chosen folder
     out = Path(window.settings.get("output/folder")) / "medical-report-p1"
     arun(qtbot, wait_until(lambda: (out / "medical-report-p1.json").exists(), what="auto export"))
