@@ -5,6 +5,7 @@ through the controller."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -100,10 +101,17 @@ def test_a_document_dropped_during_a_run_joins_it(app: Any, qtbot: Any, tmp_path
     first = add(qtbot, controller, window, make_pdf(tmp_path / "first.pdf", 4))
     window.run()
     arun(qtbot, wait_until(lambda: first.count(PageStatus.RUNNING), what="running"))
+    from gui.queue_view import progress_text
+
+    # the row's progress gets an ETA once a page is done and others are running
+    arun(qtbot, wait_until(lambda: "ETA" in progress_text(first), timeout=30, what="an ETA"))
     late = add(qtbot, controller, window, make_pdf(tmp_path / "late.pdf", 2))
     arun(qtbot, wait_until(lambda: done(late) == 2, timeout=60, what="late document done"))
     arun(qtbot, wait_until(lambda: not controller.running, what="run over"))
     assert done(first) == 4
+    assert progress_text(first) == "4 of 4 pages"
+    # the status bar: pages per second, and pages done of all queued
+    assert re.fullmatch(r"\d+\.\d\d pages/s · 6 of 6 pages done", window.stats_label.text())
 
 
 def test_a_dead_conversion_process_ends_the_run_and_loses_nothing(
