@@ -875,6 +875,12 @@ class Controller(QObject):
                 pass
             with contextlib.suppress(BaseException):
                 await self._run_task
+        # What the window and the queue started (page images, opening files, history) ends
+        # here too, not later against widgets that are being deleted.
+        others = [t for t in self._tasks if t is not asyncio.current_task()]
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
         await self._stop_local()
         await self._close_client()
         runner, self._runner = self._runner, None

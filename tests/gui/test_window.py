@@ -9,12 +9,20 @@ from typing import Any
 
 import pytest
 from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
-from PySide6.QtGui import QColor, QDragEnterEvent, QDropEvent, QGuiApplication, QImage
+from PySide6.QtGui import (
+    QColor,
+    QDragEnterEvent,
+    QDragMoveEvent,
+    QDropEvent,
+    QGuiApplication,
+    QImage,
+)
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication
 
 from engine import PageStatus, Task, parse
 from tests.conftest import REAL_PAGE_PDF, REAL_PAGE_RAW, need
+from tests.engine.helpers import make_pdf
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.gui.conftest import arun, js, wait_until
 
@@ -258,3 +266,31 @@ def test_sanitiser_blocks_scripts_handlers_and_remote_urls() -> None:
     assert 'rowspan="2"' in html
     assert '<span class="math" data-display="0">x^2</span>' in html
     assert 'data-display="1"' in html and "pmatrix" in html
+
+
+@pytest.mark.parametrize("where", ["result_view", "page_view", "queue"])
+def test_a_file_dropped_on_any_pane_is_queued(
+    app: Any, qtbot: Any, tmp_path: Path, where: str
+) -> None:
+    """Through the window's own drop handling (QWidgetWindow finds the widget under the pointer
+    and goes up to one that takes drops), as a drag from a file manager arrives."""
+    controller, window = app
+    pdf = make_pdf(tmp_path / f"dropped-on-{where}.pdf", 1)
+    target = getattr(window, where)
+    qtbot.waitUntil(lambda: target.isVisible())
+    centre = target.mapTo(window, target.rect().center())
+    pos = QPointF(centre)
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(pdf))])
+    actions = Qt.DropAction.CopyAction
+    buttons, keys = Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier
+    handle = window.windowHandle()
+    with warnings.catch_warnings():  # PySide marks the QPoint constructor deprecated
+        warnings.simplefilter("ignore", DeprecationWarning)
+        enter = QDragEnterEvent(pos.toPoint(), actions, mime, buttons, keys)
+        QApplication.sendEvent(handle, enter)
+        move = QDragMoveEvent(pos.toPoint(), actions, mime, buttons, keys)
+        QApplication.sendEvent(handle, move)
+    assert move.isAccepted(), f"a drop on the {where} is refused"
+    QApplication.sendEvent(handle, QDropEvent(pos, actions, mime, buttons, keys))
+    arun(qtbot, wait_until(lambda: any(d.name == pdf.name for d in controller.docs.values())))
