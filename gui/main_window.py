@@ -617,7 +617,15 @@ class MainWindow(QMainWindow):
         cached = self._images.get((doc_id, number))
         if cached is not None:
             self.page_view.set_image(cached)
-        elif item.document is not None:
+        # A page that finished while another was shown has its image cached but no figure
+        # crops yet: those are cut from a fresh render.
+        figures_missing = (
+            page is not None
+            and page.result is not None
+            and (doc_id, number) not in self._figures
+            and any(b.label == "image" for b in page.result.blocks)
+        )
+        if (cached is None or figures_missing) and item.document is not None:
             self._render_token += 1
             self.controller.spawn(self._load_image(doc_id, number, self._render_token))
 
