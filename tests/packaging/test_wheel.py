@@ -8,6 +8,7 @@ the source tree."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import tarfile
@@ -127,6 +128,60 @@ def test_installed_window_opens_and_closes(venv: Path, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "WINDOWS ['OCRDesk" in result.stdout, result.stdout + result.stderr
     assert "Traceback" not in result.stderr, result.stderr
+
+
+#: Run in the installed venv: the window's conversion process (engine/run_worker.py), started as
+#: the window starts it, converts a document against the test server at argv[1].
+WORKER_SCRIPT = """
+import json, sys, time
+from pathlib import Path
+import engine
+from engine import ClientSpec, ConvertOptions, JobSpec, RunWorker
+
+pdf, out = Path(sys.argv[2]), Path(sys.argv[3])
+worker = RunWorker.spawn()
+worker.run(ClientSpec(sys.argv[1]), ConvertOptions(), [
+    JobSpec(1, str(pdf), pdf.name, out, str(pdf), "m", "markdown")
+])
+messages = []
+deadline = time.monotonic() + 90
+while not any(m[0] == "end" for m in messages) and time.monotonic() < deadline:
+    messages += worker.receive()
+    time.sleep(0.02)
+worker.close()
+print(json.dumps({
+    "engine": engine.__file__,
+    "pages": sorted(m[2] for m in messages if m[0] == "page"),
+    "end": [m[1] for m in messages if m[0] == "end"],
+    "exit": worker.exit_code(),
+}))
+"""
+
+
+def test_installed_conversion_worker(venv: Path, tmp_path: Path) -> None:
+    """The window's conversion process from the installed wheel (no source tree on its path)."""
+    pdf = make_pdf(tmp_path / "report.pdf", 2)
+    with FakeOpenAIServer() as server:
+        result = subprocess.run(
+            [
+                venv / "bin" / "python",
+                "-c",
+                WORKER_SCRIPT,
+                server.url,
+                str(pdf),
+                str(tmp_path / "o"),
+            ],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            env=isolated_env(tmp_path / "home"),
+            timeout=150,
+        )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert "site-packages" in report["engine"]
+    assert report["pages"] == [1, 2] and report["end"] == [None] and report["exit"] == 0
+    assert (tmp_path / "o" / "o.md").is_file()
 
 
 def test_resources_found_where_the_gui_looks(venv: Path) -> None:
