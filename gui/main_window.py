@@ -527,6 +527,7 @@ class MainWindow(QMainWindow):
                 self.page_view.set_page(1, 1)
                 self.result_view.show_source(None)
                 self.thumbs.set_document(None, 0, None)
+                self._update_page_label()
 
     def _queue_current(self) -> None:
         self._update_doc_actions()
