@@ -155,6 +155,7 @@ class Controller(QObject):
         self._ids = itertools.count(1)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._run_task: asyncio.Task[None] | None = None
+        self._connecting: asyncio.Task[Any] | None = None  # the latest use_local/use_remote
         self._runner: RunWorker | None = None  # the process the run's pipeline runs in
         self._run_end: asyncio.Future[str | None] | None = None  # set by the worker's "end"
         self._client_spec: ClientSpec | None = None  # a remote server, as the worker reaches it
@@ -241,7 +242,8 @@ class Controller(QObject):
 
     def use_remote(self, url: str, api_key: str | None = None) -> asyncio.Task[Any]:
         """Point at a remote OpenAI-compatible server and check that it answers."""
-        return self.spawn(self._use_remote(url, api_key))
+        self._connecting = self.spawn(self._use_remote(url, api_key))
+        return self._connecting
 
     async def _use_remote(self, url: str, api_key: str | None) -> None:
         await self._stop_local()
@@ -273,7 +275,8 @@ class Controller(QObject):
 
     def use_local(self, config: dict[str, Any]) -> asyncio.Task[Any]:
         """Start a local vLLM with `config` (LocalServerConfig fields) and use it."""
-        return self.spawn(self._use_local(config))
+        self._connecting = self.spawn(self._use_local(config))
+        return self._connecting
 
     def _status_from_engine(self, text: str) -> None:
         """LocalServer's status callback; it runs on the engine thread."""
@@ -331,6 +334,23 @@ class Controller(QObject):
         if server is not None:
             with contextlib.suppress(Exception):
                 await self.worker.run(server.stop())
+
+    def stop_engine(self) -> asyncio.Task[Any]:
+        """Stop the run, then the local vLLM (freeing the GPU) or the remote connection."""
+        return self.spawn(self._stop_engine())
+
+    async def _stop_engine(self) -> None:
+        connecting = self._connecting
+        if connecting is not None and not connecting.done():  # a start still going: abandon it
+            connecting.cancel()
+            await asyncio.gather(connecting, return_exceptions=True)
+        self.stop()
+        if self._run_task is not None:
+            with contextlib.suppress(BaseException):
+                await self._run_task
+        await self._stop_local()
+        await self._close_client()
+        self._set_engine("stopped", "Run > Start engine starts it again")
 
     def engine_log(self) -> str:
         """The engine's state and the last lines of the local server's log, for the Log button."""

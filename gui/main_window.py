@@ -213,6 +213,11 @@ class MainWindow(QMainWindow):
             "Previous block", "Ctrl+Up", lambda: self.step_block(-1)
         )
         self.log_action = self._action("Engine &log", "Ctrl+L", self.show_log)
+        self.engine_start_action = self._action("Start &engine", None, self.apply_engine_settings)
+        self.engine_stop_action = self._action(
+            "Stop e&ngine", None, lambda: self.controller.stop_engine()
+        )
+        self.engine_stop_action.setToolTip("Stop the local vLLM server (frees the GPU)")
         self.stop_action.setEnabled(False)
 
         self.recent = RecentFiles(self.settings.q)
@@ -239,7 +244,7 @@ class MainWindow(QMainWindow):
         run_menu = self.menuBar().addMenu("&Run")
         for action in (
             self.run_action, self.stop_action, None, self.pause_action, self.cancel_doc_action,
-            self.retry_action,
+            self.retry_action, None, self.engine_start_action, self.engine_stop_action,
         ):  # fmt: skip
             run_menu.addSeparator() if action is None else run_menu.addAction(action)
 
@@ -341,7 +346,13 @@ class MainWindow(QMainWindow):
     # -- engine status -------------------------------------------------------------------------
 
     def _engine_status(self, state: str, detail: str) -> None:
-        colors = {"ready": "#2a8a2a", "starting": "#b58900", "error": "#d33", "none": "#d33"}
+        colors = {
+            "ready": "#2a8a2a",
+            "starting": "#b58900",
+            "error": "#d33",
+            "none": "#d33",
+            "stopped": "#666",
+        }
         text = {"none": detail or "no engine configured", "ready": f"ready: {detail}"}.get(
             state, f"{state}: {detail}"
         )
@@ -357,6 +368,8 @@ class MainWindow(QMainWindow):
         self.engine_settings_item.setVisible(state in ("none", "error"))
         self.engine_log_item.setVisible(state == "error")
         self.run_action.setEnabled(state == "ready")
+        self.engine_start_action.setEnabled(state in ("stopped", "error", "none"))
+        self.engine_stop_action.setEnabled(state in ("ready", "starting", "error"))
 
     def show_log(self) -> None:
         from PySide6.QtWidgets import QMessageBox

@@ -112,3 +112,59 @@ def test_a_missing_vllm_points_to_settings(qloop: Any, qtbot: Any, local_setting
     assert window.engine_settings_item.isVisible()
     assert not window.run_action.isEnabled()
     arun(qtbot, controller.close())
+
+
+def test_the_engine_can_be_stopped_and_started_again(
+    qloop: Any, qtbot: Any, local_settings: Any
+) -> None:
+    """Run > Stop engine frees the GPU (the local server's process ends) and says "stopped";
+    Run > Start engine brings it back."""
+    from gui.app import build
+
+    controller, window = build([], settings=local_settings, history=False)
+    qtbot.addWidget(window)
+    window.show()
+    arun(qtbot, wait_until(lambda: controller.state == "ready", timeout=60, what="ready"))
+    first_pid = controller.local.pid
+    assert window.engine_stop_action.isEnabled() and not window.engine_start_action.isEnabled()
+
+    window.engine_stop_action.trigger()
+    arun(qtbot, wait_until(lambda: controller.state == "stopped", timeout=30, what="stopped"))
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and alive(first_pid):
+        time.sleep(0.05)
+    assert not alive(first_pid) and controller.local is None
+    assert "stopped" in window.engine_label.text()
+    assert not window.run_action.isEnabled() and window.engine_start_action.isEnabled()
+
+    window.engine_start_action.trigger()
+    arun(qtbot, wait_until(lambda: controller.state == "ready", timeout=60, what="ready again"))
+    assert controller.local.pid != first_pid and alive(controller.local.pid)
+    assert window.run_action.isEnabled()
+    arun(qtbot, controller.close())
+
+
+def test_stopping_the_engine_while_it_starts(qloop: Any, qtbot: Any, local_settings: Any) -> None:
+    from gui.app import build
+
+    controller, window = build([], settings=local_settings, history=False)
+    qtbot.addWidget(window)
+    window.show()
+    arun(
+        qtbot,
+        wait_until(
+            lambda: controller.state == "starting" and controller.local and controller.local.pid,
+            timeout=30,
+            what="the server process started",
+        ),
+    )
+    pid = controller.local.pid
+    window.engine_stop_action.trigger()
+    arun(qtbot, wait_until(lambda: controller.state == "stopped", timeout=30, what="stopped"))
+    arun(qtbot, wait_until(lambda: True))  # a turn for anything the start left behind
+    assert controller.state == "stopped" and controller.local is None
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and alive(pid):
+        time.sleep(0.05)
+    assert not alive(pid)
+    arun(qtbot, controller.close())
