@@ -318,7 +318,9 @@ class MainWindow(QMainWindow):
         c.engineStatus.connect(self._engine_status)
         c.runningChanged.connect(self._running)
         c.statsChanged.connect(self._stats)
-        c.message.connect(lambda text: self.statusBar().showMessage(text, 8000))
+        # A method, not a lambda: Qt drops the connection with the window, and the controller
+        # (which outlives it) may still have a message to give while it closes.
+        c.message.connect(self._show_message)
         self.queue.selectionModel().currentChanged.connect(lambda *_: self._queue_current())
         self.queue.selectionModel().selectionChanged.connect(lambda *_: self._update_doc_actions())
         self.queue.customContextMenuRequested.connect(self._queue_menu)
@@ -370,6 +372,9 @@ class MainWindow(QMainWindow):
         self.run_action.setEnabled(state == "ready")
         self.engine_start_action.setEnabled(state in ("stopped", "error", "none"))
         self.engine_stop_action.setEnabled(state in ("ready", "starting", "error"))
+
+    def _show_message(self, text: str) -> None:
+        self.statusBar().showMessage(text, 8000)
 
     def show_log(self) -> None:
         from PySide6.QtWidgets import QMessageBox
