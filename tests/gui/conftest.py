@@ -12,9 +12,10 @@ os.environ.setdefault("QTWEBENGINE_CHROMIUM_FLAGS", "--no-sandbox")
 os.environ.setdefault("PYTHON_KEYRING_BACKEND", "keyring.backends.fail.Keyring")
 
 import asyncio
+import contextlib
 import re
 import sys
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -157,3 +158,42 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(_exit_status[0])
+
+
+def open_window(qtbot: Any, settings: Any, url: str) -> tuple[Any, Any]:
+    """The app's (controller, window) against the server at `url`, shown, with the engine
+    ready and the result view's page loaded."""
+    from gui.app import build
+
+    controller, window = build([], server=url, settings=settings, history=False)
+    qtbot.addWidget(window)
+    window.show()
+
+    async def ready() -> None:
+        await wait_until(lambda: controller.state == "ready", what="engine ready")
+        await wait_until(lambda: window.result_view.ready, what="result view loaded")
+
+    arun(qtbot, ready())
+    return controller, window
+
+
+@pytest.fixture
+def windows(qloop: Any, qtbot: Any, settings: Any) -> Iterator[Callable[..., tuple[Any, Any]]]:
+    """windows(outputs, token_delay=0.0) -> (controller, window) from `open_window`, against a
+    loopback server of its own that answers the requests with `outputs` in turn (one string:
+    every request). Every controller is closed and every server stopped afterwards."""
+    from tests.fakes.openai_server import FakeOpenAIServer
+
+    with contextlib.ExitStack() as servers:
+        controllers: list[Any] = []
+
+        def launch(outputs: str | Sequence[str], token_delay: float = 0.0) -> tuple[Any, Any]:
+            answers = [outputs] if isinstance(outputs, str) else list(outputs)
+            server = servers.enter_context(FakeOpenAIServer(answers, token_delay=token_delay))
+            controller, window = open_window(qtbot, settings, server.url)
+            controllers.append(controller)
+            return controller, window
+
+        yield launch
+        for controller in controllers:
+            arun(qtbot, controller.close())

@@ -5,7 +5,6 @@ through pages with every view in step, and the document actions (remove, copy, e
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,6 @@ from PySide6.QtWidgets import QApplication
 
 from engine import PageStatus, label_color
 from tests.engine.helpers import make_pdf
-from tests.fakes.openai_server import FakeOpenAIServer
 from tests.gui.conftest import arun, wait_until
 from tests.gui.test_result_render import convert, dom, until_dom
 from tests.gui.test_run_control import add
@@ -48,37 +46,6 @@ def page_output(word: str, paragraphs: int) -> str:
 
 
 THREE = [page_output("alpha", 1), page_output("beta", 2), page_output("gamma", 3)]
-
-
-@pytest.fixture
-def start(qloop: Any, qtbot: Any, settings: Any) -> Iterator[Callable[..., tuple[Any, Any]]]:
-    """start(outputs, token_delay) -> (controller, window) against a loopback server that
-    answers the requests with `outputs` in turn (one string: every request)."""
-    from gui.app import build
-
-    opened: list[tuple[Any, FakeOpenAIServer]] = []
-
-    def launch(outputs: str | Sequence[str], token_delay: float = 0.0) -> tuple[Any, Any]:
-        server = FakeOpenAIServer(
-            [outputs] if isinstance(outputs, str) else list(outputs), token_delay=token_delay
-        )
-        server.__enter__()
-        controller, window = build([], server=server.url, settings=settings, history=False)
-        opened.append((controller, server))
-        qtbot.addWidget(window)
-        window.show()
-
-        async def ready() -> None:
-            await wait_until(lambda: controller.state == "ready", what="engine ready")
-            await wait_until(lambda: window.result_view.ready, what="result view loaded")
-
-        arun(qtbot, ready())
-        return controller, window
-
-    yield launch
-    for controller, server in opened:
-        arun(qtbot, controller.close())
-        server.__exit__(None, None, None)
 
 
 def run_all(qtbot: Any, controller: Any, window: Any, item: Any) -> None:
@@ -140,8 +107,10 @@ BODY = "document.getElementById('c').innerText"
 # -- zoom ----------------------------------------------------------------------------------------
 
 
-def test_zoom_wheel_actual_size_fit_width_fit_page(start: Any, qtbot: Any, tmp_path: Path) -> None:
-    controller, window = start(GROUNDED)
+def test_zoom_wheel_actual_size_fit_width_fit_page(
+    windows: Any, qtbot: Any, tmp_path: Path
+) -> None:
+    controller, window = windows(GROUNDED)
     item = convert(qtbot, controller, window, make_pdf(tmp_path / "zoom.pdf", 1))
     # a wide page pane, so that a page fitted to its width is taller than the pane
     window.splitter.setSizes([200, 1000, 200])
@@ -231,8 +200,8 @@ def test_zoom_wheel_actual_size_fit_width_fit_page(start: Any, qtbot: Any, tmp_p
 # -- legend --------------------------------------------------------------------------------------
 
 
-def test_legend_toggles_the_boxes_of_one_label(start: Any, qtbot: Any, tmp_path: Path) -> None:
-    controller, window = start(GROUNDED)
+def test_legend_toggles_the_boxes_of_one_label(windows: Any, qtbot: Any, tmp_path: Path) -> None:
+    controller, window = windows(GROUNDED)
     item = convert(qtbot, controller, window, make_pdf(tmp_path / "legend.pdf", 1))
     view, legend = window.page_view, window.legend
     labels = [b.label for b in item.pages[1].result.blocks]
@@ -279,8 +248,8 @@ def test_legend_toggles_the_boxes_of_one_label(start: Any, qtbot: Any, tmp_path:
 # -- hover ---------------------------------------------------------------------------------------
 
 
-def test_hovering_a_box_highlights_its_block(start: Any, qtbot: Any, tmp_path: Path) -> None:
-    controller, window = start(GROUNDED)
+def test_hovering_a_box_highlights_its_block(windows: Any, qtbot: Any, tmp_path: Path) -> None:
+    controller, window = windows(GROUNDED)
     convert(qtbot, controller, window, make_pdf(tmp_path / "hover.pdf", 1))
     until_dom(window, qtbot, "document.querySelectorAll('[data-block]').length", 4)
     view = window.page_view
@@ -310,8 +279,8 @@ def test_hovering_a_box_highlights_its_block(start: Any, qtbot: Any, tmp_path: P
 # -- pages ---------------------------------------------------------------------------------------
 
 
-def test_pages_step_together(start: Any, qtbot: Any, tmp_path: Path) -> None:
-    controller, window = start(THREE)
+def test_pages_step_together(windows: Any, qtbot: Any, tmp_path: Path) -> None:
+    controller, window = windows(THREE)
     item = add(qtbot, controller, window, make_pdf(tmp_path / "three.pdf", 3))
     run_all(qtbot, controller, window, item)
     results = {n: item.pages[n].result for n in (1, 2, 3)}
@@ -360,8 +329,8 @@ def test_pages_step_together(start: Any, qtbot: Any, tmp_path: Path) -> None:
 # -- document actions ----------------------------------------------------------------------------
 
 
-def test_del_removes_the_selected_document(start: Any, qtbot: Any, tmp_path: Path) -> None:
-    controller, window = start(GROUNDED)
+def test_del_removes_the_selected_document(windows: Any, qtbot: Any, tmp_path: Path) -> None:
+    controller, window = windows(GROUNDED)
     first = convert(qtbot, controller, window, make_pdf(tmp_path / "first.pdf", 1))
     second = add(qtbot, controller, window, make_pdf(tmp_path / "second.pdf", 2))
     window.queue.select_doc(second.id)
@@ -392,9 +361,9 @@ def test_del_removes_the_selected_document(start: Any, qtbot: Any, tmp_path: Pat
 
 
 def test_removing_the_last_document_clears_the_page_label(
-    start: Any, qtbot: Any, tmp_path: Path
+    windows: Any, qtbot: Any, tmp_path: Path
 ) -> None:
-    controller, window = start(GROUNDED)
+    controller, window = windows(GROUNDED)
     add(qtbot, controller, window, make_pdf(tmp_path / "only.pdf", 2))
     assert window.page_label.text().startswith("page 1 of 2")
     QTest.keyClick(window, Qt.Key.Key_Delete)
@@ -403,9 +372,9 @@ def test_removing_the_last_document_clears_the_page_label(
 
 
 def test_del_removes_a_document_in_the_middle_of_a_run(
-    start: Any, qtbot: Any, tmp_path: Path
+    windows: Any, qtbot: Any, tmp_path: Path
 ) -> None:
-    controller, window = start(THREE, token_delay=0.004)
+    controller, window = windows(THREE, token_delay=0.004)
     doomed = add(qtbot, controller, window, make_pdf(tmp_path / "doomed.pdf", 12))
     kept = add(qtbot, controller, window, make_pdf(tmp_path / "kept.pdf", 2))
     window.queue.select_doc(doomed.id)
@@ -438,8 +407,8 @@ class UrlSink(QObject):
         self.urls.append(url)
 
 
-def test_copy_document_markdown_and_export_all(start: Any, qtbot: Any, tmp_path: Path) -> None:
-    controller, window = start(THREE)
+def test_copy_document_markdown_and_export_all(windows: Any, qtbot: Any, tmp_path: Path) -> None:
+    controller, window = windows(THREE)
     one = add(qtbot, controller, window, make_pdf(tmp_path / "one.pdf", 2))
     other = add(qtbot, controller, window, make_pdf(tmp_path / "other.pdf", 1))
     window.run()

@@ -5,6 +5,7 @@ streaming (boxes before the page is done, redraws throttled to about ten a secon
 from __future__ import annotations
 
 import asyncio
+import functools
 import http.server
 import json
 import threading
@@ -19,7 +20,6 @@ from PySide6.QtTest import QTest
 
 from engine import PageStatus
 from tests.engine.helpers import make_pdf
-from tests.fakes.openai_server import FakeOpenAIServer
 from tests.gui.conftest import arun, js, wait_until
 from tests.gui.test_run_control import add
 from tests.gui.test_window import wait_until_async
@@ -57,32 +57,10 @@ STREAM = "".join(
 
 
 @pytest.fixture
-def launch(qloop: Any, qtbot: Any, settings: Any) -> Iterator[Callable[..., tuple[Any, Any]]]:
+def launch(windows: Callable[..., tuple[Any, Any]]) -> Callable[..., tuple[Any, Any]]:
     """launch(output, token_delay) -> (controller, window), built against a loopback server
-    that answers every page with `output`."""
-    from gui.app import build
-
-    opened: list[tuple[Any, FakeOpenAIServer]] = []
-
-    def start(output: str, token_delay: float = 0.0005) -> tuple[Any, Any]:
-        server = FakeOpenAIServer([output], token_delay=token_delay)
-        server.__enter__()
-        controller, window = build([], server=server.url, settings=settings, history=False)
-        opened.append((controller, server))
-        qtbot.addWidget(window)
-        window.show()
-
-        async def ready() -> None:
-            await wait_until(lambda: controller.state == "ready", what="engine ready")
-            await wait_until(lambda: window.result_view.ready, what="result view loaded")
-
-        arun(qtbot, ready())
-        return controller, window
-
-    yield start
-    for controller, server in opened:
-        arun(qtbot, controller.close())
-        server.__exit__(None, None, None)
+    that answers every page with `output` (streamed in steps of half a millisecond unless said)."""
+    return functools.partial(windows, token_delay=0.0005)
 
 
 def convert(qtbot: Any, controller: Any, window: Any, path: Path) -> Any:

@@ -24,7 +24,7 @@ from engine import PageStatus, Task, parse
 from tests.conftest import REAL_PAGE_PDF, REAL_PAGE_RAW, need
 from tests.engine.helpers import make_pdf
 from tests.fakes.openai_server import FakeOpenAIServer
-from tests.gui.conftest import arun, js, wait_until
+from tests.gui.conftest import arun, js, open_window, wait_until
 
 
 @pytest.fixture
@@ -36,17 +36,7 @@ def server() -> Any:
 
 @pytest.fixture
 def app(qloop: Any, qtbot: Any, settings: Any, server: Any) -> Any:
-    from gui.app import build
-
-    controller, window = build([], server=server.url, settings=settings, history=False)
-    qtbot.addWidget(window)
-    window.show()
-
-    async def ready() -> None:
-        await wait_until(lambda: controller.state == "ready", what="engine ready")
-        await wait_until(lambda: window.result_view.ready, what="result view loaded")
-
-    arun(qtbot, ready())
+    controller, window = open_window(qtbot, settings, server.url)
     yield controller, window
     arun(qtbot, controller.close())
 
