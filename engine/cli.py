@@ -21,7 +21,7 @@ from typing import Any
 from tqdm import tqdm
 
 from . import __version__, desktop_install
-from .client import ModelClient, ServerPool, api_base
+from .client import ModelClient, ServerPool, restarting
 from .doctor import doctor_exit_code, format_checks, run_checks
 from .documents import find_documents
 from .errors import EngineStartError, OCRDeskError
@@ -455,16 +455,12 @@ def supervised_client(server: LocalServer, *, timeout: float = 300.0) -> ModelCl
     Pages whose requests fail because the server went away are re-sent by the client's retries
     once the restart is done (to the new port and key); finished pages are never redone."""
     client = ModelClient(server.url, api_key=server.api_key, model=server.model, timeout=timeout)
-    lock = asyncio.Lock()
 
-    async def on_connection_error() -> None:
-        async with lock:  # many pages see the crash at once; one restart serves them all
-            await server.ensure_running()
-            if client.url != api_base(server.url):
-                client.retarget(server.url, server.api_key)
+    async def restart() -> tuple[str, str | None]:
+        await server.ensure_running()
+        return server.url, server.api_key
 
-    client.on_connection_error = on_connection_error
-    return client
+    return restarting(client, restart)
 
 
 def _print_status(quiet: bool) -> Callable[[str], None]:

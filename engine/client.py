@@ -239,6 +239,26 @@ class ModelClient:
         await self._client.close()
 
 
+def restarting(
+    client: ModelClient, restart: Callable[[], Awaitable[tuple[str, str | None]]]
+) -> ModelClient:
+    """Make `client`'s connection errors wait for `restart()` (the server brought back; its
+    new url and API key) and follow the server to its new address.
+
+    Many pages see one crash at once; one restart serves them all. Pages whose requests failed
+    are re-sent by the client's retries once the restart is done."""
+    lock = asyncio.Lock()
+
+    async def on_connection_error() -> None:
+        async with lock:
+            url, api_key = await restart()
+            if client.url != api_base(url):
+                client.retarget(url, api_key)
+
+    client.on_connection_error = on_connection_error
+    return client
+
+
 class _StreamedError(Exception):
     """A failure after some text was streamed: the caller must drop that text before retrying."""
 

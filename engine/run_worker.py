@@ -52,7 +52,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from .client import ModelClient, ServerPool, api_base
+from .client import ModelClient, ServerPool, restarting
 from .errors import OCRDeskError, ServerUnavailableError
 from .export import DocumentExport
 from .pipeline import (
@@ -248,7 +248,7 @@ class _Outbox:
             merged = self._open_delta.get(page)
             if merged is not None:
                 merged[3] += message[3]
-                merged[4] = [*merged[4], *message[4]]
+                merged[4].extend(message[4])  # a list of its own (see _message)
                 return
             entry = list(message)
             self._open_delta[page] = entry
@@ -393,21 +393,16 @@ class _Worker:
 
     def make_client(self, spec: ClientSpec) -> ModelClient:
         client = ModelClient(spec.url, api_key=spec.api_key, model=spec.model, timeout=spec.timeout)
-        if spec.supervised:
-            lock = asyncio.Lock()
+        return restarting(client, self.ask_host_to_restart) if spec.supervised else client
 
-            async def on_connection_error() -> None:
-                async with lock:  # many pages see the crash at once; one restart serves them all
-                    self.target = asyncio.get_running_loop().create_future()
-                    self.outbox.put(("reconnect",))
-                    url, key = await self.target
-                    if url is None:  # the host could not bring it back; `key` says why
-                        raise ServerUnavailableError(key or "the local server is not running")
-                    if client.url != api_base(url):
-                        client.retarget(url, key)
-
-            client.on_connection_error = on_connection_error
-        return client
+    async def ask_host_to_restart(self) -> tuple[str, str | None]:
+        """The local server is gone: the host restarts it and answers with its address."""
+        self.target = asyncio.get_running_loop().create_future()
+        self.outbox.put(("reconnect",))
+        url, key = await self.target
+        if url is None:  # the host could not bring it back; `key` says why
+            raise ServerUnavailableError(key or "the local server is not running")
+        return url, key
 
     async def run(self, spec: ClientSpec, options: ConvertOptions, feed: JobFeed) -> str | None:
         """The pipeline over `feed`; returns the error that ended it, None if none did."""

@@ -320,10 +320,9 @@ class Controller(QObject):
             return
 
         async def connect() -> ModelClient:
-            # The CLI's supervised client: restarts the server when it dies under a page.
-            from engine.cli import supervised_client
-
-            return supervised_client(server)
+            # Pages never go through this client (the run's worker has its own, which asks for
+            # a restart when the server dies under a page); it marks the engine as connected.
+            return ModelClient(server.url, api_key=server.api_key, model=server.model)
 
         self.client = await self.worker.run(connect())
         self.model = server.model
