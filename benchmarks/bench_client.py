@@ -45,7 +45,7 @@ def run_convert(
 ) -> tuple[float, int]:
     """Wall seconds and peak RSS (KiB) of one `ocrdesk convert` process."""
     cmd = [
-        sys.executable, "-m", "engine.cli", "convert", str(pdf), "-o", str(out),
+        sys.executable, "-m", "ocrdesk", "convert", str(pdf), "-o", str(out),
         "--server", server.url, "--api-key", server.api_key or "", "-q",
         "--concurrency", str(concurrency),
     ]  # fmt: skip

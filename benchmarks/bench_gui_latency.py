@@ -35,9 +35,9 @@ from PySide6 import QtWebEngineWidgets  # noqa: E402, F401
 from PySide6.QtCore import QSettings, QTimer  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
-from engine import PageStatus  # noqa: E402
-from gui.app import build, install_asyncgen_hooks  # noqa: E402
-from gui.settings import Settings  # noqa: E402
+from ocrdesk.engine import PageStatus  # noqa: E402
+from ocrdesk.gui.app import build, install_asyncgen_hooks  # noqa: E402
+from ocrdesk.gui.settings import Settings  # noqa: E402
 from tests.fakes.openai_server import MODEL_OUTPUTS_DIR  # noqa: E402
 
 LIMIT = float(os.environ.get("BENCH_LIMIT", "30"))

@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO))
 
 import pymupdf  # noqa: E402
 
-from engine.documents import open_document  # noqa: E402
+from ocrdesk.engine.documents import open_document  # noqa: E402
 
 fitz: Any = pymupdf
 

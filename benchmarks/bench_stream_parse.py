@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine.parser import StreamParser, parse  # noqa: E402
+from ocrdesk.engine.parser import StreamParser, parse  # noqa: E402
 
 CORPUS = ROOT.parent / "shared" / "corpus" / "model-outputs"
 W, H = 1240, 1754

@@ -2,13 +2,15 @@
 
 The GUI and the CLI use only the names exported here. This package never imports Qt.
 
-    from engine import Pipeline, ServerPool, ModelClient, DocumentJob, ConvertOptions
+    from ocrdesk.engine import Pipeline, ServerPool, ModelClient, DocumentJob, ConvertOptions
     pool = ServerPool([ModelClient("http://127.0.0.1:8000/v1")])
     async for event in Pipeline(pool, ConvertOptions()).run([DocumentJob("scan.pdf")]):
         ...
 
 Errors: see engine.errors for the exception tree.
 """
+
+from ocrdesk import __version__
 
 from .client import Completion, ModelClient, ServerPool
 from .documents import SUPPORTED_SUFFIXES, Document, find_documents, open_document
@@ -48,8 +50,6 @@ from .pipeline import (
 from .results import Block, Box, PageResult, PageStatus, ParsedPage
 from .run_worker import ClientSpec, JobSpec, RunWorker
 from .tasks import TASK_TITLES, ModelFamily, Sampling, Task, prompt_text
-
-__version__ = "0.1.0"
 
 __all__ = [
     "EOS_TOKEN",

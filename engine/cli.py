@@ -1,6 +1,7 @@
-"""The `ocrdesk` command: `convert` (the pipeline headless, for batches), `serve` (a local vLLM
-in the foreground), `doctor` (is everything ready?), `install-desktop` (the application-menu entry)
-and `gui` (the window; the default: `ocrdesk scan.pdf` is `ocrdesk gui scan.pdf`).
+"""The headless commands of `ocrdesk`: `convert` (the pipeline, for batches), `serve` (a local
+vLLM in the foreground), `doctor` (is everything ready?), `install-desktop` (the application-menu
+entry). `ocrdesk.main` adds the window's `gui` command (the default: `ocrdesk scan.pdf` is
+`ocrdesk gui scan.pdf`); this module never imports the GUI.
 
 Exit status of `convert`: 0 when every page is done (truncated pages are kept, flagged and
 reported, and do not fail the run), 1 when any page or document failed, 2 for bad usage.
@@ -125,7 +126,13 @@ def _local_config(args: argparse.Namespace) -> LocalServerConfig:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
+Subparsers = argparse._SubParsersAction  # argparse has no public name for it
+
+
+def build_parser(
+    extra_commands: Callable[[Subparsers[argparse.ArgumentParser]], None] | None = None,
+) -> argparse.ArgumentParser:
+    """The parser of the engine's commands, plus those `extra_commands` adds (the window's)."""
     parser = argparse.ArgumentParser(
         prog="ocrdesk", description="OCR documents with DeepSeek-OCR into grounded markdown."
     )
@@ -232,12 +239,6 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--vllm", default=None, metavar="PATH")
     doctor.set_defaults(func=_doctor_command)
 
-    gui = sub.add_parser("gui", help="open the OCRDesk window (the default with no command)")
-    gui.add_argument("files", nargs="*", metavar="FILE")
-    gui.add_argument("--server", default=None, metavar="URL")
-    gui.add_argument("--api-key", default=None)
-    gui.set_defaults(func=_gui_command)
-
     desktop = sub.add_parser(
         "install-desktop",
         help="add OCRDesk to this user's application menu (for pip, pipx and uv installs)",
@@ -253,24 +254,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="where to write (default $XDG_DATA_HOME, else ~/.local/share)",
     )
     desktop.set_defaults(func=_install_desktop_command)
+    if extra_commands is not None:
+        extra_commands(sub)
     return parser
 
 
-COMMANDS = ("convert", "serve", "doctor", "gui", "install-desktop")
+COMMANDS = ("convert", "serve", "doctor", "install-desktop")
 
 
-def with_default_command(argv: Sequence[str]) -> list[str]:
-    """`argv` with `gui` put first when no command is named: no arguments, options of `gui`, or
-    files (the desktop entry's `ocrdesk %F`). A first word that is neither a command nor a path
-    is left to argparse, which names the commands."""
+def with_default_command(argv: Sequence[str], default: str | None) -> list[str]:
+    """`argv` with `default` put first when no command is named: no arguments, options of the
+    default command, or files (the desktop entry's `ocrdesk %F`). A first word that is neither a
+    command nor a path is left to argparse, which names the commands."""
     args = list(argv)
+    if default is None:
+        return args
     if not args:
-        return ["gui"]
+        return [default]
     first = args[0]
-    if first in COMMANDS or first in ("-h", "--help", "--version"):
+    if first in (*COMMANDS, default) or first in ("-h", "--help", "--version"):
         return args
     if first.startswith("-") or "/" in first or "." in first or Path(first).exists():
-        return ["gui", *args]
+        return [default, *args]
     return args
 
 
@@ -537,16 +542,6 @@ def _install_desktop_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _gui_command(args: argparse.Namespace) -> int:
-    try:
-        from gui.app import run  # Qt is imported only here, never by the engine itself
-    except ImportError as exc:
-        print(f"ocrdesk: the GUI cannot start here: {exc}", file=sys.stderr)
-        return 1
-    status: int = run(list(args.files), server=args.server, api_key=args.api_key)
-    return status
-
-
 class _Stats:
     """Throughput figures of one run: pages/s, time to the first finished page, tokens/s."""
 
@@ -606,9 +601,17 @@ def _convert_command(args: argparse.Namespace) -> int:
     return asyncio.run(convert(args))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(with_default_command(sys.argv[1:] if argv is None else argv))
+def main(
+    argv: Sequence[str] | None = None,
+    extra_commands: Callable[[Subparsers[argparse.ArgumentParser]], None] | None = None,
+    default_command: str | None = None,
+) -> int:
+    """Run one command; `ocrdesk.main` passes the window's command as `extra_commands`."""
+    parser = build_parser(extra_commands)
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(with_default_command(argv, default_command))
+    if not hasattr(args, "func"):
+        parser.error("name a command")
     try:
         status: int = args.func(args)
     except UsageError as exc:
@@ -620,7 +623,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ocrdesk: {exc}", file=sys.stderr)
         return 1
     return status
-
-
-if __name__ == "__main__":
-    sys.exit(main())

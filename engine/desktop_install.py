@@ -1,7 +1,7 @@
 """`ocrdesk install-desktop`: put OCRDesk in the desktop's application menu for a pip, pipx or uv
 install, which has no system places of its own.
 
-    from engine.desktop_install import install, uninstall
+    from ocrdesk.engine.desktop_install import install, uninstall
     written = install()      # ~/.local/share/applications/ocrdesk.desktop, the icon, the metainfo
     removed = uninstall()
 
@@ -23,9 +23,7 @@ from pathlib import Path
 
 import platformdirs
 
-#: resources/ beside the engine package: in a checkout, in a wheel install and in the
-#: PyInstaller bundle alike (the same lookup as gui/result_view.py's RESOURCES).
-RESOURCES = Path(__file__).resolve().parent.parent / "resources"
+from ocrdesk.resources import RESOURCES
 
 DESKTOP_FILE = "ocrdesk.desktop"
 ICON_FILE = "ocrdesk.svg"

@@ -50,8 +50,8 @@ from typing import Any
 import pymupdf
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from engine import images
-from engine.errors import (
+from . import images
+from .errors import (
     DocumentError,
     EmptyFileError,
     PageRenderError,

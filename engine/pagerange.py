@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 
-from engine.errors import PageRangeError
+from .errors import PageRangeError
 
 __all__ = ["parse_page_range"]
 

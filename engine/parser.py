@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from engine.results import Block, Box, ParsedPage
+from .results import Block, Box, ParsedPage
 
 __all__ = ["EOS_TOKEN", "StreamParser", "parse", "pixel_box", "strip_tags"]
 

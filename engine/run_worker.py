@@ -80,7 +80,7 @@ FROZEN_FLAG = "--ocrdesk-run-worker"
 # group, and the host decides when the worker stops.
 _CHILD_MAIN = (
     "import signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
-    "from engine.run_worker import main; sys.exit(main())"
+    "from ocrdesk.engine.run_worker import main; sys.exit(main())"
 )
 
 Message = tuple[Any, ...]

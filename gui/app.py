@@ -1,6 +1,6 @@
 """Starting the window: QApplication, the qasync event loop, the controller and the main window.
 
-    from gui.app import run
+    from ocrdesk.gui.app import run
     run(["scan.pdf"], server="http://gpu-box:8000/v1")   # returns the exit code
 
 `ocrdesk` (no arguments) and `ocrdesk gui [FILES] [--server URL]` call `run`.
@@ -20,10 +20,10 @@ from PySide6.QtCore import QTimer
 from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication, QWidget
 
-from gui.controller import Controller
-from gui.main_window import MainWindow
-from gui.result_view import RESOURCES
-from gui.settings import Settings
+from ocrdesk.gui.controller import Controller
+from ocrdesk.gui.main_window import MainWindow
+from ocrdesk.gui.settings import Settings
+from ocrdesk.resources import RESOURCES
 
 
 def install_asyncgen_hooks(loop: asyncio.AbstractEventLoop) -> None:

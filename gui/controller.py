@@ -32,8 +32,8 @@ from typing import Any
 from PIL import Image
 from PySide6.QtCore import QObject, QTimer, Signal
 
-import engine
-from engine import (
+from ocrdesk import engine
+from ocrdesk.engine import (
     Block,
     ClientSpec,
     ConvertOptions,
@@ -51,8 +51,8 @@ from engine import (
     find_documents,
     open_document,
 )
-from gui.engine_thread import EngineThread
-from gui.qimage import pil_to_qimage
+from ocrdesk.gui.engine_thread import EngineThread
+from ocrdesk.gui.qimage import pil_to_qimage
 
 log = logging.getLogger(__name__)
 
@@ -841,7 +841,7 @@ class Controller(QObject):
         return self.spawn(self._load_history(folder))
 
     async def _load_history(self, folder: Path) -> None:
-        from gui.history import read_exports  # a small reader, kept apart
+        from ocrdesk.gui.history import read_exports  # a small reader, kept apart
 
         entries = await asyncio.to_thread(read_exports, folder)
         for entry in entries:

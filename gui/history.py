@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine import PageResult
+from ocrdesk.engine import PageResult
 
 
 @dataclass

@@ -19,7 +19,7 @@ from functools import lru_cache
 import nh3
 from markdown_it import MarkdownIt
 
-from engine import Block
+from ocrdesk.engine import Block
 
 ALLOWED_TAGS = {
     "a", "b", "blockquote", "br", "caption", "center", "code", "col", "colgroup", "dd", "del",

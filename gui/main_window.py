@@ -46,7 +46,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine import (
+from ocrdesk.engine import (
     SUPPORTED_SUFFIXES,
     TASK_TITLES,
     Block,
@@ -56,14 +56,15 @@ from engine import (
     Task,
     parse,
 )
-from gui.controller import Controller, DocItem
-from gui.page_view import Legend, PageView
-from gui.qimage import pil_to_qimage
-from gui.queue_view import QueueView
-from gui.recent import RecentFiles, RecentMenu
-from gui.result_view import RESOURCES, ResultView
-from gui.settings import Settings
-from gui.thumbnails import ThumbnailStrip
+from ocrdesk.gui.controller import Controller, DocItem
+from ocrdesk.gui.page_view import Legend, PageView
+from ocrdesk.gui.qimage import pil_to_qimage
+from ocrdesk.gui.queue_view import QueueView
+from ocrdesk.gui.recent import RecentFiles, RecentMenu
+from ocrdesk.gui.result_view import ResultView
+from ocrdesk.gui.settings import Settings
+from ocrdesk.gui.thumbnails import ThumbnailStrip
+from ocrdesk.resources import RESOURCES
 
 FAMILIES: list[tuple[str, ModelFamily | None]] = [
     ("Model: auto", None),
@@ -386,7 +387,7 @@ class MainWindow(QMainWindow):
         box.open()
 
     def open_settings(self) -> None:
-        from gui.settings_dialog import SettingsDialog
+        from ocrdesk.gui.settings_dialog import SettingsDialog
 
         dialog = SettingsDialog(
             self.settings, self, local_available=self.controller.local_available()

@@ -22,7 +22,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine import Block, label_color
+from ocrdesk.engine import Block, label_color
 
 
 def qcolor(label: str, alpha: int = 255) -> QColor:

@@ -16,9 +16,9 @@ from PySide6.QtCore import (
 from PySide6.QtGui import QColor, QFont, QImage, QPainter
 from PySide6.QtWidgets import QListView, QStyle, QStyledItemDelegate, QStyleOptionViewItem, QWidget
 
-from engine import PageStatus
-from gui.controller import Controller, DocItem
-from gui.thumbnails import STATUS_COLORS  # one palette for the strip and the thumbnails
+from ocrdesk.engine import PageStatus
+from ocrdesk.gui.controller import Controller, DocItem
+from ocrdesk.gui.thumbnails import STATUS_COLORS  # one palette for the strip and the thumbnails
 
 DocRole = Qt.ItemDataRole.UserRole + 1
 

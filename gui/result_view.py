@@ -14,7 +14,6 @@ import contextlib
 import json
 import logging
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QCoreApplication, QObject, QTimer, QUrl, Signal
@@ -28,11 +27,11 @@ from PySide6.QtWebEngineCore import (
 from PySide6.QtWebEngineWidgets import QWebEngineView
 from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
-from gui.html import render_blocks, render_raw
+from ocrdesk.gui.html import render_blocks, render_raw
+from ocrdesk.resources import RESOURCES
 
 log = logging.getLogger(__name__)
 
-RESOURCES = Path(__file__).resolve().parent.parent / "resources"
 SHELL = RESOURCES / "result.html"
 MAX_FPS = 10
 LOCAL_SCHEMES = {"file", "qrc", "data", "blob", "about"}

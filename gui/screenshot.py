@@ -1,7 +1,7 @@
 """Save docs/screenshot.png: the window with the real medical page converted and grounded.
 
-    xvfb-run -a python -m gui.screenshot            # the web view renders under Xvfb (xcb)
-    QT_QPA_PLATFORM=offscreen python -m gui.screenshot   # works too, but the result pane is blank
+    xvfb-run -a python -m ocrdesk.gui.screenshot     # the web view renders under Xvfb (xcb)
+    QT_QPA_PLATFORM=offscreen python -m ocrdesk.gui.screenshot   # works; the result pane is blank
 
 Runs the page against the loopback test server (tests/fakes), which replays the page's real
 DeepSeek-OCR-2 output; rendered at 180 dpi, the boxes land on the text.
@@ -28,9 +28,9 @@ def main(out: Path = REPO / "docs" / "screenshot.png") -> int:
     from PySide6.QtCore import QSettings
     from PySide6.QtWidgets import QApplication
 
-    from engine import PageStatus, Task
-    from gui.app import build, install_asyncgen_hooks
-    from gui.settings import Settings
+    from ocrdesk.engine import PageStatus, Task
+    from ocrdesk.gui.app import build, install_asyncgen_hooks
+    from ocrdesk.gui.settings import Settings
     from tests.fakes.openai_server import PAGES_DIR, REAL_PAGE_RAW, FakeOpenAIServer
 
     app = QApplication([])

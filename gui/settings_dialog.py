@@ -20,8 +20,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine import TASK_TITLES, Task
-from gui.settings import Settings
+from ocrdesk.engine import TASK_TITLES, Task
+from ocrdesk.gui.settings import Settings
 
 
 class SettingsDialog(QDialog):

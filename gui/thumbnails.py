@@ -56,7 +56,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine import PageStatus
+from ocrdesk.engine import PageStatus
 
 log = logging.getLogger(__name__)
 

@@ -37,17 +37,17 @@ def _restore_library_path() -> None:
 def main() -> int:
     argv = sys.argv[1:]
     if getattr(sys, "frozen", False) and _is_watchdog_call(argv):
-        from engine import watchdog
+        from ocrdesk.engine import watchdog
 
         _restore_library_path()
         watchdog.main(argv[1:])  # exits with vLLM's status
         return 0
     if getattr(sys, "frozen", False) and argv[:1] == ["--ocrdesk-run-worker"]:
         # The GUI's conversion worker (engine/run_worker.py), started as this program.
-        from engine import run_worker
+        from ocrdesk.engine import run_worker
 
         return run_worker.main(argv[1:])
-    from engine.cli import main as cli_main
+    from ocrdesk.engine.cli import main as cli_main
 
     return cli_main(argv)
 

@@ -31,12 +31,12 @@ for step in $STEPS; do
     ;;
   local)
     lw=(); [ "${LOCAL_WINDOW:-none}" = none ] || lw=(--first-window "$LOCAL_WINDOW")
-    python3 -m engine.cli convert /tmp/pages -o /tmp/out_local --local "${SERVER_FLAGS[@]}" "${JOB[@]}" "${lw[@]}" \
+    python3 -m ocrdesk convert /tmp/pages -o /tmp/out_local --local "${SERVER_FLAGS[@]}" "${JOB[@]}" "${lw[@]}" \
       --stats "$OUT/local.json" 2> "$OUT/local.err"; echo "local rc=$? wall=$(secs "$t0")"
     cat "$OUT/local.json"; tail -3 "$OUT/local.err"
     ;;
   serve)
-    python3 -m engine.cli serve "${SERVER_FLAGS[@]}" > "$OUT/serve.out" 2> "$OUT/serve.err" &
+    python3 -m ocrdesk serve "${SERVER_FLAGS[@]}" > "$OUT/serve.out" 2> "$OUT/serve.err" &
     SPID=$!
     for _ in $(seq 400); do
       grep -q "api key:" "$OUT/serve.out" 2>/dev/null && break
@@ -46,17 +46,17 @@ for step in $STEPS; do
     URL=$(awk '/url:/{print $2}' "$OUT/serve.out"); KEY=$(awk '/api key:/{print $3}' "$OUT/serve.out")
     echo "serve: $URL ready after $(secs "$t0") s"
     # warm-up: one page, so no variant pays the first requests' compilation
-    python3 -m engine.cli convert /tmp/one -o /tmp/out_warm --server "$URL" --api-key "$KEY" "${JOB[@]}" 2>/dev/null
-    python3 -m engine.cli convert /tmp/one -o /tmp/out_one --server "$URL" --api-key "$KEY" "${JOB[@]}" \
+    python3 -m ocrdesk convert /tmp/one -o /tmp/out_warm --server "$URL" --api-key "$KEY" "${JOB[@]}" 2>/dev/null
+    python3 -m ocrdesk convert /tmp/one -o /tmp/out_one --server "$URL" --api-key "$KEY" "${JOB[@]}" \
       --stats "$OUT/single.json" 2>/dev/null; echo single; cat "$OUT/single.json"
     for w in $WINDOWS; do
       flag=(); [ "$w" = none ] || flag=(--first-window "$w")
       n=$((${n:-0} + 1))
-      python3 -m engine.cli convert /tmp/pages -o "/tmp/out_w$w.$n" --server "$URL" --api-key "$KEY" \
+      python3 -m ocrdesk convert /tmp/pages -o "/tmp/out_w$w.$n" --server "$URL" --api-key "$KEY" \
         "${JOB[@]}" "${flag[@]}" --stats "$OUT/server_w$w.$n.json" 2> "$OUT/server_w$w.$n.err"
       echo "server first-window=$w rc=$?"; cat "$OUT/server_w$w.$n.json"
     done
-    python3 -m engine.cli convert /tmp/one -o /tmp/out_one2 --server "$URL" --api-key "$KEY" "${JOB[@]}" \
+    python3 -m ocrdesk convert /tmp/one -o /tmp/out_one2 --server "$URL" --api-key "$KEY" "${JOB[@]}" \
       --stats "$OUT/single2.json" 2>/dev/null; echo single again; cat "$OUT/single2.json"
     kill -TERM $SPID; wait $SPID
     grep -E "GPU|vllm|Version" "$OUT/serve.err" | head -5

@@ -16,17 +16,17 @@ from pathlib import Path
 _ENGINE = Path(__file__).resolve().parents[2] / "engine"
 # Load engine.documents without engine/__init__.py, which imports the whole engine (the openai
 # client among others, about 1 s); the probe needs documents, images and errors only.
-_package = types.ModuleType("engine")
+_package = types.ModuleType("ocrdesk.engine")
 _package.__path__ = [str(_ENGINE)]
-sys.modules["engine"] = _package
+sys.modules["ocrdesk.engine"] = _package
 # PyMuPDF 2 imports the optional pymupdf.layout (onnxruntime, ~1.3 s) and pymupdf4llm (~0.3 s)
 # packages when they are installed, each inside `try: ... except ImportError`. Opening and
 # rendering never use them, so the probe hides them: a probe then starts in ~0.3 s, not ~2.5 s.
 for _optional in ("pymupdf.layout", "pymupdf4llm"):
     sys.modules.setdefault(_optional, None)  # type: ignore[arg-type]
 
-from engine.documents import open_document  # noqa: E402
-from engine.errors import DocumentError  # noqa: E402
+from ocrdesk.engine.documents import open_document  # noqa: E402
+from ocrdesk.engine.errors import DocumentError  # noqa: E402
 
 
 def main(argv: list[str]) -> int:

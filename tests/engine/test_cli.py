@@ -13,7 +13,7 @@ from pathlib import Path
 import pymupdf
 import pytest
 
-from engine.cli import main
+from ocrdesk.engine.cli import main
 from tests.conftest import REAL_PAGE_PDF, REAL_PAGE_RAW, REPO, need
 from tests.engine.helpers import make_pdf, make_png
 from tests.fakes.openai_server import FakeOpenAIServer
@@ -164,7 +164,7 @@ def test_killed_run_resumes_without_redoing_pages(tmp_path: Path) -> None:
         cmd = [
             sys.executable,
             "-m",
-            "engine.cli",
+            "ocrdesk",
             "convert",
             str(pdf),
             "-o",

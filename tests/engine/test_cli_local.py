@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.cli import main
+from ocrdesk.engine.cli import main
 from tests.conftest import REPO
 from tests.engine.helpers import isolate_fake_vllm, make_pdf
 from tests.fakes.openai_server import FakeOpenAIServer
@@ -64,7 +64,7 @@ def test_convert_local_reports_a_start_failure(
 def test_serve_runs_until_terminated(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", "serve", "--vllm", FAKE_VLLM, "--model", "m/ocr"],
+        [sys.executable, "-m", "ocrdesk", "serve", "--vllm", FAKE_VLLM, "--model", "m/ocr"],
         cwd=REPO, env=env, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:

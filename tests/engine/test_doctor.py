@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from engine.doctor import Check, check_pyside6, doctor_exit_code, format_checks, run_checks
-from engine.local_server import free_port
+from ocrdesk.engine.doctor import Check, check_pyside6, doctor_exit_code, format_checks, run_checks
+from ocrdesk.engine.local_server import free_port
 from tests.fakes.openai_server import FakeOpenAIServer
 
 REPO = Path(__file__).resolve().parents[2]

@@ -20,16 +20,16 @@ import pymupdf
 import pytest
 from PIL import Image
 
-from engine import images
-from engine.documents import SUPPORTED_SUFFIXES, Document, find_documents, open_document
-from engine.errors import (
+from ocrdesk.engine import images
+from ocrdesk.engine.documents import SUPPORTED_SUFFIXES, Document, find_documents, open_document
+from ocrdesk.engine.errors import (
     DocumentError,
     EmptyFileError,
     PageRenderError,
     PasswordRequiredError,
     UnsupportedFormatError,
 )
-from engine.images import encode_jpeg, encode_png, normalize_image
+from ocrdesk.engine.images import encode_jpeg, encode_png, normalize_image
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = Path(__file__).resolve().parents[3] / "shared"
@@ -574,8 +574,8 @@ def test_layout_pdf_is_built_in_chunks(tmp_path: Path, monkeypatch: pytest.Monke
     """The export's layout PDF is appended chunk by chunk (incremental saves), so that MuPDF never
     holds every page image of a long document at once; the file must still hold every page, in
     order, each with its own image (engine/export.py, benchmarks/results/engine-cpu.md)."""
-    from engine import export
-    from engine.results import PageResult, PageStatus
+    from ocrdesk.engine import export
+    from ocrdesk.engine.results import PageResult, PageStatus
 
     monkeypatch.setattr(export, "LAYOUT_CHUNK_PAGES", 2)
     doc = export.DocumentExport(tmp_path / "doc", source="doc.pdf", model="m", task="t")

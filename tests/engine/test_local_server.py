@@ -16,8 +16,8 @@ from types import SimpleNamespace
 import openai
 import pytest
 
-from engine.errors import EngineStartError
-from engine.local_server import (
+from ocrdesk.engine.errors import EngineStartError
+from ocrdesk.engine.local_server import (
     LOGITS_PROCESSOR,
     LocalServer,
     LocalServerConfig,
@@ -118,7 +118,7 @@ def test_build_command_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_default_api_server_count() -> None:
-    from engine.local_server import default_api_server_count
+    from ocrdesk.engine.local_server import default_api_server_count
 
     assert [default_api_server_count(n) for n in (1, 4, 8, 16, 64)] == [1, 1, 2, 4, 4]
 
@@ -360,10 +360,10 @@ import asyncio, json, sys, types
 from pathlib import Path
 
 # Import engine.local_server without engine/__init__.py, which loads the whole engine (seconds).
-package = types.ModuleType("engine")
+package = types.ModuleType("ocrdesk.engine")
 package.__path__ = [str(Path("engine").resolve())]
-sys.modules["engine"] = package
-from engine.local_server import LocalServer, LocalServerConfig
+sys.modules["ocrdesk.engine"] = package
+from ocrdesk.engine.local_server import LocalServer, LocalServerConfig
 
 async def main():
     config = LocalServerConfig(**json.loads(sys.argv[1]))

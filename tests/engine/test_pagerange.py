@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from engine.errors import OCRDeskError, PageRangeError
-from engine.pagerange import parse_page_range
+from ocrdesk.engine.errors import OCRDeskError, PageRangeError
+from ocrdesk.engine.pagerange import parse_page_range
 
 
 @pytest.mark.parametrize("spec", [None, "", "   ", "all", "ALL", " All "])

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.parser import (
+from ocrdesk.engine.parser import (
     EOS_TOKEN,
     MAX_LABEL,
     StreamParser,
@@ -18,7 +18,7 @@ from engine.parser import (
     pixel_box,
     strip_tags,
 )
-from engine.results import Block, ParsedPage
+from ocrdesk.engine.results import Block, ParsedPage
 
 MODEL_OUTPUTS = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "model-outputs"
 CORPUS_FILES = sorted(MODEL_OUTPUTS.glob("*.txt"))

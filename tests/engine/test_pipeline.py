@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.client import ModelClient, ServerPool
-from engine.parser import parse
-from engine.pipeline import (
+from ocrdesk.engine.client import ModelClient, ServerPool
+from ocrdesk.engine.parser import parse
+from ocrdesk.engine.pipeline import (
     ConvertOptions,
     DocumentFailed,
     DocumentFinished,
@@ -22,8 +22,8 @@ from engine.pipeline import (
     PageStarted,
     Pipeline,
 )
-from engine.results import PageStatus
-from engine.tasks import Sampling, Task
+from ocrdesk.engine.results import PageStatus
+from ocrdesk.engine.tasks import Sampling, Task
 from tests.conftest import MODEL_OUTPUTS, need
 from tests.engine.helpers import make_pdf, make_png
 from tests.fakes.openai_server import FakeOpenAIServer

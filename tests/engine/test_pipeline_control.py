@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from engine.client import ModelClient, ServerPool
-from engine.pipeline import (
+from ocrdesk.engine.client import ModelClient, ServerPool
+from ocrdesk.engine.pipeline import (
     ConvertOptions,
     DocumentFinished,
     DocumentJob,

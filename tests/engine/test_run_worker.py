@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from engine import ConvertOptions, PageStatus
-from engine.run_worker import ClientSpec, JobSpec, Message, RunWorker
+from ocrdesk.engine import ConvertOptions, PageStatus
+from ocrdesk.engine.run_worker import ClientSpec, JobSpec, Message, RunWorker
 from tests.engine.helpers import make_pdf
 from tests.fakes.openai_server import FakeOpenAIServer
 

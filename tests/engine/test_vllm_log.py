@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.vllm_log import classify_failure, known_failure, status_from_line
+from ocrdesk.engine.vllm_log import classify_failure, known_failure, status_from_line
 
 # A real start of `vllm serve deepseek-ai/DeepSeek-OCR` (vLLM 0.11.2 dev, shortened) and the
 # status each line should give.

@@ -131,7 +131,7 @@ async def js(view: Any, script: str) -> Any:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Any:
-    from gui.settings import Settings
+    from ocrdesk.gui.settings import Settings
 
     q = QSettings(str(tmp_path / "ocrdesk.ini"), QSettings.Format.IniFormat)
     s = Settings(q)
@@ -163,7 +163,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 def open_window(qtbot: Any, settings: Any, url: str) -> tuple[Any, Any]:
     """The app's (controller, window) against the server at `url`, shown, with the engine
     ready and the result view's page loaded."""
-    from gui.app import build
+    from ocrdesk.gui.app import build
 
     controller, window = build([], server=url, settings=settings, history=False)
     qtbot.addWidget(window)

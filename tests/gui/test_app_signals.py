@@ -16,7 +16,7 @@ def test_sigterm_closes_the_window_cleanly(tmp_path: Path) -> None:
     pdf = make_pdf(tmp_path / "scan.pdf", 2)
     log = tmp_path / "gui.log"
     status = sigterm_once_window_is_up(
-        [sys.executable, "-m", "engine.cli", "gui", str(pdf)],
+        [sys.executable, "-m", "ocrdesk", "gui", str(pdf)],
         cwd=tmp_path,
         env=isolated_env(tmp_path / "home", PYTHONPATH=str(REPO)),
         log=log,

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from engine import PageStatus
+from ocrdesk.engine import PageStatus
 from tests.conftest import REPO
 from tests.engine.helpers import isolate_fake_vllm, make_pdf
 from tests.gui.conftest import arun, wait_until
@@ -42,7 +42,7 @@ def alive(pid: int) -> bool:
 def test_local_engine_starts_converts_restarts_and_stops(
     qloop: Any, qtbot: Any, local_settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from gui.app import build
+    from ocrdesk.gui.app import build
 
     monkeypatch.setenv("FAKE_VLLM_CRASH_AFTER", "2")  # the server dies after two pages, once
     monkeypatch.setenv("FAKE_VLLM_TOKEN_DELAY", "0.002")
@@ -80,7 +80,7 @@ def test_local_engine_starts_converts_restarts_and_stops(
 def test_a_local_start_failure_is_explained(
     qloop: Any, qtbot: Any, local_settings: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from gui.app import build
+    from ocrdesk.gui.app import build
 
     monkeypatch.setenv(
         "FAKE_VLLM_CRASH_AT_START",
@@ -101,7 +101,7 @@ def test_a_local_start_failure_is_explained(
 def test_a_missing_vllm_points_to_settings(qloop: Any, qtbot: Any, local_settings: Any) -> None:
     """No vLLM where Settings say: the window says so in its own terms (Settings, not the
     CLI's --server) and offers the Settings button."""
-    from gui.app import build
+    from ocrdesk.gui.app import build
 
     local_settings.set("engine/vllm", "/nonexistent/bin/vllm")
     controller, window = build([], settings=local_settings, history=False)
@@ -119,7 +119,7 @@ def test_the_engine_can_be_stopped_and_started_again(
 ) -> None:
     """Run > Stop engine frees the GPU (the local server's process ends) and says "stopped";
     Run > Start engine brings it back."""
-    from gui.app import build
+    from ocrdesk.gui.app import build
 
     controller, window = build([], settings=local_settings, history=False)
     qtbot.addWidget(window)
@@ -145,7 +145,7 @@ def test_the_engine_can_be_stopped_and_started_again(
 
 
 def test_stopping_the_engine_while_it_starts(qloop: Any, qtbot: Any, local_settings: Any) -> None:
-    from gui.app import build
+    from ocrdesk.gui.app import build
 
     controller, window = build([], settings=local_settings, history=False)
     qtbot.addWidget(window)

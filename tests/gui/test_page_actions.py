@@ -14,7 +14,7 @@ from PySide6.QtGui import QColor, QDesktopServices, QGuiApplication, QPalette, Q
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication
 
-from engine import PageStatus, label_color
+from ocrdesk.engine import PageStatus, label_color
 from tests.engine.helpers import make_pdf
 from tests.gui.conftest import arun, wait_until
 from tests.gui.test_result_render import convert, dom, until_dom

@@ -10,7 +10,7 @@ import pytest
 from PySide6.QtCore import QSettings
 from PySide6.QtGui import QAction
 
-from gui.recent import RecentFiles, RecentMenu
+from ocrdesk.gui.recent import RecentFiles, RecentMenu
 
 
 def touch(folder: Path, name: str) -> Path:

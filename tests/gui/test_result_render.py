@@ -18,7 +18,7 @@ import pytest
 from PySide6.QtCore import Qt, QUrl
 from PySide6.QtTest import QTest
 
-from engine import PageStatus
+from ocrdesk.engine import PageStatus
 from tests.engine.helpers import make_pdf
 from tests.gui.conftest import arun, js, wait_until
 from tests.gui.test_run_control import add

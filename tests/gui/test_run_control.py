@@ -13,7 +13,7 @@ import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtTest import QTest
 
-from engine import PageStatus
+from ocrdesk.engine import PageStatus
 from tests.engine.helpers import make_pdf
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.gui.conftest import arun, wait_until
@@ -24,7 +24,7 @@ TEXT = "<|ref|>text<|/ref|><|det|>[[100, 100, 900, 300]]<|/det|>\n" + "Words of 
 
 @pytest.fixture
 def app(qloop: Any, qtbot: Any, settings: Any) -> Any:
-    from gui.app import build
+    from ocrdesk.gui.app import build
 
     with FakeOpenAIServer([TEXT], token_delay=0.004) as server:
         settings.set("engine/concurrency", 2)
@@ -67,7 +67,7 @@ def test_pause_resume_and_cancel_a_document(app: Any, qtbot: Any, tmp_path: Path
     assert first.paused and window.pause_action.text() == "&Resume document"
     arun(qtbot, wait_until(lambda: done(second) == 6, timeout=60, what="second document done"))
     assert done(first) < 6 and first.count(PageStatus.RUNNING) == 0
-    from gui.queue_view import progress_text
+    from ocrdesk.gui.queue_view import progress_text
 
     assert progress_text(first).endswith("paused")
     held = done(first)
@@ -101,7 +101,7 @@ def test_a_document_dropped_during_a_run_joins_it(app: Any, qtbot: Any, tmp_path
     first = add(qtbot, controller, window, make_pdf(tmp_path / "first.pdf", 4))
     window.run()
     arun(qtbot, wait_until(lambda: first.count(PageStatus.RUNNING), what="running"))
-    from gui.queue_view import progress_text
+    from ocrdesk.gui.queue_view import progress_text
 
     # the row's progress gets an ETA once a page is done and others are running
     arun(qtbot, wait_until(lambda: "ETA" in progress_text(first), timeout=30, what="an ETA"))

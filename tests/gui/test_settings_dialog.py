@@ -13,9 +13,9 @@ import pytest
 from keyring.backends import fail
 from PySide6.QtCore import QSettings
 
-from engine import Task
-from gui.settings import KEYRING_SERVICE, KEYRING_USER, Settings
-from gui.settings_dialog import SettingsDialog
+from ocrdesk.engine import Task
+from ocrdesk.gui.settings import KEYRING_SERVICE, KEYRING_USER, Settings
+from ocrdesk.gui.settings_dialog import SettingsDialog
 from tests.fakes.memory_keyring import MemoryKeyring
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.gui.conftest import arun, wait_until
@@ -98,7 +98,7 @@ def test_accepting_the_dialog_reconnects_the_window(
     qloop: Any, qtbot: Any, settings: Any, ring: MemoryKeyring
 ) -> None:
     """Settings (Ctrl+,) → remote server with a key → OK: the window connects to it."""
-    from gui.app import build
+    from ocrdesk.gui.app import build
 
     with FakeOpenAIServer(["text"], api_key=SECRET) as server:
         controller, window = build([], server=None, settings=settings, history=False)

@@ -11,8 +11,8 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor, QImage
 from PySide6.QtTest import QTest
 
-from engine import PageStatus
-from gui.thumbnails import (
+from ocrdesk.engine import PageStatus
+from ocrdesk.gui.thumbnails import (
     STATUS_COLORS,
     ImageRole,
     StatusColorRole,

@@ -20,7 +20,7 @@ from PySide6.QtGui import (
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication
 
-from engine import PageStatus, Task, parse
+from ocrdesk.engine import PageStatus, Task, parse
 from tests.conftest import REAL_PAGE_PDF, REAL_PAGE_RAW, need
 from tests.engine.helpers import make_pdf
 from tests.fakes.openai_server import FakeOpenAIServer
@@ -191,7 +191,7 @@ def test_paste_image_and_broken_file(app: Any, qtbot: Any, tmp_path: Path) -> No
     pasted = next(d for d in docs if d.name != "empty.pdf")
     assert bad.error and "empty" in bad.error.lower()
     assert pasted.name.startswith("clipboard-") and pasted.page_count == 1
-    from gui.queue_view import progress_text
+    from ocrdesk.gui.queue_view import progress_text
 
     assert progress_text(bad).startswith("cannot open:")
     window.run()
@@ -202,7 +202,7 @@ def test_paste_image_and_broken_file(app: Any, qtbot: Any, tmp_path: Path) -> No
 
 
 def test_history_after_restart(qloop: Any, qtbot: Any, settings: Any, server: Any) -> None:
-    from gui.app import build
+    from ocrdesk.gui.app import build
 
     controller, window = build(
         [str(need(REAL_PAGE_PDF))], server=server.url, settings=settings, history=False
@@ -244,7 +244,7 @@ def test_history_after_restart(qloop: Any, qtbot: Any, settings: Any, server: An
 
 
 def test_sanitiser_blocks_scripts_handlers_and_remote_urls() -> None:
-    from gui.html import render_markdown
+    from ocrdesk.gui.html import render_markdown
 
     html = render_markdown(
         '<script>alert(1)</script><img src="http://evil/x.png" onerror="x()">'

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from engine import ConvertOptions, __version__
-from engine.run_worker import FROZEN_FLAG, ClientSpec, JobSpec, RunWorker
+from ocrdesk.engine import ConvertOptions, __version__
+from ocrdesk.engine.run_worker import FROZEN_FLAG, ClientSpec, JobSpec, RunWorker
 from tests.conftest import REPO
 from tests.engine.helpers import make_pdf
 from tests.fakes.openai_server import FakeOpenAIServer

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from engine import desktop_install
-from engine.cli import main, with_default_command
+from ocrdesk.engine import desktop_install
+from ocrdesk.main import main, with_default_command
 from tests.conftest import REPO
 from tests.packaging.helpers import need_tool
 
@@ -109,9 +109,9 @@ def test_files_on_the_bare_command_reach_the_window(
     """`ocrdesk FILE` hands FILE to gui.app.run (stood in for here: the real window is opened
     from an installed wheel in test_wheel.py)."""
     calls: list[tuple[list[str], dict[str, Any]]] = []
-    fake = types.ModuleType("gui.app")
+    fake = types.ModuleType("ocrdesk.gui.app")
     fake.run = lambda files, **kw: calls.append((files, kw)) or 0  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "gui.app", fake)
+    monkeypatch.setitem(sys.modules, "ocrdesk.gui.app", fake)
     pdf = tmp_path / "scan.pdf"
     assert main([str(pdf), "--server", "http://h:8000/v1"]) == 0
     assert calls == [([str(pdf)], {"server": "http://h:8000/v1", "api_key": None})]

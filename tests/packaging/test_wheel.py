@@ -18,32 +18,35 @@ from pathlib import Path
 
 import pytest
 
-from engine import __version__
+from ocrdesk.engine import __version__
 from tests.conftest import REPO
 from tests.engine.helpers import make_pdf
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.processes import convert_against_test_server, isolated_env
 
-RESOURCE_FILES = [
-    "resources/__init__.py",
-    "resources/ocrdesk.svg",
-    "resources/ocrdesk.desktop",
-    "resources/io.github.ocrdesk.OCRDesk.metainfo.xml",
-    "resources/result.html",
-    "resources/katex/katex.min.js",
-    "resources/katex/katex.min.css",
-    "resources/katex/contrib/auto-render.min.js",
-    "resources/katex/fonts/KaTeX_Main-Regular.woff2",
+RESOURCE_NAMES = [
+    "__init__.py",
+    "ocrdesk.svg",
+    "ocrdesk.desktop",
+    "io.github.ocrdesk.OCRDesk.metainfo.xml",
+    "result.html",
+    "katex/katex.min.js",
+    "katex/katex.min.css",
+    "katex/contrib/auto-render.min.js",
+    "katex/fonts/KaTeX_Main-Regular.woff2",
 ]
+#: Where they are in the wheel (under the one import name) and in the sdist (the repository).
+WHEEL_RESOURCES = [f"ocrdesk/resources/{name}" for name in RESOURCE_NAMES]
+SDIST_RESOURCES = [f"resources/{name}" for name in RESOURCE_NAMES]
 
 #: Run in the installed venv: open the window the way `ocrdesk FILE --server URL` does, and close
 #: it from a timer once the event loop runs (what a person's click on the close button does).
 GUI_SCRIPT = """
 import sys
-import gui.app  # imports QtWebEngineWidgets, which must precede the QApplication
+import ocrdesk.gui.app  # imports QtWebEngineWidgets, which must precede the QApplication
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication, QMainWindow
-from engine.cli import main
+from ocrdesk.main import main
 
 app = QApplication(sys.argv[:1])
 
@@ -87,14 +90,33 @@ def venv(dist: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]
 def test_wheel_and_sdist_carry_resources(dist: Path) -> None:
     wheel = next(dist.glob(f"ocrdesk-{__version__}-py3-none-any.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert {"engine/cli.py", "engine/desktop_install.py", "gui/app.py"} <= names
-    assert set(RESOURCE_FILES) <= names
-    assert len([n for n in names if n.startswith("resources/katex/fonts/")]) == 20
+    assert {"ocrdesk/main.py", "ocrdesk/engine/cli.py", "ocrdesk/gui/app.py"} <= names
+    assert set(WHEEL_RESOURCES) <= names
+    assert len([n for n in names if n.startswith("ocrdesk/resources/katex/fonts/")]) == 20
+    # One import name: everything but the dist-info lives under ocrdesk/.
+    assert {n.split("/")[0] for n in names} == {"ocrdesk", f"ocrdesk-{__version__}.dist-info"}
     entry_points = zipfile.ZipFile(wheel).read(f"ocrdesk-{__version__}.dist-info/entry_points.txt")
-    assert b"ocrdesk = engine.cli:main" in entry_points
+    assert b"ocrdesk = ocrdesk.main:main" in entry_points
     with tarfile.open(dist / f"ocrdesk-{__version__}.tar.gz") as sdist:
         members = {m.name.split("/", 1)[1] for m in sdist.getmembers() if "/" in m.name}
-    assert set(RESOURCE_FILES) <= members and "pyproject.toml" in members
+    assert set(SDIST_RESOURCES) <= members and "pyproject.toml" in members
+
+
+def test_install_adds_one_import_name(venv: Path) -> None:
+    """Installed beside other packages (OCRmyPDF's environment, say), OCRDesk adds `ocrdesk` and
+    its dist-info to site-packages and no generic name such as `engine` or `gui`."""
+    site = next((venv / "lib").glob("python3*/site-packages"))
+    installed = subprocess.run(
+        [venv / "bin" / "python", "-m", "pip", "show", "-f", "ocrdesk"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    files = [line.strip() for line in installed.split("Files:", 1)[1].splitlines() if line.strip()]
+    tops = {f.split("/")[0] for f in files if not f.startswith("..")}
+    assert tops == {"ocrdesk", f"ocrdesk-{__version__}.dist-info"}, tops
+    assert (site / "ocrdesk" / "engine" / "__init__.py").is_file()
+    assert not (site / "engine").exists() and not (site / "gui").exists()
 
 
 def test_installed_version(venv: Path) -> None:
@@ -135,8 +157,8 @@ def test_installed_window_opens_and_closes(venv: Path, tmp_path: Path) -> None:
 WORKER_SCRIPT = """
 import json, sys, time
 from pathlib import Path
-import engine
-from engine import ClientSpec, ConvertOptions, JobSpec, RunWorker
+from ocrdesk import engine
+from ocrdesk.engine import ClientSpec, ConvertOptions, JobSpec, RunWorker
 
 pdf, out = Path(sys.argv[2]), Path(sys.argv[3])
 worker = RunWorker.spawn()
@@ -185,8 +207,11 @@ def test_installed_conversion_worker(venv: Path, tmp_path: Path) -> None:
 
 
 def test_resources_found_where_the_gui_looks(venv: Path) -> None:
-    """gui/result_view.py finds resources/ beside the gui package in site-packages."""
-    code = "from gui.result_view import RESOURCES, SHELL; print(RESOURCES); assert SHELL.is_file()"
+    """gui/result_view.py finds ocrdesk/resources/ in site-packages."""
+    code = (
+        "from ocrdesk.gui.result_view import RESOURCES, SHELL; print(RESOURCES); "
+        "assert SHELL.is_file()"
+    )
     result = subprocess.run(
         [venv / "bin" / "python", "-c", code],
         capture_output=True,

@@ -1,0 +1,7 @@
+"""`python -m ocrdesk`: the `ocrdesk` command."""
+
+import sys
+
+from ocrdesk.main import main
+
+sys.exit(main())
