@@ -4,7 +4,16 @@
 (a file under the log folder, and the last lines in memory), turns the log into a status a person
 understands (`vllm_log.status_from_line`), waits until the server really answers (GET /health is
 200 *and* GET /v1/models with the key lists a model) while watching the process, and explains a
-failure with a reason and a fix (`vllm_log.classify_failure`) in an `EngineStartError`.
+failure with a reason and a fix (`vllm_log.classify_failure`) in an `EngineStartError`. Its state
+is typed: a `ServerStatus` (a `ServerState` and the message beside it), given to `on_state`.
+
+Nothing leaked. The API key never goes on a command line: /proc/PID/cmdline is readable by every
+local user, so a key in the argv of the watchdog or of vLLM is a key for anyone on the machine.
+vLLM reads it from the environment instead (VLLM_API_KEY, vllm/envs.py; `--api-key` would win
+over it, so we pass none), and /proc/PID/environ is readable only by the process's own user (the
+kernel makes it 0400 and checks ptrace access). The log folder and the state folder above it are
+0700 and every log file 0600, whatever the umask, and the key is masked in every log line OCRDesk
+writes or shows (`vllm_log.mask_secret`), in case a vLLM prints it.
 
 No orphans. vLLM is not one process: `vllm serve` spawns an engine-core process (and workers for
 tensor/data parallelism). OCRDesk must take all of them down when it exits, crashes or is
@@ -30,6 +39,7 @@ import asyncio
 import atexit
 import contextlib
 import datetime as _dt
+import enum
 import json
 import logging
 import os
@@ -39,6 +49,7 @@ import shlex
 import shutil
 import signal
 import socket
+import stat
 import sys
 import weakref
 from collections import deque
@@ -46,10 +57,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, NoReturn
+from typing import IO, Any, NoReturn, TypeVar
 
 from .errors import EngineStartError
-from .vllm_log import classify_failure, known_failure, status_from_line
+from .vllm_log import MASK, classify_failure, known_failure, mask_secret, status_from_line
 
 try:  # openai >= 3 depends on `httpx2`, older ones on `httpx`: the same API under two names
     import httpx
@@ -57,9 +68,12 @@ except ImportError:  # pragma: no cover - depends on the installed openai
     import httpx2 as httpx  # type: ignore[no-redef]
 
 __all__ = [
+    "API_KEY_ENV",
     "LOGITS_PROCESSOR",
     "LocalServer",
     "LocalServerConfig",
+    "ServerState",
+    "ServerStatus",
     "build_command",
     "free_port",
     "httpx",
@@ -68,6 +82,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 LOGITS_PROCESSOR = "vllm.model_executor.models.deepseek_ocr:NGramPerReqLogitsProcessor"
 NOT_FOUND_FIX = (
@@ -77,6 +92,38 @@ NOT_FOUND_FIX = (
 _WATCHDOG = Path(__file__).with_name("watchdog.py")
 _WATCHDOG_PID = re.compile(r"\[ocrdesk-watchdog\] started pid (\d+)")
 _LOG_LINES = 500
+#: The environment variable vLLM reads its API key from (vllm/envs.py, since vLLM 0.4).
+API_KEY_ENV = "VLLM_API_KEY"
+_PRIVATE_DIR = 0o700
+_PRIVATE_FILE = 0o600
+
+
+class ServerState(enum.Enum):
+    """Where a local server is in its life."""
+
+    STOPPED = "stopped"
+    STARTING = "starting"  # the message says which stage: "loading weights", ...
+    READY = "ready"  # it answers /health and lists a model with the key
+    RESTARTING = "restarting"  # it died; the message says why
+    STOPPING = "stopping"
+    FAILED = "failed"  # a start failed; the message is the reason
+
+
+@dataclass(frozen=True)
+class ServerStatus:
+    """A server's state and the message beside it. `str()` is the one-line text a person reads."""
+
+    state: ServerState
+    message: str = ""
+
+    def __str__(self) -> str:
+        if self.state is ServerState.STARTING:
+            return self.message or "starting vLLM"
+        if self.state is ServerState.FAILED:
+            return f"failed: {self.message}"
+        if self.state is ServerState.RESTARTING:
+            return f"crashed: {self.message}; restarting"
+        return str(self.state.value)
 
 
 @dataclass
@@ -136,8 +183,11 @@ def needs_trust_remote_code(model: str) -> bool:
     return re.search(r"deepseek[-_]?ocr[-_]?2", model, re.IGNORECASE) is not None
 
 
-def build_command(config: LocalServerConfig, port: int, api_key: str) -> list[str]:
-    """The argv of `vllm serve` for `config` on 127.0.0.1:`port` with `api_key`."""
+def build_command(config: LocalServerConfig, port: int) -> list[str]:
+    """The argv of `vllm serve` for `config` on 127.0.0.1:`port`.
+
+    No API key: it goes in the environment (API_KEY_ENV), never on a command line.
+    """
     command = [
         *resolve_vllm(config.vllm),
         "serve",
@@ -146,8 +196,6 @@ def build_command(config: LocalServerConfig, port: int, api_key: str) -> list[st
         "127.0.0.1",
         "--port",
         str(port),
-        "--api-key",
-        api_key,
         "--logits_processors",
         LOGITS_PROCESSOR,
         "--no-enable-prefix-caching",
@@ -200,10 +248,44 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _default_log_dir() -> Path:
+def _state_dir() -> Path:
     import platformdirs
 
-    return Path(platformdirs.user_state_path("ocrdesk")) / "logs"
+    return Path(platformdirs.user_state_path("ocrdesk"))
+
+
+def _private_dir(folder: Path) -> None:
+    """Create `folder` (and parents) and make it 0700: the user's alone, whatever the umask."""
+    folder.mkdir(parents=True, exist_ok=True, mode=_PRIVATE_DIR)
+    if stat.S_IMODE(folder.stat().st_mode) != _PRIVATE_DIR:
+        folder.chmod(_PRIVATE_DIR)
+
+
+def _private_log_dir(config: LocalServerConfig) -> Path:
+    """The log folder, 0700 (and the state folder above the default one); older logs made 0600.
+
+    Logs written before OCRDesk made them private may hold a key in vLLM's printed arguments.
+    """
+    if config.log_dir is not None:
+        log_dir = config.log_dir
+    else:
+        _private_dir(_state_dir())
+        log_dir = _state_dir() / "logs"
+    _private_dir(log_dir)
+    for old in log_dir.glob("vllm-*.log"):
+        with contextlib.suppress(OSError):
+            if stat.S_IMODE(old.lstat().st_mode) & ~_PRIVATE_FILE and not old.is_symlink():
+                old.chmod(_PRIVATE_FILE)
+    return log_dir
+
+
+def _open_private(path: Path) -> IO[bytes]:
+    """A new file for writing, 0600 whatever the umask (created so: never readable by others)."""
+    fd = os.open(
+        path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), _PRIVATE_FILE
+    )
+    os.fchmod(fd, _PRIVATE_FILE)
+    return os.fdopen(fd, "wb")
 
 
 def _loopback_client() -> Any:
@@ -211,8 +293,11 @@ def _loopback_client() -> Any:
     return httpx.AsyncClient(timeout=5.0, trust_env=False)
 
 
-def _masked(command: list[str], secret: str) -> str:
-    return shlex.join("***" if word == secret else word for word in command)
+def _call_back(callback: Callable[[_T], object], value: _T) -> None:
+    try:
+        callback(value)
+    except Exception:  # a broken callback must not stop the log reader
+        log.exception("local server status callback failed")
 
 
 # Every LocalServer with a live process, for the atexit hook.
@@ -231,15 +316,24 @@ class LocalServer:
     After `start()`: `url` (http://127.0.0.1:PORT/v1), `api_key`, `model`, `log_path`. A restart
     gives a new port and a new key: read `url` and `api_key` again after `ensure_running()`
     returns True.
+
+    Its state: `current` (a ServerStatus), `state` (its ServerState); every change is given to
+    `on_state`. `on_status` and `status` are the same as text (`str(current)`), for callers that
+    have not moved to the typed state yet.
     """
 
     def __init__(
-        self, config: LocalServerConfig, *, on_status: Callable[[str], None] | None = None
+        self,
+        config: LocalServerConfig,
+        *,
+        on_state: Callable[[ServerStatus], None] | None = None,
+        on_status: Callable[[str], None] | None = None,
     ) -> None:
         self.config = config
+        self.on_state = on_state
         self.on_status = on_status
         self.model = config.model
-        self.status = "stopped"
+        self.current = ServerStatus(ServerState.STOPPED)
         self.port = 0
         self.url = ""
         self.api_key = ""
@@ -259,20 +353,30 @@ class LocalServer:
         """Whether the server process is alive (not whether it is ready)."""
         return self._proc is not None and self._proc.returncode is None
 
+    @property
+    def state(self) -> ServerState:
+        """The server's state (`current.state`)."""
+        return self.current.state
+
+    @property
+    def status(self) -> str:
+        """The state as text, `str(current)`: "ready", "loading weights", "failed: REASON"."""
+        return str(self.current)
+
     def log_tail(self, lines: int = 50) -> str:
-        """The last `lines` lines of the server's log."""
+        """The last `lines` lines of the server's log (the API key masked)."""
         return "\n".join(list(self._lines)[-lines:])
 
-    def _set_status(self, status: str) -> None:
-        if status == self.status:
+    def _set_state(self, state: ServerState, message: str = "") -> None:
+        status = ServerStatus(state, message)
+        if status == self.current:
             return
-        self.status = status
+        self.current = status
         log.info("local vLLM: %s", status)
+        if self.on_state is not None:
+            _call_back(self.on_state, status)
         if self.on_status is not None:
-            try:
-                self.on_status(status)
-            except Exception:  # a broken callback must not stop the log reader
-                log.exception("on_status callback failed")
+            _call_back(self.on_status, str(status))
 
     # -- start -----------------------------------------------------------------------------
 
@@ -302,16 +406,17 @@ class LocalServer:
         self.api_key = secrets.token_urlsafe(24)
         self.url = f"http://127.0.0.1:{self.port}/v1"
         self.pid = None
-        command = build_command(config, self.port, self.api_key)
+        command = build_command(config, self.port)
+        env[API_KEY_ENV] = self.api_key  # readable by this user only: /proc/PID/environ is 0400
 
-        log_dir = config.log_dir or _default_log_dir()
-        log_dir.mkdir(parents=True, exist_ok=True)
+        log_dir = _private_log_dir(config)
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
         self.log_path = log_dir / f"vllm-{stamp}.log"
-        self._log_file = self.log_path.open("wb")
-        self._log_file.write(f"# {_masked(command, self.api_key)}\n".encode())
+        self._log_file = _open_private(self.log_path)
+        header = f"# {API_KEY_ENV}={MASK} {shlex.join(command)}\n"
+        self._log_file.write(mask_secret(header, self.api_key).encode())
         self._lines.clear()
-        self._set_status("starting vLLM")
+        self._set_state(ServerState.STARTING, "starting vLLM")
 
         try:
             self._proc = await self._spawn(command, env)
@@ -326,7 +431,7 @@ class LocalServer:
         except BaseException:
             await self._cleanup()
             raise
-        self._set_status("ready")
+        self._set_state(ServerState.READY)
 
     async def _spawn(self, command: list[str], env: dict[str, str]) -> asyncio.subprocess.Process:
         """Start `command` under the watchdog, output merged into one pipe."""
@@ -384,7 +489,7 @@ class LocalServer:
         await self._drain_log()
         text = "\n".join(self._lines)
         if self._stopping:
-            self._set_status("stopped")
+            self._set_state(ServerState.STOPPED)
             raise EngineStartError("vLLM was stopped before it was ready", "", self.log_tail(50))
         if returncode is None:
             timeout = f"vLLM did not become ready within {self.config.start_timeout:g} s"
@@ -401,39 +506,50 @@ class LocalServer:
         else:
             reason, fix = classify_failure(text, returncode, log_path=str(self.log_path))
         self.last_failure = (reason, fix)
-        self._set_status(f"failed: {reason}")
+        self._set_state(ServerState.FAILED, reason)
         raise EngineStartError(reason, fix, self.log_tail(50))
 
     # -- the log -----------------------------------------------------------------------------
 
     async def _read_log(self, proc: asyncio.subprocess.Process) -> None:
-        """Copy the server's output to the log file and the in-memory tail; report status."""
+        """Copy the server's output to the log file and the in-memory tail; report status.
+
+        Whole lines only, the key masked in each: a key is never cut by a line end.
+        """
         assert proc.stdout is not None
         pending = b""
         while True:
             chunk = await proc.stdout.read(65536)
-            if self._log_file is not None:
-                self._log_file.write(chunk)
-                self._log_file.flush()
             if not chunk:
                 if pending:
+                    self._write_log(pending)
                     self._take_line(pending)
                 return
+            end = max(chunk.rfind(b"\n"), chunk.rfind(b"\r"))  # in the new bytes only
+            if end < 0:
+                pending += chunk
+                continue
+            complete, pending = pending + chunk[: end + 1], chunk[end + 1 :]
+            self._write_log(complete)
             # \r as well: progress bars (weights, CUDA graphs) redraw one line with it
-            *lines, pending = re.split(rb"\r\n|\r|\n", pending + chunk)
-            for line in lines:
+            for line in re.split(rb"\r\n|\r|\n", complete):
                 if line.strip():
                     self._take_line(line)
 
+    def _write_log(self, data: bytes) -> None:
+        if self._log_file is not None:
+            self._log_file.write(mask_secret(data, self.api_key))
+            self._log_file.flush()
+
     def _take_line(self, raw: bytes) -> None:
-        line = raw.decode("utf-8", errors="replace").rstrip()
+        line = mask_secret(raw.decode("utf-8", errors="replace").rstrip(), self.api_key)
         self._lines.append(line)
         if self.pid is None and (found := _WATCHDOG_PID.search(line)):
             self.pid = int(found.group(1))
             return
         status = status_from_line(line)
         if status is not None and status != "ready":  # "ready" is ours to say, after the checks
-            self._set_status(status)
+            self._set_state(ServerState.STARTING, status)
 
     async def _drain_log(self) -> None:
         if self._reader is not None:
@@ -494,12 +610,12 @@ class LocalServer:
         self._stopping = True
         try:
             if self.is_running():
-                self._set_status("stopping")
+                self._set_state(ServerState.STOPPING)
                 await self._terminate()  # outside the lock, which a start may hold for minutes
             async with self._lock:
                 if self._proc is not None:
                     await self._cleanup()
-                    self._set_status("stopped")
+                    self._set_state(ServerState.STOPPED)
         finally:
             self._stopping = False
 
@@ -521,7 +637,7 @@ class LocalServer:
                 self.last_failure = classify_failure(
                     "\n".join(self._lines), returncode, log_path=str(self.log_path)
                 )
-                self._set_status(f"crashed: {self.last_failure[0]}; restarting")
+                self._set_state(ServerState.RESTARTING, self.last_failure[0])
                 log.warning("local vLLM died (%s): restarting", self.last_failure[0])
             error: EngineStartError | None = None
             for attempt in range(max(1, self.config.restart_tries)):

@@ -1,12 +1,14 @@
 """Reading a `vllm serve` log: progress for people, and a reason plus a fix when it fails.
 
-Two functions, both pure (no I/O), so the supervisor, the doctor and tests share them:
+Pure functions (no I/O), so the supervisor, the doctor and tests share them:
 
 - `status_from_line(line)` turns one log line into a short status a person understands
   ("loading weights", "compiling (torch.compile)", ...) or None when the line says nothing new.
 - `classify_failure(log, returncode)` looks at the whole log (or its tail) and the exit status and
   returns `(reason, fix)`. It never answers a bare "failed": when nothing is recognised it still
   says how the process ended and quotes the last error-looking line.
+- `mask_secret(text, secret)` hides the server's API key in a log line or chunk: every log line
+  OCRDesk writes to a file or shows (GUI, CLI, an error's log tail) goes through it first.
 
 The patterns come from real vLLM messages (vLLM 0.11 to 0.24, the Hugging Face hub client, PyTorch)
 and from the failures recorded on the project's GPU machine (shared/gpu/RESULTS.md): flashinfer
@@ -21,12 +23,15 @@ import re
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import overload
 
 __all__ = [
     "KNOWN_GOOD_VLLM",
+    "MASK",
     "OCR2_MIN_VLLM",
     "classify_failure",
     "known_failure",
+    "mask_secret",
     "signal_name",
     "status_from_line",
 ]
@@ -38,6 +43,23 @@ KNOWN_GOOD_VLLM = ">=0.11.1"
 #: DeepSeek-OCR-2 (`DeepseekOCR2ForCausalLM`) came to upstream vLLM later, in the 0.15/0.16 nightly
 #: period (early 2026); 0.16.0 is the first release we are confident has it.
 OCR2_MIN_VLLM = "0.16.0"
+
+#: What a masked secret reads as in a log.
+MASK = "***"
+
+
+@overload
+def mask_secret(text: str, secret: str) -> str: ...
+@overload
+def mask_secret(text: bytes, secret: str) -> bytes: ...
+def mask_secret(text: str | bytes, secret: str) -> str | bytes:
+    """`text` with every occurrence of `secret` replaced by MASK; an empty secret masks nothing."""
+    if not secret:
+        return text
+    if isinstance(text, bytes):
+        return text.replace(secret.encode(), MASK.encode())
+    return text.replace(secret, MASK)
+
 
 _INSTALL_FIX = (
     f"install a vLLM in the known-good range ({KNOWN_GOOD_VLLM} for DeepSeek-OCR, "

@@ -22,6 +22,10 @@ What it does:
 
 The first line it prints is `[ocrdesk-watchdog] started pid N`, which is how the supervisor learns
 vLLM's pid (and process group). COMMAND's stdout and stderr are the watchdog's own.
+
+COMMAND carries no secret: the argv of this watchdog and of COMMAND is in /proc/PID/cmdline, which
+every local user can read. The API key comes in the environment (VLLM_API_KEY), which COMMAND
+inherits and only the same user can read.
 """
 
 from __future__ import annotations

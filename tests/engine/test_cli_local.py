@@ -24,6 +24,8 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     isolate_fake_vllm(monkeypatch, tmp_path)
 
 
+# LocalServer.ensure_running warns when it restarts the server that died under the run.
+@pytest.mark.allow_log(r"^local vLLM died \(.+\): restarting$")
 def test_convert_local_survives_a_server_crash(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -21,6 +21,8 @@ from ocrdesk.engine.local_server import (
     LOGITS_PROCESSOR,
     LocalServer,
     LocalServerConfig,
+    ServerState,
+    ServerStatus,
     build_command,
     free_port,
     httpx,
@@ -88,13 +90,17 @@ async def chat(server: LocalServer) -> str:
     return response.choices[0].message.content or ""
 
 
+# LocalServer.ensure_running warns once per restart of a server that died.
+RESTART_WARNING = r"^local vLLM died \(.+\): restarting$"
+
+
 # -- the command ------------------------------------------------------------------------------
 
 
 def test_build_command_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OCRDESK_VLLM", raising=False)
     monkeypatch.setattr("os.cpu_count", lambda: 16)
-    command = build_command(LocalServerConfig(), 8123, "KEY")
+    command = build_command(LocalServerConfig(), 8123)
     assert command == [
         "vllm",
         "serve",
@@ -103,8 +109,6 @@ def test_build_command_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
         "127.0.0.1",
         "--port",
         "8123",
-        "--api-key",
-        "KEY",
         "--logits_processors",
         LOGITS_PROCESSOR,
         "--no-enable-prefix-caching",
@@ -139,7 +143,7 @@ def test_build_command_with_every_flag(monkeypatch: pytest.MonkeyPatch) -> None:
         api_server_count=2,
         extra_args=["--load-format", "dummy"],
     )
-    command = build_command(config, 9000, "K")
+    command = build_command(config, 9000)
     assert command[:5] == ["python3", "-m", "vllm.entrypoints.cli.main", "serve", "/models/ocr"]
     tail = command[command.index("--max-model-len") :]
     assert tail == [
@@ -167,7 +171,7 @@ def test_build_command_with_every_flag(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_vllm_comes_from_ocrdesk_vllm_when_not_configured(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OCRDESK_VLLM", "/opt/vllm-env/bin/python -m vllm.entrypoints.cli.main")
-    command = build_command(LocalServerConfig(), 1, "k")
+    command = build_command(LocalServerConfig(), 1)
     assert command[:4] == ["/opt/vllm-env/bin/python", "-m", "vllm.entrypoints.cli.main", "serve"]
 
 
@@ -180,11 +184,11 @@ def test_trust_remote_code_is_automatic_for_deepseek_ocr_2(tmp_path: Path) -> No
         json.dumps({"architectures": ["DeepseekOCR2ForCausalLM"], "auto_map": {"AutoModel": "x"}})
     )
     assert needs_trust_remote_code(str(folder))
-    assert "--trust-remote-code" in build_command(LocalServerConfig(model=str(folder)), 1, "k")
+    assert "--trust-remote-code" in build_command(LocalServerConfig(model=str(folder)), 1)
     (folder / "config.json").write_text(json.dumps({"architectures": ["DeepseekOCRForCausalLM"]}))
     assert not needs_trust_remote_code(str(folder))
     config = LocalServerConfig(model="deepseek-ai/DeepSeek-OCR-2", trust_remote_code=False)
-    assert "--trust-remote-code" not in build_command(config, 1, "k")
+    assert "--trust-remote-code" not in build_command(config, 1)
 
 
 def test_free_port_is_bindable() -> None:
@@ -224,10 +228,10 @@ async def test_start_serve_with_the_key_and_stop(config: LocalServerConfig, tmp_
         assert await chat(server)
 
         argv = json.loads(args_file.read_text())
-        assert argv == build_command(config, port, server.api_key)[1:]
+        assert argv == build_command(config, port)[1:]
         log_text = server.log_path.read_text()
         assert "Application startup complete" in log_text
-        assert server.api_key not in log_text  # the key is masked in the logged command
+        assert server.api_key not in log_text
         assert "Application startup complete" in server.log_tail(5)
 
     assert server.status == "stopped"
@@ -236,6 +240,33 @@ async def test_start_serve_with_the_key_and_stop(config: LocalServerConfig, tmp_
     assert port_refuses(port)
     await server.stop()  # idempotent
     assert server.log_path.exists()  # the log is kept
+
+
+async def test_the_state_is_typed_with_its_message_beside_it(config: LocalServerConfig) -> None:
+    states: list[ServerStatus] = []
+    async with LocalServer(config, on_state=states.append) as server:
+        assert server.state is ServerState.READY
+        assert server.current == ServerStatus(ServerState.READY)
+        assert states[0] == ServerStatus(ServerState.STARTING, "starting vLLM")
+        assert ServerStatus(ServerState.STARTING, "loading weights") in states
+        assert states[-1].state is ServerState.READY
+    assert [s.state for s in states[-2:]] == [ServerState.STOPPING, ServerState.STOPPED]
+    assert server.state is ServerState.STOPPED and server.status == "stopped"
+
+    config.env["FAKE_VLLM_CRASH_AT_START"] = "RuntimeError: No CUDA GPUs are available"
+    with pytest.raises(EngineStartError) as caught:
+        await server.start()
+    assert server.current == ServerStatus(ServerState.FAILED, caught.value.reason)
+    assert states[-1] == server.current
+    assert server.status == f"failed: {caught.value.reason}"  # the text form, as before
+
+
+def test_a_status_reads_as_the_text_a_person_sees() -> None:
+    assert str(ServerStatus(ServerState.STARTING, "loading weights")) == "loading weights"
+    assert str(ServerStatus(ServerState.READY)) == "ready"
+    assert str(ServerStatus(ServerState.FAILED, "no GPU")) == "failed: no GPU"
+    assert str(ServerStatus(ServerState.RESTARTING, "it died")) == "crashed: it died; restarting"
+    assert str(ServerStatus(ServerState.STOPPED)) == "stopped"
 
 
 async def test_slow_start_reports_the_stages(config: LocalServerConfig) -> None:
@@ -319,10 +350,12 @@ async def test_missing_vllm_named_by_ocrdesk_vllm(
 # -- restart ------------------------------------------------------------------------------------
 
 
+@pytest.mark.allow_log(RESTART_WARNING)
 async def test_ensure_running_restarts_a_crashed_server(config: LocalServerConfig) -> None:
     config.env["FAKE_VLLM_CRASH_AFTER"] = "1"
     statuses: list[str] = []
-    async with LocalServer(config, on_status=statuses.append) as server:
+    states: list[ServerStatus] = []
+    async with LocalServer(config, on_status=statuses.append, on_state=states.append) as server:
         assert await server.ensure_running() is False
         first_url, first_key = server.url, server.api_key
         assert await chat(server)  # the fake dies right after this request
@@ -337,10 +370,12 @@ async def test_ensure_running_restarts_a_crashed_server(config: LocalServerConfi
         assert server.last_failure[0].startswith("vLLM exited with code 1")
         assert "EngineCore_DP0 died unexpectedly" in server.last_failure[0]  # the last error line
         assert f"crashed: {server.last_failure[0]}; restarting" in statuses
+        assert ServerStatus(ServerState.RESTARTING, server.last_failure[0]) in states
         assert await chat(server)  # the restarted fake finds its marker and keeps running
         assert await server.ensure_running() is False
 
 
+@pytest.mark.allow_log(RESTART_WARNING)
 async def test_ensure_running_gives_up_after_its_tries(config: LocalServerConfig) -> None:
     async with LocalServer(config) as server:
         assert server.pid is not None
@@ -425,6 +460,8 @@ async def test_stop_takes_the_engine_core_child_too(
     assert wait_gone(pids, timeout=2.0)
 
 
+# local_server._call_back logs the broken callback's exception, once per status change.
+@pytest.mark.allow_log(r"^local server status callback failed$")
 async def test_a_broken_status_callback_and_a_proxy_do_not_break_the_start(
     config: LocalServerConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ocrdesk.engine.vllm_log import classify_failure, known_failure, status_from_line
+from ocrdesk.engine.vllm_log import classify_failure, known_failure, mask_secret, status_from_line
 
 # A real start of `vllm serve deepseek-ai/DeepSeek-OCR` (vLLM 0.11.2 dev, shortened) and the
 # status each line should give.
@@ -297,3 +297,13 @@ def test_unknown_exit_quotes_the_last_error_line() -> None:
 def test_still_running_without_a_clue() -> None:
     reason, _ = classify_failure("INFO loading", None)
     assert "did not finish starting" in reason
+
+
+def test_mask_secret_hides_every_copy_of_the_key_and_nothing_else() -> None:
+    line = "non-default args: {'api_key': ['s3cr-t_K'], 'port': 8000} again s3cr-t_K"
+    assert (
+        mask_secret(line, "s3cr-t_K")
+        == "non-default args: {'api_key': ['***'], 'port': 8000} again ***"
+    )
+    assert mask_secret(line.encode(), "s3cr-t_K") == mask_secret(line, "s3cr-t_K").encode()
+    assert mask_secret(line, "") == line  # no key yet: nothing to mask, nothing garbled

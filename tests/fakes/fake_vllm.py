@@ -1,9 +1,11 @@
-"""A stand-in for the `vllm` executable: `vllm serve MODEL --host H --port P --api-key K ...`.
+"""A stand-in for the `vllm` executable: `vllm serve MODEL --host H --port P [--api-key K] ...`.
 
 It prints vLLM-like start-up lines (what engine.vllm_log turns into statuses), then serves the
 loopback OpenAI API of tests.fakes.openai_server.FakeOpenAIServer(model=MODEL, api_key=K) on H:P
-in this process. Every other flag is accepted and ignored (and recorded, see FAKE_VLLM_ARGS_FILE).
-`vllm --version` prints FAKE_VLLM_VERSION (default 0.24.0). SIGTERM: exit 0, like vLLM.
+in this process. The key comes as vLLM takes it: `--api-key K`, else $VLLM_API_KEY (vLLM's
+api_server: `args.api_key or envs.VLLM_API_KEY`); neither: no key needed. Every other flag is
+accepted and ignored (and recorded, see FAKE_VLLM_ARGS_FILE). `vllm --version` prints
+FAKE_VLLM_VERSION (default 0.24.0). SIGTERM: exit 0, like vLLM.
 
 Run it through the executable wrapper tests/fakes/vllm (it puts the repository on sys.path).
 
@@ -12,7 +14,8 @@ Knobs, all environment variables:
 FAKE_VLLM_START_DELAY=S      seconds of "start-up" before it listens, spread over the log stages
                              (loading weights, compiling, CUDA graphs); default 0
 FAKE_VLLM_NEVER_READY=1      print the start-up lines, then never listen (/health never answers)
-FAKE_VLLM_CRASH_AT_START=T   print the text T (a log snippet) and exit 1 before listening
+FAKE_VLLM_CRASH_AT_START=T   print the text T (a log snippet; "{api_key}" in it becomes the
+                             key) and exit 1 before listening
 FAKE_VLLM_CRASH_AFTER=N      os._exit(1) after N completed chat requests, but only the first
                              time: it leaves FAKE_VLLM_STATE_DIR/crashed, and a restarted fake
                              that finds the marker runs normally
@@ -24,6 +27,8 @@ FAKE_VLLM_SPAWN_CHILD=1      spawn a sleeping child process (like vLLM's engine 
                              (default FAKE_VLLM_STATE_DIR/child.pid)
 FAKE_VLLM_PID_FILE=F         write this process's pid to F
 FAKE_VLLM_VERSION=V          what `vllm --version` prints
+FAKE_VLLM_LOG_KEY=1          print the API key in the non-default args line, as a vLLM given
+                             `--api-key` does
 """
 
 from __future__ import annotations
@@ -66,7 +71,7 @@ def main(argv: list[str]) -> None:
     model = argv[1]
     host = _option(argv, "--host", "127.0.0.1")
     port = int(_option(argv, "--port", "8000"))
-    api_key = _option(argv, "--api-key", "") or None
+    api_key = _option(argv, "--api-key", "") or env.get("VLLM_API_KEY") or None
     state = Path(env.get("FAKE_VLLM_STATE_DIR", "."))
 
     if env.get("FAKE_VLLM_ARGS_FILE"):
@@ -76,9 +81,12 @@ def main(argv: list[str]) -> None:
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
 
     _log(f"vLLM API server version {env.get('FAKE_VLLM_VERSION', VERSION)} (fake)")
-    _log(f"non-default args: {{'model_tag': {model!r}, 'port': {port}}}", where="utils.py:253")
+    shown = f", 'api_key': [{api_key!r}]" if env.get("FAKE_VLLM_LOG_KEY") == "1" else ""
+    _log(
+        f"non-default args: {{'model_tag': {model!r}, 'port': {port}{shown}}}", where="utils.py:253"
+    )
     if env.get("FAKE_VLLM_CRASH_AT_START"):
-        print(env["FAKE_VLLM_CRASH_AT_START"], flush=True)
+        print(env["FAKE_VLLM_CRASH_AT_START"].replace("{api_key}", api_key or ""), flush=True)
         sys.exit(1)
 
     if env.get("FAKE_VLLM_SPAWN_CHILD") == "1":
