@@ -1,12 +1,14 @@
 """Model output to safe HTML: markdown rendered, model HTML sanitised, LaTeX kept for KaTeX.
 
 Each grounded block becomes `<div class="block" data-block="k" data-label="LABEL">…</div>` so the
-result view can scroll to and highlight block k. Formulas are cut out before markdown sees them
-(markdown would eat their backslashes) and come back as `<span class="math" data-display="0|1">`
-holding the escaped TeX, which the page's script renders with the vendored KaTeX.
+result view can scroll to and highlight block k. Formulas (as the engine's `split_math` finds them)
+are cut out before markdown sees them (markdown would eat their backslashes) and come back as
+`<span class="math" data-display="0|1">` holding the escaped TeX, which the page's script renders
+with the vendored KaTeX.
 
-Model HTML is cleaned with an allow-list (nh3): no script, no style, no event handlers, and no URL
-but `data:image/...` and in-page `#anchors`, so nothing in a result can reach the network.
+Model HTML is cleaned with the engine's allow-list (`clean_html`). Formulas come back only after
+that, and only into text: where markdown put one into an attribute (an image's alt text) it comes
+back as its source, escaped, so a formula can never close an attribute or open a tag.
 """
 
 from __future__ import annotations
@@ -16,85 +18,55 @@ import re
 from collections.abc import Sequence
 from functools import lru_cache
 
-import nh3
 from markdown_it import MarkdownIt
 
-from ocrdesk.engine import Block
+from ocrdesk.engine import Block, Formula, clean_html, split_math
 
-ALLOWED_TAGS = {
-    "a", "b", "blockquote", "br", "caption", "center", "code", "col", "colgroup", "dd", "del",
-    "div", "dl", "dt", "em", "h1", "h2", "h3", "h4", "h5", "h6", "hr", "i", "img", "li", "ol",
-    "p", "pre", "s", "small", "span", "strong", "sub", "sup", "table", "tbody", "td", "tfoot",
-    "th", "thead", "tr", "u", "ul",
-}  # fmt: skip
-ALLOWED_ATTRIBUTES = {
-    "td": {"rowspan", "colspan", "align"},
-    "th": {"rowspan", "colspan", "align"},
-    "col": {"span"},
-    "colgroup": {"span"},
-    "img": {"src", "alt", "width", "height"},
-    "a": {"href"},
-    "ol": {"start"},
-}
-
-# \[ … \], $$ … $$, \( … \), $ … $ (a lone `$` before a digit-free space is not math).
-_MATH = re.compile(
-    r"\\\[(?P<d1>.+?)\\\]|\$\$(?P<d2>.+?)\$\$|\\\((?P<i1>.+?)\\\)|(?<![\\$])\$(?P<i2>[^\s$](?:[^$\n]*?[^\s$])?)\$(?!\d)",
-    re.DOTALL,
-)
-_PLACEHOLDER = re.compile(r"OCRDESKMATH(\d+)X")
+# Private-use characters: the model's text cannot forge a placeholder (they are taken out first).
+_MARK_OPEN, _MARK_CLOSE = "\ue000", "\ue001"
+_PLACEHOLDER = re.compile(f"{_MARK_OPEN}(\\d+){_MARK_CLOSE}")
+# A tag of clean_html's output: its attribute values are always double-quoted.
+_TAG = re.compile(r'<(?:[^>"]|"[^"]*")*>')
 _md = MarkdownIt("commonmark", {"html": True, "breaks": False}).enable("table")
-
-
-def _url_ok(value: str) -> bool:
-    v = value.strip().lower()
-    return v.startswith("data:image/") or v.startswith("#")
-
-
-def _attribute_filter(tag: str, attr: str, value: str) -> str | None:
-    if attr in ("src", "href") and not _url_ok(value):
-        return None
-    return value
-
-
-def sanitize(fragment: str) -> str:
-    """Keep only allowed tags and attributes; drop scripts, handlers and remote URLs."""
-    return nh3.clean(
-        fragment,
-        tags=ALLOWED_TAGS,
-        clean_content_tags={"script", "style"},
-        attributes=ALLOWED_ATTRIBUTES,
-        attribute_filter=_attribute_filter,
-        url_schemes={"data"},
-        link_rel=None,
-        strip_comments=True,
-    )
 
 
 @lru_cache(maxsize=4096)
 def render_markdown(text: str) -> str:
     """Markdown (with HTML and LaTeX) to sanitised HTML with math left for KaTeX (cached: a
     streaming page re-renders only its growing last block)."""
-    formulas: list[tuple[str, bool]] = []
+    formulas: list[Formula] = []
+    protected = []
+    for part in split_math(text.replace(_MARK_OPEN, "").replace(_MARK_CLOSE, "")):
+        if isinstance(part, Formula):
+            protected.append(f"{_MARK_OPEN}{len(formulas)}{_MARK_CLOSE}")
+            formulas.append(part)
+        else:
+            protected.append(part)
+    rendered = clean_html(_md.render("".join(protected)))
 
-    def cut(match: re.Match[str]) -> str:
-        display = match.group("d1") is not None or match.group("d2") is not None
-        tex = next(g for g in match.group("d1", "d2", "i1", "i2") if g is not None)
-        formulas.append((tex.strip(), display))
-        return f"OCRDESKMATH{len(formulas) - 1}X"
+    def formula(index: int) -> Formula | None:
+        return formulas[index] if index < len(formulas) else None
 
-    protected = _MATH.sub(cut, text)
-    rendered = sanitize(_md.render(protected))
+    def in_text(match: re.Match[str]) -> str:
+        found = formula(int(match.group(1)))
+        if found is None:
+            return ""
+        tag = "div" if found.display else "span"
+        tex = html.escape(found.tex)
+        return f'<{tag} class="math" data-display="{int(found.display)}">{tex}</{tag}>'
 
-    def paste(match: re.Match[str]) -> str:
-        index = int(match.group(1))
-        if index >= len(formulas):
-            return match.group(0)
-        tex, display = formulas[index]
-        tag = "div" if display else "span"
-        return f'<{tag} class="math" data-display="{int(display)}">{html.escape(tex)}</{tag}>'
+    def in_tag(match: re.Match[str]) -> str:
+        found = formula(int(match.group(1)))
+        return "" if found is None else html.escape(found.source, quote=True)
 
-    return _PLACEHOLDER.sub(paste, rendered)
+    out: list[str] = []
+    last = 0
+    for tag in _TAG.finditer(rendered):
+        out.append(_PLACEHOLDER.sub(in_text, rendered[last : tag.start()]))
+        out.append(_PLACEHOLDER.sub(in_tag, tag.group(0)))
+        last = tag.end()
+    out.append(_PLACEHOLDER.sub(in_text, rendered[last:]))
+    return "".join(out)
 
 
 def render_blocks(blocks: Sequence[Block], figures: dict[int, str] | None = None) -> str:

@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
 )
 
 from ocrdesk.engine import Block, label_color
+from ocrdesk.gui.plain_text import tooltip
 
 
 def qcolor(label: str, alpha: int = 255) -> QColor:
@@ -38,7 +39,7 @@ class BoxItem(QGraphicsRectItem):
         self.view = view
         self.index = index
         self.label = block.label
-        self.setToolTip(block.label)
+        self.setToolTip(tooltip(block.label))
         self.setAcceptHoverEvents(True)
         self.setCursor(Qt.CursorShape.PointingHandCursor)
         self.setZValue(1)

@@ -18,6 +18,7 @@ from PySide6.QtWidgets import QListView, QStyle, QStyledItemDelegate, QStyleOpti
 
 from ocrdesk.engine import PageStatus
 from ocrdesk.gui.controller import Controller, DocItem
+from ocrdesk.gui.plain_text import tooltip
 from ocrdesk.gui.thumbnails import STATUS_COLORS  # one palette for the strip and the thumbnails
 
 DocRole = Qt.ItemDataRole.UserRole + 1
@@ -86,7 +87,7 @@ class QueueModel(QAbstractListModel):
             return item.name
         if role == Qt.ItemDataRole.ToolTipRole:
             source = item.source if isinstance(item.source, str) else "pasted image"
-            return f"{source}\n{progress_text(item)}"
+            return tooltip(f"{source}\n{progress_text(item)}")
         if role == DocRole:
             return item
         return None

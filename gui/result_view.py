@@ -2,7 +2,8 @@
 
 A QWebEngineView in an off-the-record profile that cannot reach the network: remote URLs are off
 for local content, and a request interceptor blocks every URL that is not file:, qrc:, data:,
-blob: or about:. The page is one shell (resources/result.html with the vendored KaTeX) loaded
+blob: or about:. The page is one shell (resources/result.html, its result.css and result.js, and
+the vendored KaTeX; its Content-Security-Policy allows no inline script, style or handler) loaded
 once; content is swapped in with JavaScript, at most `MAX_FPS` times a second while a page
 streams. Block k is `[data-block="k"]`; a click on it comes back through a console message.
 """
@@ -16,7 +17,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from PySide6.QtCore import QCoreApplication, QObject, QTimer, QUrl, Signal
+from PySide6.QtCore import QCoreApplication, QObject, Qt, QTimer, QUrl, Signal
 from PySide6.QtWebEngineCore import (
     QWebEnginePage,
     QWebEngineProfile,
@@ -125,6 +126,7 @@ class ResultView(QWidget):
         self.raw_switch.setToolTip("Show the model's raw output with its tags (Ctrl+U)")
         self.raw_switch.toggled.connect(lambda _: self._redraw_now())
         self.title = QLabel("", self)
+        self.title.setTextFormat(Qt.TextFormat.PlainText)  # a file name, not markup
         top = QHBoxLayout()
         top.addWidget(self.title, 1)
         top.addWidget(self.raw_switch)

@@ -226,6 +226,11 @@ def web_server() -> Iterator[tuple[str, list[str]]]:
     server.server_close()
 
 
+#: The result view logs each request its policy refused (the point of the test below).
+REFUSED = r"^result view: (Refused to|Fetch API cannot load).*Content Security Policy"
+
+
+@pytest.mark.allow_log(REFUSED)
 def test_the_view_cannot_reach_the_network(
     launch: Any, qtbot: Any, tmp_path: Path, web_server: tuple[str, list[str]]
 ) -> None:
@@ -371,3 +376,47 @@ def test_figure_of_a_page_finished_while_another_was_shown(
     until_dom(window, qtbot, "document.querySelectorAll('[data-block]').length", 3)
     until_dom(window, qtbot, f"!!{image} && {image}.naturalWidth > 0", True, timeout=5)
     assert window.result_view.page.js_errors == []
+
+
+#: Free OCR's answer (no tags): one formula opened with `\(` and closed with `\]`, good ones after.
+UNBALANCED = (
+    "Intro words \\(a + b\\] middle words \\(c^2\\) and \\[\\frac{1}{2}\\] end words. "
+    "A \\( never closed, then $d$."
+)
+
+
+def test_an_unbalanced_formula_spoils_only_itself(launch: Any, qtbot: Any, tmp_path: Path) -> None:
+    controller, window = launch(UNBALANCED)
+    convert(qtbot, controller, window, make_pdf(tmp_path / "unbalanced.pdf", 1))
+    until_dom(window, qtbot, "document.querySelectorAll('.katex').length", 4)
+    assert dom(window, qtbot, "document.querySelectorAll('.katex-error').length") == 0
+    # the words between the formulas are text, not TeX
+    outside = dom(
+        window,
+        qtbot,
+        "(function () { var c = document.getElementById('c').cloneNode(true);"
+        " c.querySelectorAll('.katex').forEach(function (k) { k.remove(); });"
+        " return c.innerText; })()",
+    )
+    for words in ("Intro words", "middle words", "end words.", "never closed, then"):
+        assert words in outside, outside
+    assert window.result_view.page.js_errors == []
+
+
+@pytest.mark.allow_log(REFUSED)
+def test_the_page_runs_no_inline_handler(launch: Any, qtbot: Any, tmp_path: Path) -> None:
+    controller, window = launch(RAW)
+    convert(qtbot, controller, window, make_pdf(tmp_path / "csp.pdf", 1))
+    until_dom(window, qtbot, "document.querySelectorAll('[data-block]').length", 2)
+    # the page's own style and script came from files (result.css, result.js)
+    assert dom(window, qtbot, "getComputedStyle(document.body).fontSize") == "14px"
+    assert dom(window, qtbot, "typeof ocrSet") == "function"
+    # markup that got past the sanitiser, as if: its handler must not run
+    ran = dom(
+        window,
+        qtbot,
+        "document.getElementById('c').insertAdjacentHTML('beforeend',"
+        ' \'<div id="t" onclick="window.__ran = 1">t</div>\');'
+        " document.getElementById('t').click(); window.__ran === undefined",
+    )
+    assert ran is True

@@ -30,6 +30,8 @@ RESOURCE_NAMES = [
     "ocrdesk.desktop",
     "io.github.ocrdesk.OCRDesk.metainfo.xml",
     "result.html",
+    "result.css",
+    "result.js",
     "katex/katex.min.js",
     "katex/katex.min.css",
     "katex/contrib/auto-render.min.js",
