@@ -26,7 +26,7 @@ from .client import ModelClient, ServerPool, restarting
 from .doctor import doctor_exit_code, format_checks, run_checks
 from .documents import find_documents
 from .errors import EngineStartError, OCRDeskError
-from .export import DocumentExport, export_folder
+from .export import printable
 from .local_server import LocalServer, LocalServerConfig
 from .pipeline import (
     ConvertOptions,
@@ -39,9 +39,14 @@ from .pipeline import (
     Pipeline,
 )
 from .results import PageStatus
+from .sink import ExportSink, describe_write_error
 from .tasks import ModelFamily, Sampling, Task
 
 DEFAULT_MODEL = LocalServerConfig.model
+
+#: Write errors printed per document; the rest are counted in its last line (a read-only folder
+#: fails every page the same way).
+MAX_WRITE_ERRORS_SHOWN = 3
 
 
 class UsageError(Exception):
@@ -319,7 +324,7 @@ class _Progress:
         self.bars[id(job)] = tqdm(
             total=total,
             initial=already,
-            desc=name[:40],
+            desc=printable(name)[:40],
             unit="page",
             file=sys.stderr,
             dynamic_ncols=True,
@@ -339,7 +344,7 @@ class _Progress:
             self.write(line)
 
     def write(self, line: str) -> None:
-        tqdm.write(line, file=sys.stderr)
+        tqdm.write(printable(line), file=sys.stderr)
 
 
 async def convert(args: argparse.Namespace) -> int:
@@ -350,7 +355,7 @@ async def convert(args: argparse.Namespace) -> int:
     paths, missing = find_documents(args.inputs)
     failed = False
     for error in missing:
-        print(f"ocrdesk: {error}", file=sys.stderr)
+        print(f"ocrdesk: {printable(str(error))}", file=sys.stderr)
         failed = True
     if not paths:
         print("ocrdesk: no documents to convert", file=sys.stderr)
@@ -386,36 +391,42 @@ async def convert(args: argparse.Namespace) -> int:
             print(f"ocrdesk: {exc}", file=sys.stderr)
             return 1
 
-        args.output.mkdir(parents=True, exist_ok=True)
+        try:
+            args.output.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            print(f"ocrdesk: {describe_write_error(exc, args.output)}", file=sys.stderr)
+            return 1
         taken: set[str] = set()
-        exports: dict[int, DocumentExport] = {}
+        sink = ExportSink(model=model, task=options.task.value)
         jobs: list[DocumentJob] = []
         for path in paths:
             job = DocumentJob(path, pages=args.pages, password=args.password)
-            export = DocumentExport(
-                export_folder(args.output, path.stem, taken),
-                source=str(path),
-                model=model,
-                task=options.task.value,
-            )
-            if args.resume:
-                job.skip = export.load_finished()
-            exports[id(job)] = export
+            for note in await asyncio.to_thread(
+                sink.open, job, args.output, taken, resume=args.resume
+            ):
+                print(f"ocrdesk: {printable(note)}", file=sys.stderr)
             jobs.append(job)
 
         progress = _Progress(args.quiet)
         truncated: list[str] = []
         stats = _Stats()
+        unwritten: dict[int, int] = {}  # id(job) -> pages whose journal entry was not written
         async for event in Pipeline(pool, options).run(jobs):
             stats.see(event)
-            export = exports[id(event.job)]
+            failure = await asyncio.to_thread(sink.handle, event)
+            if failure is not None:
+                failed = True
+                if failure.page is not None:
+                    unwritten[id(event.job)] = unwritten.get(id(event.job), 0) + 1
+                    if unwritten[id(event.job)] > MAX_WRITE_ERRORS_SHOWN:
+                        failure = None  # counted in the document's line
+                if failure is not None:
+                    progress.write(f"ocrdesk: {failure}")
             if isinstance(event, DocumentOpened):
                 progress.opened(
                     event.job, path_name(event.job), len(event.pages), len(event.job.skip)
                 )
             elif isinstance(event, (PageFinished, PageFailed)):
-                image = event.image if isinstance(event, PageFinished) else None
-                await asyncio.to_thread(export.add_page, event.result, image)
                 progress.page(event.job)
                 if event.result.status is PageStatus.FAILED:
                     failed = True
@@ -429,12 +440,13 @@ async def convert(args: argparse.Namespace) -> int:
                 failed = True
                 progress.write(f"ocrdesk: {event.error}")
             elif isinstance(event, DocumentFinished):
-                await asyncio.to_thread(export.finish)
-                done = sum(r.status is not PageStatus.FAILED for r in event.results)
-                progress.finished(
-                    event.job,
-                    f"{event.job.label}: {done}/{len(event.results)} pages -> {export.folder}",
-                )
+                lost = unwritten.get(id(event.job), 0)
+                done = sum(r.status is not PageStatus.FAILED for r in event.results) - lost
+                line = f"{event.job.label}: {done}/{len(event.results)} pages"
+                line += f" -> {sink.exports[id(event.job)].folder}"
+                if lost:
+                    line += f" ({lost} could not be written)"
+                progress.finished(event.job, line)
         for item in truncated:
             print(
                 f"ocrdesk: warning: {item} hit max_tokens (kept, flagged truncated)",

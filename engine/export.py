@@ -1,42 +1,67 @@
-"""Writing results to disk as they arrive, and reading them back to resume.
+"""Writing results to disk as they arrive, and reading them back (to resume, or to show).
 
 Layout of one document's export, `OUT/<stem>/`:
 
-    <stem>.md          clean markdown, each page after a `<!-- page N -->` line
-    <stem>.raw.mmd     raw model output, pages split by `<--- Page Split --->` (as the official
-                       pipeline writes it)
-    <stem>.json        {"source", "model", "task", "pages": [...]} (see PageResult.to_json)
+    <stem>.md          clean markdown, each page after a `<!-- page N -->` line (`page_marker`)
+    <stem>.raw.mmd     raw model output, pages split by `<--- Page Split --->` (`PAGE_SPLIT`, as the
+                       official pipeline writes it)
+    <stem>.json        {"source", "source_id", "model", "task", "pages": [...]} (PageResult.to_json)
     <stem>.layout.pdf  every page image with its boxes and labels drawn
     images/            figure crops, `p0001_0.png` ... (linked from the markdown)
     pages/             the journal: one `NNNN.json` per finished page (plus its layout image),
-                       written atomically the moment the page finishes
+                       written atomically the moment the page finishes; each entry names the
+                       model, the task and the source document (`SourceId`) it was made from
 
-The journal is what makes the export crash-proof and resumable; the combined files are rebuilt
-from it at most once per `flush_interval` and always at the end, because rewriting a 2,000-page
-JSON after every page would cost quadratic I/O. The layout PDF, the costliest file, is rebuilt
-only at the end (and by `flush(layout=True)`).
+The journal is the durable record: a page is kept once its entry is on disk, and resume reuses
+only entries of the same document, model and task. The combined files are built once, at
+`finish`, by streaming the journal page by page, so neither the time of a page's write nor the
+memory of the run grows with the document's length.
+
+Model text that looks like one of the export's own markers is escaped (`escape_markers`), so a
+page cannot forge a page boundary; `split_markdown` and `split_raw` read the files back.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import re
 import tempfile
-import time
+from collections.abc import Iterable, Iterator, MutableMapping
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pymupdf
 from PIL import Image, ImageDraw
 
 from .pipeline import image_prefix
-from .results import PageResult, PageStatus
+from .results import Block, Box, PageResult, PageStatus
 
 PAGE_SPLIT = "\n<--- Page Split --->\n"
 
 #: Pages of the layout PDF built in memory at a time (see `DocumentExport._write_layout_pdf`).
 LAYOUT_CHUNK_PAGES = 100
+
+#: Boxes drawn per page in the layout image. A real page has tens of blocks, a dense table page a
+#: few hundred; a runaway answer had 280,000, and drawing each (outline, translucent fill, label)
+#: took an estimated 44 minutes. Past this many the rest are not drawn (the JSON keeps them all).
+MAX_DRAWN_BOXES = 2_000
+
+#: Figure crops cut per page, for the same reason: every `image` block is one PNG file to encode
+#: (a real page has a handful; past this many the markdown's further links have no file).
+MAX_FIGURE_CROPS = 100
+
+#: Files up to this size are hashed whole; larger ones by `_SAMPLES` samples (see `source_id`).
+FULL_HASH_BYTES = 256 * 1024 * 1024
+_SAMPLES = 64
+_SAMPLE_BYTES = 64 * 1024
+
+#: The longest folder name made from a file name, in UTF-8 bytes: NAME_MAX is 255 and the files
+#: inside add `.layout.pdf` and atomic_write's temporary `.<name>.XXXXXXXX.tmp`.
+MAX_STEM_BYTES = 180
 
 # One colour per label, the same in the layout PDF and (through engine's exports) in the GUI.
 LABEL_COLORS: dict[str, tuple[int, int, int]] = {
@@ -58,11 +83,117 @@ def label_color(label: str) -> tuple[int, int, int]:
     return LABEL_COLORS.get(label, DEFAULT_COLOR)
 
 
+# -- text that can be written -------------------------------------------------------------------
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def valid_text(text: str) -> str:
+    """`text` with every lone surrogate (which UTF-8 cannot encode) replaced by U+FFFD.
+
+    A JSON string may escape half a surrogate pair (`"\\ud800"`); Python decodes it into a str
+    that no file can hold. A str never holds a valid pair (the decoder joins those)."""
+    return _SURROGATE.sub("\ufffd", text)
+
+
+def printable(text: str) -> str:
+    """Text to show or write, e.g. a path: a file name's undecodable bytes (kept by Python as
+    surrogate escapes) and any other lone surrogate become U+FFFD."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:
+        return valid_text(text)
+
+
+# -- markers ------------------------------------------------------------------------------------
+
+_PAGE_MARKER = re.compile(r"^<!-- page (\d+) -->$", re.MULTILINE)
+# The marker shapes as model text could spell them, with any backslashes already escaping them.
+_MARKER_LIKE = re.compile(r"<(\\*)(!--\s*page\b|---\s*Page Split\s*--->)", re.IGNORECASE)
+_ESCAPED_MARKER = re.compile(r"<\\(\\*)(!--\s*page\b|---\s*Page Split\s*--->)", re.IGNORECASE)
+
+
+def page_marker(number: int) -> str:
+    """The line that opens page `number` in the .md."""
+    return f"<!-- page {number} -->"
+
+
+def escape_markers(text: str) -> str:
+    """Model text with anything shaped like a page marker or page split made inert.
+
+    One backslash goes after the `<` (markdown shows `<\\!--` as `<!--`); text that already had
+    backslashes there gets one more, so `unescape_markers` gives back exactly the model's text."""
+    return _MARKER_LIKE.sub(r"<\\\1\2", text)
+
+
+def unescape_markers(text: str) -> str:
+    return _ESCAPED_MARKER.sub(r"<\1\2", text)
+
+
+def split_raw(text: str) -> list[str]:
+    """The pages' raw outputs of a .raw.mmd, as the model wrote them."""
+    parts = text.split(PAGE_SPLIT)
+    if parts and parts[-1] == "":
+        parts.pop()
+    return [unescape_markers(p) for p in parts]
+
+
+def split_markdown(text: str) -> list[tuple[int, str]]:
+    """(page number, section) of each page of a .md, the section as `page_markdown` wrote it
+    after the marker line (markers inside it unescaped)."""
+    marks = list(_PAGE_MARKER.finditer(text))
+    pages = []
+    for i, mark in enumerate(marks):
+        end = marks[i + 1].start() if i + 1 < len(marks) else len(text)
+        body = text[mark.end() : end].strip("\n")
+        pages.append((int(mark.group(1)), unescape_markers(body)))
+    return pages
+
+
+def page_markdown(result: PageResult) -> str:
+    """A page's section of the document markdown, with the page marker and any problem flagged.
+
+    The model's HTML is cleaned with `sanitize_html` (the raw files keep it as it came)."""
+    from .sanitize import sanitize_html
+
+    marker = page_marker(result.number)
+    if result.status is PageStatus.FAILED:
+        return f"{marker}\n\n<!-- failed: {_comment(result.error or '')} -->"
+    if result.status is PageStatus.TRUNCATED:
+        marker += "\n<!-- truncated: the model hit max_tokens; the page may be incomplete -->"
+    body = escape_markers(sanitize_html(valid_text(result.markdown)))
+    return f"{marker}\n\n{body}".rstrip()
+
+
+def _comment(text: str) -> str:
+    return valid_text(text).replace("--", "- -").replace("\n", " ")
+
+
+# -- files --------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def atomic_writer(path: Path) -> Iterator[IO[str]]:
+    """A UTF-8 text file that a reader (or a crash) sees whole or not at all: its content
+    replaces `path` only when the `with` block ends without an error. Lone surrogates written
+    to it become U+FFFD."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:40]}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", errors="replace", newline="") as handle:
+            yield handle
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
 def atomic_write(path: Path, data: bytes | str) -> None:
     """Write a file so that a reader (or a crash) sees the old content or the new, never half."""
-    raw = data.encode("utf-8") if isinstance(data, str) else data
+    raw = valid_text(data).encode("utf-8") if isinstance(data, str) else data
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:40]}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(raw)
@@ -73,57 +204,256 @@ def atomic_write(path: Path, data: bytes | str) -> None:
         raise
 
 
+# -- names --------------------------------------------------------------------------------------
+
+_UNSAFE_CHARS = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|\ud800-\udfff]')
+
+
+def safe_name(stem: str) -> str:
+    """A folder name made from a file's stem that names one folder inside its parent, whatever
+    the stem holds: no `/`, no control characters, no leading or trailing dots or spaces (`..`,
+    `.`), valid UTF-8 (a file name's undecodable bytes become U+FFFD), at most MAX_STEM_BYTES."""
+    text = _UNSAFE_CHARS.sub("_", printable(stem)).strip(" .")
+    text = text.encode("utf-8")[:MAX_STEM_BYTES].decode("utf-8", "ignore").rstrip(" .")
+    return text or "document"
+
+
+@dataclass(frozen=True)
+class SourceId:
+    """Which document an export was made from: its path, size, a content hash and page count."""
+
+    path: str
+    size: int
+    sha256: str
+    page_count: int | None = None
+
+    def same_document(self, other: SourceId) -> bool:
+        """The same bytes (wherever the file is now)."""
+        return self.size == other.size and self.sha256 == other.sha256
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": printable(self.path),
+            "size": self.size,
+            "sha256": self.sha256,
+            "page_count": self.page_count,
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> SourceId | None:
+        if not isinstance(data, dict):
+            return None
+        try:
+            count = data.get("page_count")
+            return cls(
+                str(data["path"]),
+                int(data["size"]),
+                str(data["sha256"]),
+                int(count) if count is not None else None,
+            )
+        except (KeyError, TypeError, ValueError):
+            return None
+
+
+def source_id(source: str | os.PathLike[str] | bytes, name: str | None = None) -> SourceId:
+    """The `SourceId` of a file (or of pasted bytes, named `name`); raises OSError.
+
+    Files up to FULL_HASH_BYTES are hashed whole, in 1 MiB chunks. A larger one (a 2 GB scan) is
+    hashed from its size, its first and last MiB and _SAMPLES slices at fixed offsets: reading
+    all of it would cost seconds before every run's first page, and a replaced file of the same
+    size almost surely differs in a sample; an in-place edit that keeps the size and misses every
+    sample is the price."""
+    digest = hashlib.sha256()
+    if isinstance(source, bytes):
+        digest.update(source)
+        return SourceId(name or "pasted image", len(source), digest.hexdigest())
+    path = os.fspath(source)
+    size = os.stat(path).st_size
+    with open(path, "rb") as handle:
+        if size <= FULL_HASH_BYTES:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+        else:
+            digest.update(f"sampled {size}".encode())
+            offsets = [0, size - (1 << 20)]
+            offsets += [size * k // (_SAMPLES + 1) for k in range(1, _SAMPLES + 1)]
+            for offset in offsets:
+                handle.seek(offset)
+                digest.update(handle.read(_SAMPLE_BYTES if offset else 1 << 20))
+    return SourceId(os.fsdecode(path), size, digest.hexdigest())
+
+
+def _journal_entries(pages_dir: Path) -> list[Path]:
+    if not pages_dir.is_dir():
+        return []
+    return sorted(pages_dir.glob("[0-9]*.json"))
+
+
+class _Unknown:
+    """The owner of a journal written before entries named their source."""
+
+
+_UNKNOWN = _Unknown()
+
+
+def folder_source(folder: Path) -> SourceId | _Unknown | None:
+    """The document an export folder's journal was made from; None when it has no journal."""
+    for path in _journal_entries(folder / "pages"):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        found = SourceId.from_json(data.get("source")) if isinstance(data, dict) else None
+        return found if found is not None else _UNKNOWN
+    return None
+
+
+def export_folder(
+    out_root: Path, stem: str, taken: set[str], source: SourceId | None = None
+) -> Path:
+    """OUT/<safe stem>/, with `-2`, `-3`... when two inputs of one run share a stem or, given
+    `source`, when the folder's journal was made from another document (another path and other
+    bytes): two documents never share a folder, in one run or across runs."""
+    name = safe_name(stem)
+    candidate, n = name, 1
+    while True:
+        if candidate not in taken:
+            if source is None:
+                break
+            owner = folder_source(out_root / candidate)
+            if owner is None or (
+                isinstance(owner, SourceId)
+                and (owner.path == source.path or owner.same_document(source))
+            ):
+                break
+        n += 1
+        candidate = f"{name}-{n}"
+    taken.add(candidate)
+    return out_root / candidate
+
+
+# -- drawing ------------------------------------------------------------------------------------
+
+
 def draw_layout(image: Image.Image, result: PageResult) -> Image.Image:
-    """The page image with each block's boxes outlined and labelled in its label's colour."""
+    """The page image with each block's boxes outlined, tinted and labelled in its label's
+    colour (the first MAX_DRAWN_BOXES boxes).
+
+    The tints are drawn into one mask per colour and blended once each: blending every box
+    on its own cost a full-page box's area each time (9 s for 2,000 full-page boxes)."""
     canvas = image.convert("RGB")
-    draw = ImageDraw.Draw(canvas, "RGBA")
+    draw = ImageDraw.Draw(canvas)
     line = max(2, round(min(canvas.size) / 500))
+    boxes: list[tuple[str, tuple[int, int, int], Box]] = []
+    tints: dict[tuple[int, int, int], Image.Image] = {}
     for block in result.blocks:
         color = label_color(block.label)
-        for x1, y1, x2, y2 in block.boxes:
-            draw.rectangle((x1, y1, x2, y2), outline=(*color, 255), width=line)
-            draw.rectangle((x1, y1, x2, y2), fill=(*color, 28))
-            text_box = draw.textbbox((x1, y1), block.label)
-            top = max(0, y1 - (text_box[3] - text_box[1]) - 4)
-            draw.rectangle((x1, top, x1 + text_box[2] - text_box[0] + 6, y1), fill=(*color, 220))
-            draw.text((x1 + 3, top + 1), block.label, fill=(255, 255, 255, 255))
+        for box in block.boxes:
+            if len(boxes) >= MAX_DRAWN_BOXES:
+                break
+            boxes.append((block.label, color, box))
+            if color not in tints:
+                tints[color] = Image.new("L", canvas.size, 0)
+            ImageDraw.Draw(tints[color]).rectangle(box, fill=28)
+    for color, mask in tints.items():
+        canvas.paste(color, (0, 0, *canvas.size), mask)
+    for label, color, (x1, y1, x2, y2) in boxes:
+        draw.rectangle((x1, y1, x2, y2), outline=color, width=line)
+        text_box = draw.textbbox((x1, y1), label)
+        top = max(0, y1 - (text_box[3] - text_box[1]) - 4)
+        draw.rectangle((x1, top, x1 + text_box[2] - text_box[0] + 6, y1), fill=color)
+        draw.text((x1 + 3, top + 1), label, fill=(255, 255, 255))
     return canvas
+
+
+def figure_boxes(blocks: Iterable[Block]) -> list[tuple[int, tuple[int, int, int, int]]]:
+    """(block index, crop box in image pixels) of each figure (`image` block with a box), in
+    order: the k-th is the markdown's `images/{prefix}{k}.png`. At most MAX_FIGURE_CROPS."""
+    found: list[tuple[int, tuple[int, int, int, int]]] = []
+    for index, block in enumerate(blocks):
+        if block.label != "image" or not block.boxes:
+            continue
+        x1, y1, x2, y2 = block.boxes[0]
+        found.append(
+            (index, (int(x1), int(y1), max(int(x1) + 1, round(x2)), max(int(y1) + 1, round(y2))))
+        )
+        if len(found) >= MAX_FIGURE_CROPS:
+            break
+    return found
 
 
 def crop_figures(image: Image.Image, result: PageResult, images_dir: Path) -> list[Path]:
     """Cut each `image` block out of the page into images/, named as the markdown links them."""
     written = []
-    k = 0
-    for block in result.blocks:
-        if block.label != "image" or not block.boxes:
-            continue
-        x1, y1, x2, y2 = block.boxes[0]
-        box = (int(x1), int(y1), max(int(x1) + 1, round(x2)), max(int(y1) + 1, round(y2)))
+    for k, (_, box) in enumerate(figure_boxes(result.blocks)):
         path = images_dir / f"{image_prefix(result.number)}{k}.png"
-        k += 1
-        crop = image.crop(box)
         path.parent.mkdir(parents=True, exist_ok=True)
-        crop.save(path, format="PNG")
+        image.crop(box).save(path, format="PNG")
         written.append(path)
     return written
 
 
-def page_markdown(result: PageResult) -> str:
-    """A page's section of the document markdown, with the page marker and any problem flagged."""
-    if result.status is PageStatus.FAILED:
-        return f"<!-- page {result.number} -->\n\n<!-- failed: {_comment(result.error or '')} -->"
-    marker = f"<!-- page {result.number} -->"
-    if result.status is PageStatus.TRUNCATED:
-        marker += "\n<!-- truncated: the model hit max_tokens; the page may be incomplete -->"
-    return f"{marker}\n\n{result.markdown}".rstrip()
+# -- one document's export ----------------------------------------------------------------------
 
 
-def _comment(text: str) -> str:
-    return text.replace("--", "- -").replace("\n", " ")
+class PageIndex(MutableMapping[int, PageResult]):
+    """The pages of an export: those given by the caller (resumed ones) are held in memory,
+    those written by `add_page` only as their page number, and read back from the journal
+    when asked for."""
+
+    def __init__(self, journal: Path) -> None:
+        self._journal = journal
+        self._held: dict[int, PageResult] = {}
+        self._on_disk: dict[int, tuple[int, int]] = {}  # number -> (width, height)
+
+    def record(self, result: PageResult) -> None:
+        self._held.pop(result.number, None)
+        self._on_disk[result.number] = (result.width, result.height)
+
+    def size_of(self, number: int) -> tuple[int, int]:
+        if number in self._held:
+            return self._held[number].width, self._held[number].height
+        return self._on_disk[number]
+
+    def __getitem__(self, number: int) -> PageResult:
+        if number in self._held:
+            return self._held[number]
+        if number not in self._on_disk:
+            raise KeyError(number)
+        data = json.loads((self._journal / f"{number:04d}.json").read_text(encoding="utf-8"))
+        return PageResult.from_json(data["page"])
+
+    def __setitem__(self, number: int, result: PageResult) -> None:
+        self._on_disk.pop(number, None)
+        self._held[number] = result
+
+    def __delitem__(self, number: int) -> None:
+        if self._held.pop(number, None) is None:
+            del self._on_disk[number]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(sorted({*self._held, *self._on_disk}))
+
+    def __len__(self) -> int:
+        return len({*self._held, *self._on_disk})
+
+
+@dataclass
+class ResumeReport:
+    """What `DocumentExport.load_finished` reused, and what it skipped and why."""
+
+    reused: dict[int, PageResult]
+    skipped: dict[str, int]  # reason -> pages
+
+    def lines(self, folder: Path) -> list[str]:
+        return [f"{folder}: {n} page(s) not reused: {why}" for why, n in self.skipped.items()]
 
 
 class DocumentExport:
-    """One document's export folder, written page by page."""
+    """One document's export folder, written page by page.
+
+    `add_page` writes a page's crops, layout image and journal entry (it raises OSError when it
+    cannot: the page is then not recorded); `finish` builds the combined files from the journal."""
 
     def __init__(
         self,
@@ -132,18 +462,18 @@ class DocumentExport:
         source: str,
         model: str,
         task: str,
-        flush_interval: float = 1.0,
+        source_id: SourceId | None = None,
     ) -> None:
         self.folder = folder
         self.stem = folder.name
         self.source = source
+        self.source_id = source_id
         self.model = model
         self.task = task
-        self.flush_interval = flush_interval
         self.pages_dir = folder / "pages"
         self.images_dir = folder / "images"
-        self.results: dict[int, PageResult] = {}
-        self._last_flush = 0.0
+        self.results = PageIndex(self.pages_dir)
+        self._claimed = False
 
     @property
     def markdown_path(self) -> Path:
@@ -167,29 +497,71 @@ class DocumentExport:
     def _page_layout(self, number: int) -> Path:
         return self.pages_dir / f"{number:04d}.layout.jpg"
 
-    def load_finished(self) -> dict[int, PageResult]:
-        """Pages finished (done or truncated) by an earlier run with the same model and task.
+    def set_page_count(self, count: int) -> None:
+        if self.source_id is not None:
+            self.source_id = replace(self.source_id, page_count=count)
 
-        Those are not requested again on resume; failed pages are."""
-        found: dict[int, PageResult] = {}
-        if not self.pages_dir.is_dir():
-            return found
-        for path in sorted(self.pages_dir.glob("[0-9]*.json")):
+    def load_finished(self) -> dict[int, PageResult]:
+        """Pages finished (done or truncated) by an earlier run on the same document with the same
+        model and task; those are not requested again. See `resume` for what was skipped."""
+        return self.resume().reused
+
+    def resume(self) -> ResumeReport:
+        """Like `load_finished`, and says which journal entries were not reused, and why."""
+        report = ResumeReport({}, {})
+
+        def skip(why: str) -> None:
+            report.skipped[why] = report.skipped.get(why, 0) + 1
+
+        for path in _journal_entries(self.pages_dir):
             try:
                 data = json.loads(path.read_text(encoding="utf-8"))
                 result = PageResult.from_json(data["page"])
             except (OSError, ValueError, KeyError, TypeError):
                 continue  # a damaged journal entry: that page is simply done again
+            made_from = SourceId.from_json(data.get("source"))
+            if self.source_id is not None:
+                if made_from is None:
+                    skip("made by an older OCRDesk that did not record the source document")
+                    continue
+                if not made_from.same_document(self.source_id):
+                    skip(
+                        f"made from another document ({made_from.path}, {made_from.size} bytes, "
+                        f"sha256 {made_from.sha256[:12]}) than {self.source_id.path} "
+                        f"({self.source_id.size} bytes, sha256 {self.source_id.sha256[:12]})"
+                    )
+                    continue
             if data.get("model") != self.model or data.get("task") != self.task:
+                skip(f"made with model {data.get('model')!r}, task {data.get('task')!r}")
                 continue
             if result.status in (PageStatus.DONE, PageStatus.TRUNCATED):
-                found[result.number] = result
-        self.results.update(found)
-        return found
+                report.reused[result.number] = result
+        for result in report.reused.values():
+            self.results.record(result)  # on disk already: not held in memory
+        return report
+
+    def _claim_journal(self) -> None:
+        """Before the first page is written: remove journal entries made from another document
+        (an earlier version of the file at this path), which would otherwise be read back as
+        this document's pages. Entries of this document made with another model or task stay."""
+        self._claimed = True
+        if self.source_id is None:
+            return
+        for path in _journal_entries(self.pages_dir):
+            try:
+                made_from = SourceId.from_json(json.loads(path.read_text("utf-8")).get("source"))
+            except (OSError, ValueError, AttributeError):
+                continue
+            if made_from is not None and not made_from.same_document(self.source_id):
+                for stale in (path, path.with_suffix(".layout.jpg")):
+                    with contextlib.suppress(OSError):
+                        stale.unlink()
 
     def add_page(self, result: PageResult, image: Image.Image | None) -> None:
-        """Record a finished or failed page: crops, layout image and journal entry at once;
-        the combined files when `flush_interval` has passed."""
+        """Record a finished or failed page: crops, layout image and journal entry. The page is
+        recorded only once its journal entry is on disk."""
+        if not self._claimed:
+            self._claim_journal()
         if image is not None and result.status is not PageStatus.FAILED:
             crop_figures(image, result, self.images_dir)
             layout = draw_layout(image, result)
@@ -197,46 +569,62 @@ class DocumentExport:
             tmp = self._page_layout(result.number).with_suffix(".tmp.jpg")
             layout.save(tmp, format="JPEG", quality=85)
             os.replace(tmp, self._page_layout(result.number))
-        entry = {"model": self.model, "task": self.task, "page": result.to_json()}
+        entry: dict[str, Any] = {"model": self.model, "task": self.task}
+        if self.source_id is not None:
+            entry["source"] = self.source_id.to_json()
+        entry["page"] = result.to_json()
         atomic_write(self._page_json(result.number), json.dumps(entry, ensure_ascii=False))
-        self.results[result.number] = result
-        if time.monotonic() - self._last_flush >= self.flush_interval:
-            self.flush()
+        self.results.record(result)
 
     def document_json(self) -> dict[str, Any]:
+        """The combined JSON (all pages in memory: for small documents and tests)."""
         return {
-            "source": self.source,
-            "model": self.model,
-            "task": self.task,
-            "pages": [self.results[n].to_json() for n in sorted(self.results)],
+            **self._header(),
+            "pages": [self.results[n].to_json() for n in self.results],
         }
 
-    def flush(self, *, layout: bool = False) -> None:
-        """Rebuild the combined files from the pages recorded so far."""
-        pages = [self.results[n] for n in sorted(self.results)]
-        self.folder.mkdir(parents=True, exist_ok=True)
-        atomic_write(self.markdown_path, "\n\n".join(page_markdown(p) for p in pages) + "\n")
-        atomic_write(self.raw_path, PAGE_SPLIT.join(p.raw for p in pages) + PAGE_SPLIT)
-        atomic_write(self.json_path, json.dumps(self.document_json(), ensure_ascii=False, indent=1))
-        if layout:
-            self._write_layout_pdf(pages)
-        self._last_flush = time.monotonic()
+    def _header(self) -> dict[str, Any]:
+        header: dict[str, Any] = {"source": printable(self.source)}
+        if self.source_id is not None:
+            header["source_id"] = self.source_id.to_json()
+        header.update(model=self.model, task=self.task)
+        return header
 
     def finish(self) -> None:
-        """Write everything, the layout PDF included."""
-        self.flush(layout=True)
+        """Write the combined files and the layout PDF, one page in memory at a time."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        head = json.dumps(self._header(), ensure_ascii=False)[:-1]
+        with (
+            atomic_writer(self.markdown_path) as md,
+            atomic_writer(self.raw_path) as raw,
+            atomic_writer(self.json_path) as js,
+        ):
+            js.write(f'{head}, "pages": [')
+            for i, number in enumerate(self.results):
+                try:
+                    result = self.results[number]
+                except (OSError, ValueError, KeyError, TypeError):
+                    continue  # a journal entry damaged since: the page is not in the files
+                md.write(("\n\n" if i else "") + page_markdown(result))
+                raw.write(escape_markers(valid_text(result.raw)) + PAGE_SPLIT)
+                js.write(
+                    ("," if i else "") + "\n" + json.dumps(result.to_json(), ensure_ascii=False)
+                )
+            md.write("\n")
+            js.write("\n]}\n")
+        self._write_layout_pdf()
 
-    def _write_layout_pdf(self, pages: list[PageResult]) -> None:
+    def _write_layout_pdf(self) -> None:
         # Built in chunks of LAYOUT_CHUNK_PAGES pages, each appended to the file by an
         # incremental save, because MuPDF holds every inserted image in memory until the document
         # is saved and closed: in one piece, 2,000 pages of ~290 KB layout JPEGs raised the
         # process's peak RSS by ~800 MiB (benchmarks/results/engine-cpu.md). A reopened file's
         # images stay on disk, so the peak is one chunk's images whatever the page count.
-        entries = [
-            (result, self._page_layout(result.number))
-            for result in pages
-            if result.width and self._page_layout(result.number).exists()
-        ]
+        entries = []
+        for number in self.results:
+            width, height = self.results.size_of(number)
+            if width and self._page_layout(number).exists():
+                entries.append((width, height, self._page_layout(number)))
         if not entries:
             with contextlib.suppress(OSError):
                 self.layout_path.unlink()
@@ -246,9 +634,9 @@ class DocumentExport:
             for start in range(0, len(entries), LAYOUT_CHUNK_PAGES):
                 pdf = pymupdf.open(tmp) if start else pymupdf.open()
                 try:
-                    for result, layout in entries[start : start + LAYOUT_CHUNK_PAGES]:
+                    for width, height, layout in entries[start : start + LAYOUT_CHUNK_PAGES]:
                         # 1 image pixel = 1/2 pt: a 144 dpi render comes back at its paper size.
-                        page = pdf.new_page(width=result.width / 2, height=result.height / 2)
+                        page = pdf.new_page(width=width / 2, height=height / 2)
                         page.insert_image(page.rect, filename=str(layout))
                     if start:
                         pdf.save(tmp, incremental=True, encryption=0)  # 0: PDF_ENCRYPT_KEEP
@@ -263,13 +651,78 @@ class DocumentExport:
             raise
 
 
-def export_folder(out_root: Path, stem: str, taken: set[str]) -> Path:
-    """OUT/<stem>/, with `-2`, `-3`... when two inputs of one run share a stem."""
-    name = stem or "document"
-    candidate = name
-    n = 1
-    while candidate in taken:
-        n += 1
-        candidate = f"{name}-{n}"
-    taken.add(candidate)
-    return out_root / candidate
+# -- reading an export back ---------------------------------------------------------------------
+
+
+@dataclass
+class SavedExport:
+    """One document's export as read back: where, from what, and its pages in page order."""
+
+    folder: Path
+    source: str
+    model: str
+    task: str
+    results: list[PageResult]
+    source_id: SourceId | None = None
+
+
+def _read_combined(folder: Path) -> SavedExport | None:
+    try:
+        data = json.loads((folder / f"{folder.name}.json").read_text(encoding="utf-8"))
+        results = [PageResult.from_json(p) for p in data.get("pages", [])]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return SavedExport(
+        folder,
+        str(data.get("source", "")),
+        str(data.get("model", "")),
+        str(data.get("task", "")),
+        results,
+        SourceId.from_json(data.get("source_id")),
+    )
+
+
+def _read_journal(folder: Path) -> SavedExport | None:
+    results: dict[int, PageResult] = {}
+    model = task = ""
+    made_from: SourceId | None = None
+    for path in _journal_entries(folder / "pages"):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            result = PageResult.from_json(data["page"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        results[result.number] = result
+        model, task = str(data.get("model", "")), str(data.get("task", ""))
+        made_from = SourceId.from_json(data.get("source")) or made_from
+    if not results:
+        return None
+    source = made_from.path if made_from is not None else folder.name
+    return SavedExport(
+        folder, source, model, task, [results[n] for n in sorted(results)], made_from
+    )
+
+
+def read_export(folder: Path) -> SavedExport | None:
+    """The export in `folder`: its combined JSON, or its journal where that is newer (a run that
+    stopped before `finish`) or the JSON is missing or damaged; None if it holds neither."""
+    combined = folder / f"{folder.name}.json"
+    entries = _journal_entries(folder / "pages")
+    with contextlib.suppress(OSError):
+        if entries and max(p.stat().st_mtime for p in entries) > combined.stat().st_mtime:
+            return _read_journal(folder) or _read_combined(folder)
+    return _read_combined(folder) or _read_journal(folder)
+
+
+def read_exports(root: Path) -> list[SavedExport]:
+    """The documents exported under `root`, oldest first."""
+    if not root.is_dir():
+        return []
+    folders = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    folders.sort(key=lambda p: p.stat().st_mtime)
+    found = []
+    for folder in folders:
+        saved = read_export(folder)
+        if saved is not None and saved.results:
+            found.append(saved)
+    return found

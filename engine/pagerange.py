@@ -9,7 +9,9 @@ Grammar (spaces are allowed anywhere, parts are separated by commas):
     -M              pages 1 to M
 
 Pages are counted from 1. Numbers past the end of the document are clipped to it, so "5-99" on a
-10-page document means 5 to 10 and "20-" selects nothing. Page 0, reversed ranges ("3-1"), and
+10-page document means 5 to 10 and "2,20-" means 2; a range that selects no page of the document
+at all ("7-9" of 3 pages) raises `PageRangeError`, since converting nothing is never what was
+asked. Page 0, reversed ranges ("3-1"), and
 anything that is not a number ("a", "1--2") raise `PageRangeError` naming the part that is wrong.
 An en dash ("1–3") is read as a hyphen.
 """
@@ -43,6 +45,11 @@ def parse_page_range(spec: str | None, page_count: int) -> list[int]:
             last = page_count
         last = min(last, page_count)
         pages.update(range(first, last + 1))
+    if not pages and page_count:
+        plural = "s" if page_count != 1 else ""
+        raise PageRangeError(
+            f"page range {spec!r} selects no page: the document has {page_count} page{plural}"
+        )
     return sorted(pages)
 
 

@@ -25,9 +25,7 @@ def test_everything(spec: str | None) -> None:
         ("3-3", 10, [3]),
         ("1\u20133", 10, [1, 2, 3]),  # en dash
         ("5-99", 10, [5, 6, 7, 8, 9, 10]),  # clipped to the end
-        ("20-", 10, []),  # starts past the end: nothing from that part
-        ("2,20-30", 10, [2]),
-        ("15", 10, []),
+        ("2,20-30", 10, [2]),  # a part past the end adds nothing
         ("-30", 3, [1, 2, 3]),
         ("1-3", 0, []),
         ("all", 0, []),
@@ -75,3 +73,9 @@ def test_page_zero_says_pages_start_at_one() -> None:
 def test_negative_page_count_is_a_programming_error() -> None:
     with pytest.raises(ValueError):
         parse_page_range("1", -1)
+
+
+@pytest.mark.parametrize(("spec", "count"), [("7-9", 3), ("20-", 10), ("15", 10), ("4,9-", 3)])
+def test_a_range_that_selects_no_page_is_an_error(spec: str, count: int) -> None:
+    with pytest.raises(PageRangeError, match=f"selects no page: the document has {count} pages"):
+        parse_page_range(spec, count)
