@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 ARGS   ?=
 
-.PHONY: run test lint bench test-packaging dist
+.PHONY: run test test-unit lint bench test-packaging dist
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,10 @@ $(VENV)/.test: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $@
 
+# When ARGS open the window, packaging/run_setup.py first installs the system libraries Qt's
+# window needs (root with apt-get) or stops with the one command that installs them.
 run: $(VENV)/.app
+	$(BIN)/python packaging/run_setup.py $(ARGS)
 	$(BIN)/ocrdesk $(ARGS)
 
 lint: $(VENV)/.test
@@ -26,8 +29,13 @@ lint: $(VENV)/.test
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# Unit and end-to-end tests (e2e: those that start processes, servers or windows; the rule is
+# in tests/conftest.py). `make test-unit` runs only the unit tests, in seconds, without lint.
 test: lint
 	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q -m "not packaging" $(PYTEST_ARGS)
+
+test-unit: $(VENV)/.test
+	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q -m "not packaging and not e2e" $(PYTEST_ARGS)
 
 # The slow packaging tests: PyInstaller bundle and .deb built, the .deb installed with dpkg -i
 # and removed again (needs root and dpkg; about 2.5 minutes). .ci/run runs them after `make test`.

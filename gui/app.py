@@ -1,29 +1,48 @@
-"""Starting the window: QApplication, the qasync event loop, the controller and the main window.
+"""Starting the window: stop signals first, then QApplication, the qasync event loop, the
+controller and the main window.
 
     from ocrdesk.gui.app import run
     run(["scan.pdf"], server="http://gpu-box:8000/v1")   # returns the exit code
 
 `ocrdesk` (no arguments) and `ocrdesk gui [FILES] [--server URL]` call `run`.
+
+This module imports only the standard library at its top: `run` installs its SIGTERM/SIGINT
+handler before the slow part of start-up (Qt, QtWebEngine, the engine, the window), so a signal
+at any moment closes OCRDesk the normal way (exit 0). Whoever imports `build` must import
+PySide6.QtWebEngineWidgets before creating the QApplication, as `run` does.
+
+OCRDESK_LOG_LEVEL (DEBUG, INFO, ...) prints the `ocrdesk` loggers' records of that level and
+above on stderr; at INFO, READY_MESSAGE says the window is open and the signals are handled.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import os
 import signal
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 
-import qasync
-from PySide6.QtCore import QTimer
-from PySide6.QtGui import QIcon
-from PySide6.QtWidgets import QApplication, QWidget
+if TYPE_CHECKING:
+    from PySide6.QtWidgets import QWidget
 
-from ocrdesk.gui.controller import Controller
-from ocrdesk.gui.main_window import MainWindow
-from ocrdesk.gui.settings import Settings
-from ocrdesk.resources import RESOURCES
+    from ocrdesk.gui.controller import Controller
+    from ocrdesk.gui.main_window import MainWindow
+    from ocrdesk.gui.settings import Settings
+
+log = logging.getLogger(__name__)
+
+LOG_LEVEL_VARIABLE = "OCRDESK_LOG_LEVEL"
+#: Logged (INFO) once the window is shown with the stop signals handled; tests wait for it.
+READY_MESSAGE = "the window is open"
+#: Logged (DEBUG) once SIGTERM and SIGINT are handled, before Qt is loaded.
+SIGNALS_MESSAGE = "SIGTERM and SIGINT close OCRDesk cleanly from here on"
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 def install_asyncgen_hooks(loop: asyncio.AbstractEventLoop) -> None:
@@ -45,6 +64,10 @@ def build(
     """The controller and window, with the engine connecting and `files` being queued.
 
     Needs a running qasync loop (the controller starts asyncio tasks)."""
+    from ocrdesk.gui.controller import Controller
+    from ocrdesk.gui.main_window import MainWindow
+    from ocrdesk.gui.settings import Settings
+
     settings = settings or Settings()
     controller = Controller()
     window = MainWindow(controller, settings)
@@ -89,26 +112,84 @@ def allow_chromium_as_root() -> bool:
     return True
 
 
-def close_on_signals(window: QWidget) -> None:
+def log_to_stderr(environ: Mapping[str, str] | None = None) -> None:
+    """With OCRDESK_LOG_LEVEL set, print the `ocrdesk` loggers' records from that level on."""
+    name = (os.environ if environ is None else environ).get(LOG_LEVEL_VARIABLE, "").strip().upper()
+    level = logging.getLevelName(name) if name else None
+    if not isinstance(level, int):
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("ocrdesk: %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("ocrdesk")
+    root.addHandler(handler)
+    root.setLevel(level)
+
+
+class StopSignals:
     """SIGTERM and SIGINT close the window the normal way: the run stops, the local server is
     stopped, finished pages are already on disk, and the process exits 0.
 
+    Installed before anything slow, when there is no window yet: a signal then is remembered,
+    and start-up ends as soon as it can (`requested`), or the window closes once it exists.
     Python runs signal handlers only between bytecodes, and the GUI thread mostly waits in
     Qt's C++ event loop; a timer that enters Python every 200 ms lets the handler run."""
 
-    def handler(signum: int, frame: object) -> None:
-        QTimer.singleShot(0, window.close)
+    def __init__(self) -> None:
+        self.requested = False
+        self._window: QWidget | None = None
+        self._previous: dict[int, Any] = {}
 
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, handler)
-    ticker = QTimer(window)
-    ticker.timeout.connect(lambda: None)
-    ticker.start(200)
+    def install(self) -> None:
+        for signum in STOP_SIGNALS:
+            self._previous[signum] = signal.signal(signum, self._handle)
+        log.debug(SIGNALS_MESSAGE)
+
+    def restore(self) -> None:
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous.clear()
+
+    def attach(self, window: QWidget) -> None:
+        """From now on a signal closes `window`; one that came earlier closes it at once."""
+        from PySide6.QtCore import QTimer
+
+        self._window = window
+        ticker = QTimer(window)
+        ticker.timeout.connect(lambda: None)
+        ticker.start(200)
+        if self.requested:
+            QTimer.singleShot(0, window.close)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.requested = True
+        if self._window is not None:
+            from PySide6.QtCore import QTimer
+
+            QTimer.singleShot(0, self._window.close)
 
 
 def run(files: list[str], *, server: str | None = None, api_key: str | None = None) -> int:
     """Open the window with `files` queued; return the exit code once it is closed."""
+    log_to_stderr()
+    stop = StopSignals()
+    stop.install()
+    try:
+        return _start(files, server, api_key, stop)
+    finally:
+        stop.restore()
+
+
+def _start(files: list[str], server: str | None, api_key: str | None, stop: StopSignals) -> int:
     allow_chromium_as_root()
+    import qasync
+    from PySide6 import QtWebEngineWidgets  # noqa: F401  (must load before QApplication)
+    from PySide6.QtGui import QIcon
+    from PySide6.QtWidgets import QApplication
+
+    from ocrdesk.resources import RESOURCES
+
+    if stop.requested:
+        return 0
     app = QApplication.instance() or QApplication(sys.argv[:1])
     assert isinstance(app, QApplication)
     app.setApplicationName("OCRDesk")
@@ -123,14 +204,18 @@ def run(files: list[str], *, server: str | None = None, api_key: str | None = No
     install_asyncgen_hooks(loop)
 
     async def main() -> int:
+        if stop.requested:
+            return 0
         done = asyncio.Event()
         controller, window = build(files, server=server, api_key=api_key)
         window.closed.connect(done.set)
-        close_on_signals(window)
+        stop.attach(window)
         window.show()
+        log.info(READY_MESSAGE)
         await done.wait()
         await controller.close()
         return 0
 
     with loop:
-        return loop.run_until_complete(main())
+        status: int = loop.run_until_complete(main())
+    return status

@@ -51,8 +51,8 @@ ls -l "$WHEEL" "$OUT/ocrdesk-$VERSION.tar.gz" >&2
 
 # Qt's xcb platform plugin (the window on X11) needs these system libraries, which the PySide6
 # wheel does not carry; PyInstaller copies them into the bundle only if this machine has them.
-XCB_DEBS="libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0
-  libxcb-xkb1 libxkbcommon-x11-0 libxcb-shape0 libxcb-randr0 libxcb-xinerama0"
+# Their list is gui/platform_check.py's (a stdlib-only file, run here as a script).
+XCB_DEBS=$("$PYTHON" "$ROOT/gui/platform_check.py" --debian-packages)
 if command -v dpkg-query >/dev/null; then
   missing=$(for p in $XCB_DEBS; do
     dpkg-query -W -f '${Status}\n' "$p" 2>/dev/null | grep -q "ok installed" || echo "$p"

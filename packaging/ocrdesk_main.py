@@ -8,7 +8,8 @@ engine/watchdog.py runs that module's main here. Its child, vLLM, gets the libra
 had, not the bundle's (PyInstaller keeps the original in LD_LIBRARY_PATH_ORIG).
 
 Likewise the GUI runs its conversions in a child process (engine/run_worker.py), started as
-`sys.executable --ocrdesk-run-worker FD`.
+`sys.executable --ocrdesk-run-worker FD`, and `ocrdesk doctor`'s window check runs
+`sys.executable -m ocrdesk.gui.platform_check [...]` (the one module run with -m in a bundle).
 """
 
 from __future__ import annotations
@@ -47,9 +48,14 @@ def main() -> int:
         from ocrdesk.engine import run_worker
 
         return run_worker.main(argv[1:])
-    from ocrdesk.engine.cli import main as cli_main
+    if getattr(sys, "frozen", False) and argv[:1] == ["-m"]:
+        from ocrdesk.gui import platform_check
 
-    return cli_main(argv)
+        if argv[1:2] == [platform_check.MODULE]:
+            return platform_check.main(argv[2:])
+    from ocrdesk.main import main as ocrdesk_main
+
+    return ocrdesk_main(argv)
 
 
 if __name__ == "__main__":

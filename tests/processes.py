@@ -1,6 +1,6 @@
 """`ocrdesk` as a child process in tests: an environment that runs offscreen and touches nothing
 of the real user's, a `convert` against the loopback test server, and the window opened and
-then closed with SIGTERM."""
+then closed with SIGTERM once it says it is ready."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ocrdesk.gui.app import LOG_LEVEL_VARIABLE, READY_MESSAGE
 from tests.conftest import REPO
 from tests.fakes.openai_server import FakeOpenAIServer
 
@@ -66,25 +67,51 @@ def _startup_script() -> Any:
     return module
 
 
-def sigterm_once_window_is_up(
-    command: Sequence[str | Path], *, cwd: Path, env: dict[str, str], log: Path, settle: float
+#: Generous: two `.ci/run`s side by side on two cores make the window take many times its usual
+#: 2-3 s to open.
+START_DEADLINE_S = 180
+
+
+def wait_for(proc: subprocess.Popen[bytes], log: Path, condition: Callable[[str], bool]) -> str:
+    """Poll until `condition(log text)` holds while `proc` lives; the log text then. Fails with
+    the log when the process ends first or START_DEADLINE_S passes."""
+    deadline = time.monotonic() + START_DEADLINE_S
+    while True:
+        text = log.read_text(errors="replace")
+        if condition(text):
+            return text
+        assert proc.poll() is None, f"exited {proc.returncode} first:\n{text}"
+        assert time.monotonic() < deadline, f"not within {START_DEADLINE_S} s:\n{text}"
+        time.sleep(0.05)
+
+
+def sigterm_window(
+    command: Sequence[str | Path],
+    *,
+    cwd: Path,
+    env: dict[str, str],
+    log: Path,
+    after: str = READY_MESSAGE,
+    web_view: bool = True,
 ) -> int:
-    """Start the window with `command`, wait until its web view's Chromium process runs, let it
-    settle for `settle` s (still alive), send SIGTERM; the exit status."""
+    """Start the window with `command` (against a loopback test server), wait until it logs the
+    line `after` (READY_MESSAGE: the window is shown and the stop signals are handled) and, with
+    `web_view`, until its web view's Chromium process runs; send SIGTERM; the exit status."""
+    env = {**env, LOG_LEVEL_VARIABLE: "DEBUG"}
     with FakeOpenAIServer() as server, log.open("w") as sink:
         proc = subprocess.Popen(
             [*command, "--server", server.url],
             stdout=sink, stderr=subprocess.STDOUT, cwd=cwd, env=env,
         )  # fmt: skip
         try:
-            deadline = time.monotonic() + 60
-            while not _startup_script().webengine_started(proc.pid):
-                assert proc.poll() is None, log.read_text()
-                assert time.monotonic() < deadline, log.read_text()
-                time.sleep(0.1)
-            time.sleep(settle)
-            assert proc.poll() is None, log.read_text()
+            wait_for(proc, log, lambda text: after in text)
+            if web_view:
+                wait_for(proc, log, lambda _: _startup_script().webengine_started(proc.pid))
         finally:
             proc.send_signal(signal.SIGTERM)
-            status = proc.wait(30)
+            try:
+                status = proc.wait(120)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                raise
     return status

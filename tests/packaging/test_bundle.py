@@ -1,7 +1,8 @@
 """packaging/build.sh builds the PyInstaller bundle and the .deb; `dpkg -i` installs it on this
 machine (root, as CI is), the installed `ocrdesk` converts a document against the loopback test
 server, runs a local "vLLM" (the stand-in) through the bundle's own watchdog, runs the window's
-conversion process, and opens its window offscreen; `dpkg -r` then leaves none of its files behind.
+conversion process, opens its window offscreen and runs doctor's window check; `dpkg -r` then
+leaves none of its files behind.
 
 Marked `packaging`: about 3 minutes on CI's 2 cores (build environment, PyInstaller, zstd)."""
 
@@ -19,10 +20,11 @@ import pytest
 
 from ocrdesk.engine import ConvertOptions, __version__
 from ocrdesk.engine.run_worker import FROZEN_FLAG, ClientSpec, JobSpec, RunWorker
+from ocrdesk.gui import platform_check
 from tests.conftest import REPO
 from tests.engine.helpers import make_pdf
 from tests.fakes.openai_server import FakeOpenAIServer
-from tests.processes import convert_against_test_server, isolated_env, sigterm_once_window_is_up
+from tests.processes import convert_against_test_server, isolated_env, sigterm_window
 
 pytestmark = pytest.mark.packaging
 
@@ -76,7 +78,7 @@ def test_bundle_is_lean(built: Path) -> None:
     for name in ("vllm", "torch", "onnxruntime", "numpy"):
         assert not (bundle / "_internal" / name).exists(), name
     assert not list((bundle / "_internal").glob("PySide6/Qt/qml"))
-    assert (bundle / "_internal" / "resources" / "katex" / "katex.min.js").is_file()
+    assert (bundle / "_internal" / "ocrdesk" / "resources" / "katex" / "katex.min.js").is_file()
 
 
 def test_deb_puts_files_in_their_places(installed: list[Path]) -> None:
@@ -147,15 +149,29 @@ def test_installed_conversion_worker(installed: list[Path], tmp_path: Path) -> N
 
 
 def test_installed_window_opens(installed: list[Path], tmp_path: Path) -> None:
-    """The window comes up (its web view's Chromium process starts), and SIGTERM closes it
-    the normal way (exit 0)."""
+    """The window comes up (it logs that it is open, its web view's Chromium process runs),
+    and SIGTERM closes it the normal way (exit 0)."""
     pdf = make_pdf(tmp_path / "scan.pdf", 1)
     log = tmp_path / "gui.log"
-    status = sigterm_once_window_is_up(
-        [INSTALLED, str(pdf)], cwd=tmp_path, env=isolated_env(tmp_path / "home"), log=log, settle=2
-    )
+    env = isolated_env(tmp_path / "home")
+    status = sigterm_window([INSTALLED, str(pdf)], cwd=tmp_path, env=env, log=log)
     assert status == 0, log.read_text()
     assert "Traceback" not in log.read_text()
+
+
+def test_installed_window_check(installed: list[Path], tmp_path: Path) -> None:
+    """`ocrdesk doctor`'s window check runs in the bundle too (`-m ocrdesk.gui.platform_check`,
+    packaging/ocrdesk_main.py): with Qt's default platform and no display, no window can open,
+    and it says so with a fix."""
+    env = isolated_env(tmp_path / "home")
+    for name in ("QT_QPA_PLATFORM", *platform_check.DISPLAY_VARIABLES):
+        env.pop(name, None)
+    result = subprocess.run(
+        [INSTALLED, "-m", platform_check.MODULE], capture_output=True, text=True, env=env
+    )
+    found = platform_check.PlatformCheck.from_json(result.stdout)
+    assert (found.ok, found.display, result.returncode) == (False, False, 1), result.stderr
+    assert found.error and found.fix
 
 
 def test_dpkg_r_leaves_nothing(installed: list[Path]) -> None:
