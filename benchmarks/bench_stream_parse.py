@@ -7,7 +7,10 @@ parsing it whole; feeding it in ~1-token deltas (regex-split, about 4 characters
 1-character deltas, then finishing; the same with a GUI-like snapshot every 25 deltas; feeding
 the text repeated 2x and 4x (linear: time per character stays flat); and a naive streamer that
 re-parses everything per delta (quadratic) on prefixes. Also all corpus files concatenated (tag
-dense, where parsing whole does more work per character).
+dense, where parsing whole does more work per character). Last, a 20 MB answer with 280,000
+boxes (issue 17: a runaway page): parsing whole and streaming it must stay linear in size and
+boxes, so the time per box of the whole answer matches that of its first eighth (best of 1;
+`--no-big` skips it).
 """
 
 from __future__ import annotations
@@ -54,9 +57,33 @@ def naive(deltas: list[str]) -> None:
         parse(text, W, H)
 
 
+def big_answer(boxes: int) -> str:
+    """A runaway grounded answer: `boxes` one-box blocks of about 71 characters each."""
+    return "".join(
+        f"<|ref|>text<|/ref|><|det|>[[{k % 900}, {k % 850 + 7}, {k % 900 + 90}, {k % 850 + 33}]]"
+        f"<|/det|>\nline {k} here.\n\n"
+        for k in range(boxes)
+    )
+
+
+def bench_big() -> None:
+    print("a 20 MB answer, 1-token deltas (best of 1):")
+    for boxes in (35_000, 280_000):
+        raw = big_answer(boxes)
+        tokens = TOKEN.findall(raw)
+        t_whole = best(lambda r=raw: parse(r, W, H), 1)  # type: ignore[misc]
+        t = best(lambda d=tokens: stream(d), 1)  # type: ignore[misc]
+        print(
+            f"  {boxes:7} boxes ({len(raw) / 1e6:5.1f} MB, {len(tokens)} deltas):"
+            f" parse whole {t_whole:6.2f} s ({t_whole / boxes * 1e6:5.1f} us/box),"
+            f" streaming {t:6.2f} s ({t / boxes * 1e6:5.1f} us/box), ratio {t / t_whole:4.1f}x"
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=7)
+    ap.add_argument("--no-big", action="store_true", help="skip the 20 MB answer")
     args = ap.parse_args()
     path = next(CORPUS.glob("07_*.txt"), None)
     if path is None:
@@ -112,6 +139,8 @@ def main() -> None:
             f"  {n:5} deltas ({size:6} chars): naive {t_naive * 1e3:8.1f} ms,"
             f" streaming {t_stream * 1e3:6.2f} ms ({t_naive / t_stream:6.0f}x)"
         )
+    if not args.no_big:
+        bench_big()
 
 
 if __name__ == "__main__":

@@ -10,9 +10,14 @@ with x1 > x2 or values over 999, a `<|det|>` with no coordinates followed by LaT
 unclosed tags, no tags at all), so the parser is a small state machine that never raises and keeps
 every character it cannot place as text.
 
+A box may carry stray words among its numbers (`[[44, raw 666, 501, 707]]`, a real output): up
+to MAX_STRAY characters other than numbers and separators are dropped when the box still has at
+least four numbers; otherwise the whole `<|det|>` stays text.
+
 One machine serves both entry points: `parse()` feeds the whole text to a `StreamParser` and
 finishes it, so `StreamParser.finish()` equals `parse()` of the same text by construction. Feeding
-is linear overall: each delta is scanned once, plus a carry of at most one unfinished tag.
+is linear in the text and in the boxes: each delta is scanned once, plus a carry of at most one
+unfinished tag, and each block is built once, when the next one starts.
 
 Markdown follows the official DeepSeek-OCR post-processing (image blocks become links to crops,
 other tags are removed, `\\coloneqq` -> `:=`, `\\eqqcolon` -> `=:`, blank runs collapsed) except
@@ -26,7 +31,15 @@ from collections.abc import Sequence
 
 from .results import Block, Box, ParsedPage
 
-__all__ = ["EOS_TOKEN", "StreamParser", "parse", "pixel_box", "strip_tags"]
+__all__ = [
+    "EOS_TOKEN",
+    "MAX_LABEL",
+    "MAX_STRAY",
+    "StreamParser",
+    "parse",
+    "pixel_box",
+    "strip_tags",
+]
 
 EOS_TOKEN = "<｜end▁of▁sentence｜>"
 REF_OPEN = "<|ref|>"
@@ -40,6 +53,9 @@ _TAG_SECOND = frozenset(t[1] for t in _TAGS)
 
 # A label longer than this, or one with a newline, is no label: the `<|ref|>` was never closed.
 MAX_LABEL = 100
+# Stray characters (not digits, "." within a number, "," or whitespace) a box may hold and still be
+# read; more, or any with fewer than four numbers, and the `<|det|>` is text (it was no box).
+MAX_STRAY = 16
 
 LEAD_LABEL = "text"  # label of the untagged text before the first tag, and of a det without ref
 IMAGE_LABEL = "image"
@@ -47,6 +63,17 @@ IMAGE_LABEL = "image"
 _MODE_TEXT, _MODE_REF, _MODE_DET = 0, 1, 2
 # States of the coordinate reader that runs after `<|det|>`: `[[n, n, n, n], [...]]`.
 _D_START, _D_OUTER, _D_INNER, _D_INT, _D_DOT, _D_FRAC = range(6)
+
+# A whole box of numbers and separators only, read in one step (the character reader below gives
+# the same result more slowly; it handles boxes cut by a delta and stray words). The lookahead
+# keeps a run of digits from being split into numbers in more than one way.
+_NUMBER = r"[0-9]+(?:\.[0-9]+)?(?![0-9])"
+_PLAIN_BOX = re.compile(rf"[\s,]*\[((?:[\s,]*{_NUMBER})*)[\s,]*\]")
+_NUMBERS = re.compile(_NUMBER)
+_LIST_OPEN = re.compile(r"\s*\[")
+_LIST_CLOSE = re.compile(r"[\s,]*\]")
+# A delta this short (a token or two) is read by the character reader: the regexes cost more.
+_SHORT = 8
 
 _BLANK_RUN = re.compile(r"\n(?:[ \t]*\n){2,}")
 _LEADING_BLANK_LINES = re.compile(r"\A(?:[ \t]*\n)+")
@@ -84,14 +111,15 @@ def strip_tags(raw: str) -> str:
     are collapsed and trailing whitespace stripped.
     """
     parser = StreamParser(0, 0)
+    parser._links = False
     parser.feed(raw)
-    return parser._render(final=True, links=False)[1]
+    return parser._render(final=True)[1]
 
 
 class _Draft:
-    """A block under construction: its text arrives in chunks."""
+    """The block under construction (always the last one): its text arrives in chunks."""
 
-    __slots__ = ("block", "boxes", "chunks", "has_det", "has_text", "label", "lead", "markdown")
+    __slots__ = ("boxes", "chunks", "has_det", "has_text", "label", "lead")
 
     def __init__(self, label: str, lead: bool = False) -> None:
         self.label = label
@@ -100,9 +128,6 @@ class _Draft:
         self.chunks: list[str] = []
         self.has_text = False  # any non-whitespace text yet
         self.has_det = False  # a `<|det|>` was read for this block (parsable or not)
-        # Cached once the draft is no longer the last one (then it cannot change).
-        self.block: Block | None = None
-        self.markdown: str | None = None
 
     def add(self, text: str) -> None:
         if not text:
@@ -115,30 +140,47 @@ class _Draft:
 class StreamParser:
     """Parse raw output incrementally as it streams in.
 
-    `feed()` each delta; `snapshot()` gives the page so far (for a live preview), `finish()` the
-    final page, equal to `parse()` of all the fed text. A snapshot leaves out material that may
-    still turn out to be a tag (a partial `<|de`, an unclosed label, coordinates not yet closed);
-    `finish()` treats such leftovers as text. Neither `snapshot()` nor `finish()` changes the
-    parser: more text may be fed afterwards.
+    One parser per streaming page (and a new one when its text starts again):
+
+    - `feed(delta)` each delta as it arrives; it returns the blocks whose boxes the delta
+      completed, `feed_indexed(delta)` the same with each block's index in the page's blocks
+      (the index the final parse gives it: the page view links a drawn box to its text by it).
+    - `snapshot()` is the live view of the page so far: blocks and markdown. It holds back an
+      incomplete tag at the end of what has arrived (a partial `<|de`, a label whose `<|/ref|>`
+      has not come, coordinates not yet closed) and shows it once it is complete: as its box,
+      or as text when it turns out to be no tag.
+    - `settled_text` is the raw text for a live raw view, the same incomplete tag held back.
+    - `finish()` is the final page, equal to `parse()` of all the fed text: what was still held
+      back when the stream ended is text there.
+
+    Neither `snapshot()`, `settled_text` nor `finish()` changes the parser: more text may be fed
+    afterwards. `feed` costs time linear in the delta; `snapshot()` linear in the page so far.
     """
 
     def __init__(self, width: int, height: int, image_prefix: str = "") -> None:
         self.width = width
         self.height = height
         self.image_prefix = image_prefix
+        self._links = True  # image blocks' markdown starts with a link to their crop
         self._raw: list[str] = []
+        self._length = 0  # characters fed so far
         self._carry = ""  # the end of the last delta that may be the start of a tag
         self._mode = _MODE_TEXT
-        self._drafts: list[_Draft] = [_Draft(LEAD_LABEL, lead=True)]
-        self._images_done = 0  # image blocks among the drafts that are finished (all but the last)
+        self._open_at = 0  # where the `<|ref|>` or `<|det|>` being read starts in the raw text
+        self._draft = _Draft(LEAD_LABEL, lead=True)
+        # The finished blocks and their markdown, final: a later delta cannot change them.
+        self._blocks: list[Block] = []
+        self._markdown: list[str] = []
+        self._images_done = 0  # image blocks among the finished ones
         self._ref_buf: list[str] = []
         self._ref_len = 0
         self._det_buf: list[str] = []
         self._det_state = _D_START
         self._det_nums: list[float] = []
         self._det_num: list[str] = []
+        self._det_stray = 0  # stray characters in the box being read
         self._det_boxes: list[Box] = []
-        self._closed: list[Block] = []
+        self._closed: list[tuple[int, Block]] = []
 
     @property
     def text(self) -> str:
@@ -147,21 +189,39 @@ class StreamParser:
             self._raw = ["".join(self._raw)]
         return self._raw[0] if self._raw else ""
 
+    @property
+    def settled_text(self) -> str:
+        """The raw text fed so far less an incomplete tag at its end (see the class docstring)."""
+        end = self._open_at if self._mode != _MODE_TEXT else self._length - len(self._carry)
+        return self.text[:end]
+
     def feed(self, delta: str) -> list[Block]:
         """Take the next piece of raw output.
 
         Returns the blocks whose coordinates were completed by this delta, in order. Their text
         may still be "" (it streams in after the box); see `snapshot()` for the text so far.
         """
-        if not delta:
-            return []
-        self._raw.append(delta)
-        if self._mode == _MODE_TEXT and not self._carry and "<" not in delta:
-            # The common case, kept short: plain text inside a block.
-            draft = self._drafts[-1]
+        if self._mode == _MODE_TEXT and not self._carry and "<" not in delta and delta:
+            # The common case, kept short: plain text inside a block (as in `feed_indexed`).
+            self._raw.append(delta)
+            self._length += len(delta)
+            draft = self._draft
             draft.chunks.append(delta)
             if not draft.has_text and not delta.isspace():
                 draft.has_text = True
+            return []
+        return [block for _, block in self.feed_indexed(delta)]
+
+    def feed_indexed(self, delta: str) -> list[tuple[int, Block]]:
+        """`feed(delta)`, each block with its index in the page's blocks (as `finish()` gives
+        them; the blocks before it are final, so the index never changes)."""
+        if not delta:
+            return []
+        self._raw.append(delta)
+        base = self._length - len(self._carry)  # where `s` below starts in the raw text
+        self._length += len(delta)
+        if self._mode == _MODE_TEXT and not self._carry and "<" not in delta:
+            self._draft.add(delta)
             return []
         self._closed = []
         s = self._carry + delta if self._carry else delta
@@ -194,63 +254,68 @@ class StreamParser:
                 continue
             if j > start:
                 self._on_text(s[start:j])
-            self._on_tag(tag)
+            self._on_tag(tag, base + j)
             start = pos = j + len(tag)
         if n > start:
             self._on_text(s[start:n])
         return self._closed
 
     def snapshot(self) -> ParsedPage:
-        """The page as parsed so far, leaving out what may still become a tag. O(n)."""
-        blocks, markdown = self._render(final=False, links=True)
+        """The page as parsed so far, holding back an incomplete tag at the end. O(page)."""
+        blocks, markdown = self._render(final=False)
         return ParsedPage(blocks=blocks, markdown=markdown)
 
     def finish(self) -> ParsedPage:
         """The final page: equal to `parse(self.text, width, height, image_prefix)`."""
-        blocks, markdown = self._render(final=True, links=True)
+        blocks, markdown = self._render(final=True)
         return ParsedPage(blocks=blocks, markdown=markdown)
 
     # The state machine
 
     def _on_text(self, text: str) -> None:
         if self._mode == _MODE_TEXT:
-            self._drafts[-1].add(text)
+            self._draft.add(text)
         elif self._mode == _MODE_REF:
             self._ref_buf.append(text)
             self._ref_len += len(text)
             if self._ref_len > MAX_LABEL or "\n" in text:
-                self._drafts[-1].add(self._take_ref())
+                self._draft.add(self._take_ref())
         else:
             rest = self._det_read(text)
             if rest:  # None while the coordinates go on
-                self._drafts[-1].add(rest)
+                self._draft.add(rest)
 
-    def _on_tag(self, tag: str) -> None:
+    def _on_tag(self, tag: str, at: int) -> None:
         if self._mode == _MODE_REF:
             if tag == REF_CLOSE:
                 label = self._take_ref().strip()
                 self._start_draft(_Draft(label))
                 return
-            self._drafts[-1].add(self._take_ref())
+            self._draft.add(self._take_ref())
         elif self._mode == _MODE_DET:
-            self._drafts[-1].add(self._det_fail(""))
+            self._draft.add(self._det_fail(""))
         if tag == REF_OPEN:
             self._mode = _MODE_REF
+            self._open_at = at
         elif tag == DET_OPEN:
-            last = self._drafts[-1]
+            last = self._draft
             if last.lead or last.has_det or last.has_text:
                 last = _Draft(LEAD_LABEL)
                 self._start_draft(last)
             last.has_det = True
             self._mode = _MODE_DET
+            self._open_at = at
         # A stray `<|/ref|>`, `<|/det|>` or end-of-sentence token is dropped.
 
     def _start_draft(self, draft: _Draft) -> None:
-        last = self._drafts[-1]
-        last.block, last.markdown = self._draft_result(last, "", links=True)
-        if last.label == IMAGE_LABEL and last.block is not None:
-            self._images_done += 1
-        self._drafts.append(draft)
+        """Finish the current draft (its block and markdown are final) and start `draft`."""
+        block, markdown = self._draft_result(self._draft, "")
+        if block is not None:
+            self._blocks.append(block)
+            self._markdown.append(markdown)
+            if block.label == IMAGE_LABEL:
+                self._images_done += 1
+        self._draft = draft
 
     def _take_ref(self) -> str:
         """End reading a label: return what was read, back in text mode."""
@@ -267,8 +332,18 @@ class StreamParser:
         reader then is done: either the list closed, or it failed and all it read is text).
         """
         st = self._det_state
+        i = 0
+        if len(s) > _SHORT and st == _D_START and (m := _LIST_OPEN.match(s)):
+            st, i = _D_OUTER, m.end()
+        if len(s) > _SHORT and st == _D_OUTER:
+            while m := _PLAIN_BOX.match(s, i):
+                self._det_box([float(v) for v in _NUMBERS.findall(m.group(1))])
+                i = m.end()
+            if m := _LIST_CLOSE.match(s, i):
+                self._det_done()
+                return s[m.end() :]
         num = self._det_num
-        for i, ch in enumerate(s):
+        for k, ch in enumerate(s[i:] if i else s, i):
             if st >= _D_INT:
                 if "0" <= ch <= "9":
                     num.append(ch)
@@ -279,28 +354,35 @@ class StreamParser:
                     num.append(ch)
                     st = _D_DOT
                     continue
-                if st == _D_DOT:
-                    return self._det_fail(s)
+                if st == _D_DOT:  # "7." : the dot is no part of the number
+                    num.pop()
+                    self._det_stray += 1
                 self._det_nums.append(float("".join(num)))
                 num.clear()
-                st = _D_INNER  # the number ended: read `ch` as a separator or `]`
+                st = _D_INNER  # the number ended: read `ch` as a separator, `]` or stray
             if st == _D_INNER:
                 if "0" <= ch <= "9":
                     num.append(ch)
                     st = _D_INT
                 elif ch == "]":
-                    if len(self._det_nums) >= 4:
-                        self._det_boxes.append(pixel_box(self._det_nums, self.width, self.height))
+                    if self._det_stray and len(self._det_nums) < 4:
+                        return self._det_fail(s)
+                    self._det_box(self._det_nums)
                     self._det_nums = []
+                    self._det_stray = 0
                     st = _D_OUTER
-                elif ch != "," and not ch.isspace():
+                elif ch == "[":
                     return self._det_fail(s)
+                elif ch != "," and not ch.isspace():
+                    self._det_stray += 1
+                    if self._det_stray > MAX_STRAY:
+                        return self._det_fail(s)
             elif st == _D_OUTER:
                 if ch == "[":
                     st = _D_INNER
                 elif ch == "]":
                     self._det_done()
-                    return s[i + 1 :]
+                    return s[k + 1 :]
                 elif ch != "," and not ch.isspace():
                     return self._det_fail(s)
             elif ch == "[":  # _D_START
@@ -311,10 +393,16 @@ class StreamParser:
         self._det_buf.append(s)
         return None
 
+    def _det_box(self, numbers: list[float]) -> None:
+        """A box's numbers were read: fewer than four make no box (and are dropped)."""
+        if len(numbers) >= 4:
+            self._det_boxes.append(pixel_box(numbers, self.width, self.height))
+
     def _det_done(self) -> None:
-        draft = self._drafts[-1]
+        draft = self._draft
         draft.boxes = tuple(self._det_boxes)
-        self._closed.append(Block(draft.label, draft.boxes, "".join(draft.chunks).strip()))
+        block = Block(draft.label, draft.boxes, "".join(draft.chunks).strip())
+        self._closed.append((len(self._blocks), block))
         self._det_reset()
 
     def _det_fail(self, s: str) -> str:
@@ -328,6 +416,7 @@ class StreamParser:
         self._det_state = _D_START
         self._det_nums = []
         self._det_num = []
+        self._det_stray = 0
         self._det_boxes = []
         self._mode = _MODE_TEXT
 
@@ -341,34 +430,26 @@ class StreamParser:
 
     # Output
 
-    def _draft_result(self, draft: _Draft, extra: str, links: bool) -> tuple[Block | None, str]:
+    def _draft_result(self, draft: _Draft, extra: str) -> tuple[Block | None, str]:
         """The block of a draft (None for a blank lead) and its markdown, given the image count."""
         raw = "".join(draft.chunks) + extra
         text = raw.strip()
         if draft.lead and not text:
             return None, ""
         block = Block(draft.label, draft.boxes, text)
-        if links and draft.label == IMAGE_LABEL and draft.boxes:
-            k = self._images_done
-            raw = f"![](images/{self.image_prefix}{k}.png)\n{raw}"
+        if self._links and draft.label == IMAGE_LABEL and draft.boxes:
+            raw = f"![](images/{self.image_prefix}{self._images_done}.png)\n{raw}"
         return block, raw
 
-    def _render(self, final: bool, links: bool) -> tuple[list[Block], str]:
-        blocks: list[Block] = []
-        pieces: list[str] = []
-        last = self._drafts[-1]
-        for draft in self._drafts:
-            if draft is last:
-                block, md = self._draft_result(draft, self._pending() if final else "", links)
-            elif links:
-                block, md = draft.block, draft.markdown or ""
-            else:
-                block, md = self._draft_result(draft, "", links)
-            if block is not None:
-                blocks.append(block)
-                pieces.append(md)
+    def _render(self, final: bool) -> tuple[list[Block], str]:
+        block, last = self._draft_result(self._draft, self._pending() if final else "")
+        blocks = self._blocks.copy()
+        pieces = self._markdown
+        if block is not None:
+            blocks.append(block)
+            pieces = [*pieces, last]
         markdown = "".join(pieces)
-        if links:
+        if self._links:
             markdown = markdown.replace("\\coloneqq", ":=").replace("\\eqqcolon", "=:")
         markdown = _BLANK_RUN.sub("\n\n", markdown)
         markdown = _LEADING_BLANK_LINES.sub("", markdown)

@@ -1,4 +1,4 @@
-"""What the model is asked to do: the trained prompts per model family, and the request they make.
+"""What the model is asked to do, and which model: the tasks, the model families, and the request.
 
 DeepSeek-OCR and DeepSeek-OCR-2 were trained on a handful of fixed prompts. Through vLLM's
 OpenAI-compatible server the `<image>` placeholder is not written into the text: the chat message
@@ -6,26 +6,41 @@ carries the image part first and the prompt text after it, and the server's Deep
 puts the image tokens in place (this is what vLLM's DeepSeek-OCR recipe sends). For a raw
 completion (a server without a chat template) `prompt_text(..., with_image_tag=True)` gives the
 literal form `<image>\\n...`.
+
+`FAMILIES` is the one registry of model families: each entry holds everything OCRDesk knows of
+one family (its prompts, how a served model name is matched, whether vLLM needs
+`--trust-remote-code` for it, its served architecture, the vLLM releases known to serve it, and
+its server flags). Adding a family is adding one `ModelFamily` member and its entry here.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
+from types import MappingProxyType
 from typing import Any
+
+#: PDF pages are rendered at 144 dpi (2 pixels a point): enough for small print, and the model
+#: scales what it is sent to its own working size anyway (engine.images.model_size).
+DEFAULT_DPI = 144
 
 
 class ModelFamily(str, Enum):
-    """The model families OCRDesk knows the prompts of."""
+    """The model families OCRDesk knows; `spec` is the family's entry in `FAMILIES`."""
 
     DEEPSEEK_OCR = "deepseek-ocr"
     DEEPSEEK_OCR_2 = "deepseek-ocr-2"
 
     @classmethod
     def from_model_name(cls, name: str) -> ModelFamily:
-        """Guess the family from a hub id or a folder name ("...OCR-2..." means OCR-2)."""
-        lowered = name.lower().replace("_", "-")
-        return cls.DEEPSEEK_OCR_2 if "ocr-2" in lowered or "ocr2" in lowered else cls.DEEPSEEK_OCR
+        """The family of a served model name, hub id or folder (see `family_of`)."""
+        return family_of(name)
+
+    @property
+    def spec(self) -> FamilySpec:
+        return FAMILIES[self]
 
 
 class Task(str, Enum):
@@ -44,6 +59,11 @@ class Task(str, Enum):
         """Whether the output carries `<|ref|>/<|det|>` boxes worth drawing."""
         return self in (Task.MARKDOWN, Task.OCR, Task.LOCATE)
 
+    @property
+    def needs_prompt(self) -> bool:
+        """Whether the person must give text with it: the text to locate, or the prompt itself."""
+        return self in (Task.LOCATE, Task.CUSTOM)
+
 
 TASK_TITLES: dict[Task, str] = {
     Task.MARKDOWN: "Markdown with boxes",
@@ -55,10 +75,53 @@ TASK_TITLES: dict[Task, str] = {
     Task.CUSTOM: "Custom prompt",
 }
 
-# Both families share these prompts (DeepSeek-OCR-2's README lists the same document and free OCR
-# prompts); the table is per family so a future family can differ without touching callers.
-_PROMPTS: dict[ModelFamily, dict[Task, str]] = {
-    family: {
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"[0-9]+", text))
+
+
+@dataclass(frozen=True)
+class VllmRange:
+    """The vLLM releases known to serve a family: from `minimum` up to, not including, `below`.
+
+    `newest_tried` is the newest release run on the project's GPU machine (shared/gpu/RESULTS.md);
+    `below` is the first release not yet tried.
+    """
+
+    minimum: str
+    below: str
+    newest_tried: str
+
+    @property
+    def requirement(self) -> str:
+        """The pip version specifier, e.g. ">=0.11.1,<0.25" (pyproject's vllm extra)."""
+        return f">={self.minimum},<{self.below}"
+
+    def __contains__(self, version: object) -> bool:
+        if not isinstance(version, str):
+            return False
+        return _version(self.minimum) <= _version(version) < _version(self.below)
+
+
+#: vLLM's n-gram logits processor for DeepSeek-OCR: it stops the repetition loops the model falls
+#: into (its module came in vLLM 0.11.1).
+LOGITS_PROCESSOR = "vllm.model_executor.models.deepseek_ocr:NGramPerReqLogitsProcessor"
+#: The flags of `vllm serve` the model's guides give: the logits processor, and no prefix or
+#: multimodal processor caching (every page image is new).
+SERVER_FLAGS: tuple[str, ...] = (
+    "--logits_processors",
+    LOGITS_PROCESSOR,
+    "--no-enable-prefix-caching",
+    "--mm-processor-cache-gb",
+    "0",
+)
+_VLLM_BELOW = "0.25"  # the first release not tried yet
+_VLLM_NEWEST_TRIED = "0.24"  # on the project's H100, shared/gpu/RESULTS.md
+
+# The trained prompts (DeepSeek-OCR-2's README lists the same document and free OCR prompts).
+# CUSTOM has none: the person writes it. LOCATE's `{text}` is the text to find.
+_DEEPSEEK_PROMPTS: Mapping[Task, str] = MappingProxyType(
+    {
         Task.MARKDOWN: "<|grounding|>Convert the document to markdown.",
         Task.FREE: "Free OCR.",
         Task.OCR: "<|grounding|>OCR this image.",
@@ -66,13 +129,98 @@ _PROMPTS: dict[ModelFamily, dict[Task, str]] = {
         Task.DESCRIBE: "Describe this image in detail.",
         Task.LOCATE: "Locate <|ref|>{text}<|/ref|> in the image.",
     }
-    for family in ModelFamily
-}
+)
+
+
+@dataclass(frozen=True)
+class FamilySpec:
+    """Everything OCRDesk knows of one model family."""
+
+    family: ModelFamily
+    title: str  # what a person reads: "DeepSeek-OCR-2"
+    hub_id: str  # the model on the Hugging Face hub
+    #: Searched in a served model name, hub id or folder path (see `known_family`).
+    name_pattern: re.Pattern[str]
+    architecture: str  # as in the model's config.json "architectures" and vLLM's log
+    #: Whether vLLM needs `--trust-remote-code` (the hub model's config maps custom code).
+    trust_remote_code: bool
+    vllm: VllmRange
+    prompts: Mapping[Task, str]
+    server_flags: tuple[str, ...] = field(default=SERVER_FLAGS)
+
+    def prompt(self, task: Task) -> str:
+        """The trained prompt of `task` (KeyError for CUSTOM, which has none)."""
+        return self.prompts[task]
+
+
+#: The registry, in the order a person is offered the families.
+FAMILIES: Mapping[ModelFamily, FamilySpec] = MappingProxyType(
+    {
+        ModelFamily.DEEPSEEK_OCR: FamilySpec(
+            family=ModelFamily.DEEPSEEK_OCR,
+            title="DeepSeek-OCR",
+            hub_id="deepseek-ai/DeepSeek-OCR",
+            name_pattern=re.compile(r"ocr", re.IGNORECASE),
+            architecture="DeepseekOCRForCausalLM",
+            trust_remote_code=False,  # vLLM has a native implementation
+            # 0.11.1: the first release with vllm.model_executor.models.deepseek_ocr.
+            vllm=VllmRange("0.11.1", _VLLM_BELOW, _VLLM_NEWEST_TRIED),
+            prompts=_DEEPSEEK_PROMPTS,
+        ),
+        ModelFamily.DEEPSEEK_OCR_2: FamilySpec(
+            family=ModelFamily.DEEPSEEK_OCR_2,
+            title="DeepSeek-OCR-2",
+            hub_id="deepseek-ai/DeepSeek-OCR-2",
+            name_pattern=re.compile(r"ocr[-_]?2", re.IGNORECASE),
+            architecture="DeepseekOCR2ForCausalLM",
+            trust_remote_code=True,
+            # DeepseekOCR2ForCausalLM came to upstream vLLM in the 0.15/0.16 nightly period
+            # (early 2026); 0.16.0 is the first release known to have it.
+            vllm=VllmRange("0.16.0", _VLLM_BELOW, _VLLM_NEWEST_TRIED),
+            prompts=_DEEPSEEK_PROMPTS,
+        ),
+    }
+)
+DEFAULT_FAMILY = ModelFamily.DEEPSEEK_OCR
+#: The model a local server runs unless told otherwise.
+DEFAULT_MODEL = FAMILIES[DEFAULT_FAMILY].hub_id
+#: The vLLM releases known to serve every family: pyproject's `vllm` extra (a test checks it).
+VLLM_RANGE = VllmRange(
+    minimum=min((spec.vllm.minimum for spec in FAMILIES.values()), key=_version),
+    below=_VLLM_BELOW,
+    newest_tried=_VLLM_NEWEST_TRIED,
+)
+
+
+def known_family(name: str) -> ModelFamily | None:
+    """The family whose name pattern a served model name, hub id or folder path matches.
+
+    The default family's pattern is the loosest ("ocr"), so any other family that matches wins
+    over it ("DeepSeek-OCR-2" matches both); None when no family matches.
+    """
+    matched = [family for family, spec in FAMILIES.items() if spec.name_pattern.search(name)]
+    specific = [family for family in matched if family is not DEFAULT_FAMILY]
+    found = specific or matched
+    return found[0] if found else None
+
+
+def family_of(name: str) -> ModelFamily:
+    """The family of a served model name, hub id or folder path (`DEFAULT_FAMILY` if none)."""
+    return known_family(name) or DEFAULT_FAMILY
+
+
+def family_by_architecture(architectures: Iterable[object]) -> ModelFamily | None:
+    """The family whose served architecture is among `architectures` (config.json), if any."""
+    names = {str(name).lower() for name in architectures}
+    for family, spec in FAMILIES.items():
+        if spec.architecture.lower() in names:
+            return family
+    return None
 
 
 def prompt_text(
     task: Task,
-    family: ModelFamily = ModelFamily.DEEPSEEK_OCR,
+    family: ModelFamily = DEFAULT_FAMILY,
     *,
     custom: str | None = None,
     with_image_tag: bool = False,
@@ -90,9 +238,9 @@ def prompt_text(
     elif task is Task.LOCATE:
         if not custom or not custom.strip():
             raise ValueError("the locate task needs the text to find")
-        text = _PROMPTS[family][task].format(text=custom.strip())
+        text = FAMILIES[family].prompt(task).format(text=custom.strip())
     else:
-        text = _PROMPTS[family][task]
+        text = FAMILIES[family].prompt(task)
     return f"<image>\n{text}" if with_image_tag else text
 
 

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from ocrdesk.engine.parser import (
     EOS_TOKEN,
     MAX_LABEL,
+    MAX_STRAY,
     StreamParser,
     parse,
     pixel_box,
@@ -46,11 +47,12 @@ def kept_chars(raw: str) -> str:
 
     Written apart from the parser: split at the tags; a label is removed when `<|ref|>` is followed
     by text of at most MAX_LABEL characters without a newline and then `<|/ref|>`; after `<|det|>`
-    a complete `[[n, n, ...], ...]` list is removed; every tag marker is removed.
+    a complete `[[n, n, ...], ...]` list is removed, also when a box holds at most MAX_STRAY stray
+    characters among at least four numbers; every tag marker is removed.
     """
     tags = ("<|ref|>", "<|/ref|>", "<|det|>", "<|/det|>", EOS_TOKEN)
     parts = re.split("(" + "|".join(re.escape(t) for t in tags) + ")", raw)
-    coords = re.compile(r"\s*\[(?:[\s,]*\[(?:[\s,]*[0-9]+(?:\.[0-9]+)?)*[\s,]*\])*[\s,]*\]")
+    coords = re.compile(r"\s*\[(?:[\s,]*\[[^\[\]]*\])*[\s,]*\]")
     out: list[str] = []
     for i in range(0, len(parts), 2):
         text = parts[i]
@@ -59,10 +61,21 @@ def kept_chars(raw: str) -> str:
         is_label = len(text) <= MAX_LABEL and "\n" not in text
         if before == "<|ref|>" and after == "<|/ref|>" and is_label:
             continue
-        if before == "<|det|>" and (m := coords.match(text)):
+        if before == "<|det|>" and (m := coords.match(text)) and boxes_read(m.group()):
             text = text[m.end() :]
         out.append(text)
     return _nonspace("".join(out))
+
+
+def boxes_read(coords: str) -> bool:
+    """Whether every box of a `[[...], ...]` list is read: numbers and separators only, or at
+    most MAX_STRAY other characters beside at least four numbers."""
+    for content in re.findall(r"\[([^\[\]]*)\]", coords):
+        numbers = re.findall(r"[0-9]+(?:\.[0-9]+)?", content)
+        stray = re.sub(r"[\s,]", "", re.sub(r"[0-9]+(?:\.[0-9]+)?", "", content))
+        if stray and (len(numbers) < 4 or len(stray) > MAX_STRAY):
+            return False
+    return True
 
 
 def markdown_chars(page: ParsedPage) -> str:
@@ -288,6 +301,72 @@ def test_feed_reports_each_box_once_when_it_closes() -> None:
     assert parser.finish() == parse(parser.text, 999, 999)
 
 
+def test_stray_text_among_a_boxs_numbers_is_dropped_and_the_box_read() -> None:
+    # A real output (issue 11): the box used to leak into the text and the block had no box.
+    raw = "<|ref|>text<|/ref|><|det|>[[44, raw 666, 501, 707]]<|/det|>\nCourse notes"
+    page = parse(raw, 999, 999)
+    assert page.blocks == [Block("text", ((44.0, 666.0, 501.0, 707.0),), "Course notes")]
+    assert page.markdown == "Course notes"
+    parser, closed = stream(raw, list(range(len(raw))))
+    assert parser.finish() == parse(raw, W, H, PREFIX)
+    assert [b.boxes for b in closed] == [parse(raw, W, H).blocks[0].boxes]
+    # "7." ends a number; the dot is stray.
+    two = parse("<|det|>[[1, 2, 3, 4.], [x5 6 7 8]]<|/det|>t", 999, 999)
+    assert two.blocks == [Block("text", ((1.0, 2.0, 3.0, 4.0), (5.0, 6.0, 7.0, 8.0)), "t")]
+
+
+def test_a_box_with_too_much_stray_text_or_too_few_numbers_stays_text() -> None:
+    few = "<|ref|>text<|/ref|><|det|>[[44, raw 666, 501]]<|/det|>x"
+    assert parse(few, W, H).blocks == [Block("text", (), "[[44, raw 666, 501]]x")]
+    words = "y" * (MAX_STRAY + 1)
+    many = f"<|ref|>text<|/ref|><|det|>[[1, {words} 2, 3, 4]]<|/det|>x"
+    assert parse(many, W, H).blocks == [Block("text", (), f"[[1, {words} 2, 3, 4]]x")]
+    # Stray text outside a box is no box either.
+    outside = "<|det|>[[1, 2, 3, 4] raw]<|/det|>x"
+    assert parse(outside, W, H).blocks == [Block("text", (), "[[1, 2, 3, 4] raw]x")]
+
+
+def test_live_view_holds_back_an_incomplete_tag_until_it_completes() -> None:
+    """While a page streams, no partial tag shows (issue 11: `[[536`, `<|det|`, `equation<|/ref`
+    in the result view); each shows once complete, or as text when the stream ends without it."""
+    parser = StreamParser(999, 999)
+    steps = [  # (delta, the live markdown, the live raw text after it)
+        ("Intro <|det|", "Intro", "Intro "),
+        (">[[536", "Intro", "Intro "),
+        (", 1, 540, 9]]", "Intro", "Intro <|det|>[[536, 1, 540, 9]]"),
+        ("<|/det|>\n<|ref|>equation<|/ref", "Intro", "Intro <|det|>[[536, 1, 540, 9]]<|/det|>\n"),
+        ("|><|det|>[[1, 2, 3, 4]]<|/det|>\n\\[x\\]", "Intro \n\n\\[x\\]", None),
+    ]
+    for delta, markdown, settled in steps:
+        parser.feed(delta)
+        assert parser.snapshot().markdown == markdown, delta
+        assert parser.settled_text == (parser.text if settled is None else settled), delta
+    assert [b.label for b in parser.snapshot().blocks] == ["text", "text", "equation"]
+    # A tag that never completes is text once the stream ends.
+    parser.feed(" <|ref|>equation<|/re")
+    assert parser.snapshot().markdown == "Intro \n\n\\[x\\]"
+    assert parser.settled_text == parser.text.removesuffix("<|ref|>equation<|/re")
+    assert parser.finish().markdown == "Intro \n\n\\[x\\] equation<|/re"
+    assert parser.finish() == parse(parser.text, 999, 999)
+
+
+def test_feed_indexed_gives_each_box_the_index_of_its_final_block() -> None:
+    raw = (
+        "<|det|>\\[ no box \\]\n"  # a det with no coordinates: a block without a box
+        "<|ref|>title<|/ref|><|det|>[[1, 2, 3, 4]]<|/det|>\n# T\n"
+        "<|ref|>text<|/ref|><|det|>[[5, 6, 7, 8], [1, 1, 2, 2]]<|/det|>\nbody"
+    )
+    final = parse(raw, 999, 999).blocks
+    for size in (1, 3, len(raw)):
+        parser = StreamParser(999, 999)
+        indexed = []
+        for i in range(0, len(raw), size):
+            indexed += parser.feed_indexed(raw[i : i + size])
+        assert [(k, b.label, b.boxes) for k, b in indexed] == [
+            (k, b.label, b.boxes) for k, b in enumerate(final) if b.boxes
+        ]
+
+
 def test_strip_tags_on_free_ocr_and_grounded_text() -> None:
     assert strip_tags("Plain text\n\n\n\nmore" + EOS_TOKEN) == "Plain text\n\nmore"
     raw = (
@@ -325,6 +404,9 @@ _PIECES = [
     "[[1200, 5, 3, 999], [1, 2, 3, 4]]",
     "[[1, 2, 3]]",
     "[[0, 0, 997, 0]]",
+    "[[44, raw 666, 501, 707]]",
+    "[[1, x 2, 3]]",
+    " raw ",
     "1.5",
     "7.",
     "[underline[underline",
