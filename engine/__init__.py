@@ -12,6 +12,7 @@ Errors: see engine.errors for the exception tree.
 
 from ocrdesk import __version__
 
+from . import protocol
 from .client import Completion, ModelClient, ServerPool
 from .documents import SUPPORTED_SUFFIXES, Document, find_documents, open_document
 from .errors import (
@@ -26,8 +27,19 @@ from .errors import (
     ServerUnavailableError,
     UnsupportedFormatError,
 )
-from .export import LABEL_COLORS, DocumentExport, export_folder, label_color
-from .local_server import LocalServer, LocalServerConfig
+from .export import (
+    LABEL_COLORS,
+    DocumentExport,
+    SavedExport,
+    SourceId,
+    export_folder,
+    figure_boxes,
+    label_color,
+    page_markdown,
+    read_export,
+    read_exports,
+)
+from .local_server import LocalServer, LocalServerConfig, ServerState, ServerStatus
 from .pagerange import parse_page_range
 from .parser import EOS_TOKEN, StreamParser, parse, strip_tags
 from .pipeline import (
@@ -49,13 +61,32 @@ from .pipeline import (
 )
 from .results import Block, Box, PageResult, PageStatus, ParsedPage
 from .run_worker import ClientSpec, JobSpec, RunWorker
-from .tasks import TASK_TITLES, ModelFamily, Sampling, Task, prompt_text
+from .sanitize import Formula, clean_html, sanitize_html, split_math
+from .sink import ExportSink, WriteFailure
+from .tasks import (
+    DEFAULT_DPI,
+    DEFAULT_MODEL,
+    FAMILIES,
+    TASK_TITLES,
+    VLLM_RANGE,
+    FamilySpec,
+    ModelFamily,
+    Sampling,
+    Task,
+    VllmRange,
+    family_of,
+    prompt_text,
+)
 
 __all__ = [
+    "DEFAULT_DPI",
+    "DEFAULT_MODEL",
     "EOS_TOKEN",
+    "FAMILIES",
     "LABEL_COLORS",
     "SUPPORTED_SUFFIXES",
     "TASK_TITLES",
+    "VLLM_RANGE",
     "Block",
     "Box",
     "ClientSpec",
@@ -71,6 +102,9 @@ __all__ = [
     "EmptyFileError",
     "EngineStartError",
     "Event",
+    "ExportSink",
+    "FamilySpec",
+    "Formula",
     "JobControl",
     "JobFeed",
     "JobSpec",
@@ -94,19 +128,34 @@ __all__ = [
     "Pipeline",
     "RunWorker",
     "Sampling",
+    "SavedExport",
     "ServerError",
     "ServerPool",
+    "ServerState",
+    "ServerStatus",
     "ServerUnavailableError",
+    "SourceId",
     "StreamParser",
     "Task",
     "UnsupportedFormatError",
+    "VllmRange",
+    "WriteFailure",
     "__version__",
+    "clean_html",
     "export_folder",
+    "family_of",
+    "figure_boxes",
     "find_documents",
     "label_color",
     "open_document",
+    "page_markdown",
     "parse",
     "parse_page_range",
     "prompt_text",
+    "protocol",
+    "read_export",
+    "read_exports",
+    "sanitize_html",
+    "split_math",
     "strip_tags",
 ]

@@ -60,6 +60,7 @@ from types import TracebackType
 from typing import IO, Any, NoReturn, TypeVar
 
 from .errors import EngineStartError
+from .tasks import DEFAULT_MODEL, FAMILIES, LOGITS_PROCESSOR, family_by_architecture, family_of
 from .vllm_log import MASK, classify_failure, known_failure, mask_secret, status_from_line
 
 try:  # openai >= 3 depends on `httpx2`, older ones on `httpx`: the same API under two names
@@ -84,7 +85,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
-LOGITS_PROCESSOR = "vllm.model_executor.models.deepseek_ocr:NGramPerReqLogitsProcessor"
 NOT_FOUND_FIX = (
     "install vLLM in its own environment and set OCRDESK_VLLM/--vllm/settings to its `vllm` "
     "executable, or use a remote server with --server"
@@ -130,7 +130,7 @@ class ServerStatus:
 class LocalServerConfig:
     """How to run vLLM. Tuning flags left at None are not passed: vLLM's defaults apply."""
 
-    model: str = "deepseek-ai/DeepSeek-OCR"  # hub id or local folder
+    model: str = DEFAULT_MODEL  # hub id or local folder
     vllm: str | None = None  # executable (may be several words); None -> $OCRDESK_VLLM, "vllm"
     gpu_memory_utilization: float | None = None
     max_model_len: int = 8192
@@ -178,9 +178,10 @@ def needs_trust_remote_code(model: str) -> bool:
         except (OSError, ValueError):
             config = {}
         architectures = config.get("architectures") or [] if isinstance(config, dict) else []
-        is_ocr2 = any("ocr2" in str(name).lower() for name in architectures)
-        return bool(is_ocr2 and isinstance(config, dict) and config.get("auto_map"))
-    return re.search(r"deepseek[-_]?ocr[-_]?2", model, re.IGNORECASE) is not None
+        family = family_by_architecture(architectures)
+        custom_code = isinstance(config, dict) and config.get("auto_map")
+        return bool(family is not None and FAMILIES[family].trust_remote_code and custom_code)
+    return FAMILIES[family_of(model)].trust_remote_code
 
 
 def build_command(config: LocalServerConfig, port: int) -> list[str]:
@@ -196,11 +197,7 @@ def build_command(config: LocalServerConfig, port: int) -> list[str]:
         "127.0.0.1",
         "--port",
         str(port),
-        "--logits_processors",
-        LOGITS_PROCESSOR,
-        "--no-enable-prefix-caching",
-        "--mm-processor-cache-gb",
-        "0",
+        *FAMILIES[family_of(config.model)].server_flags,
         "--max-model-len",
         str(config.max_model_len),
     ]

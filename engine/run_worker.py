@@ -4,29 +4,22 @@ The pipeline reads thousands of stream deltas a second: HTTP, SSE, JSON, the str
 rendering and export writes. In a thread of the GUI's process all that shares one GIL (and one
 garbage collector) with the GUI thread, and on a busy machine the GUI thread waited up to
 100-200 ms for it (benchmarks/bench_gui_latency.py). Here the run has a process of its own; the
-host only unpickles a batch of small messages every few tens of milliseconds.
+host only decodes a batch of small messages every few tens of milliseconds.
 
 Host side, from one thread (the GUI's), never blocking:
 
-    worker = RunWorker.spawn()                    # starts `python -m engine.run_worker`
+    worker = RunWorker.spawn()                    # starts the worker process
     worker.run(ClientSpec(url, key, model), options, [JobSpec(...), ...])
     worker.add([JobSpec(...)], token) / .pause(key) / .resume(key) / .cancel(key) / .stop()
-    for message in worker.receive():              # whatever has arrived; [] when nothing has
-        ...                                       # tuples, see "Messages" below
+    for report in worker.receive():               # whatever has arrived; [] when nothing has
+        match report: ...                         # engine.protocol's report classes
     worker.close()
 
-Messages from the worker (first item names it; `key` is the JobSpec's key):
-
-    ("opened", key, page_count)          ("doc_failed", key, reason)
-    ("started", key, number, w, h)       ("delta", key, number, text, blocks)
-    ("restarted", key, number)           ("page_cancelled", key, number)
-    ("page", key, number, PageResult)    ("doc_finished", key, cancelled)
-    ("added", token, ok)                 ("message", text)
-    ("reconnect",)                       ("end", error or None)
-
-Deltas of one page that arrive within one batch are sent as one. A page's result is sent only
-after its export files are written, as in the CLI. "reconnect" asks the host to bring a crashed
-local server back; the worker's requests wait until the host answers with `target(url, key)`.
+What crosses the socket, and how it is encoded, is `engine.protocol`'s alone. The pipeline's
+events become reports here (`report_of`); deltas of one page within one batch are sent as one.
+The pipeline's events are written by the same `ExportSink` as the CLI's, with its error rule: a
+page's `PageDone` is sent only once its journal entry is on disk, and a page whose write failed
+is reported FAILED with the write's reason (and a `Notice` names the folder).
 
 The child is a plain interpreter that runs `engine.run_worker.main(FD)` (or, in the frozen
 bundle, the bundle's own executable with `--ocrdesk-run-worker FD`), not multiprocessing's spawn:
@@ -39,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import pickle
 import queue
 import signal
 import socket
@@ -47,33 +39,21 @@ import subprocess
 import sys
 import threading
 import traceback
-from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
 
+from . import pipeline as pl
+from . import protocol as p
 from .client import ModelClient, ServerPool, restarting
 from .errors import OCRDeskError, ServerUnavailableError
 from .export import DocumentExport
-from .pipeline import (
-    ConvertOptions,
-    DocumentFailed,
-    DocumentFinished,
-    DocumentJob,
-    DocumentOpened,
-    Event,
-    JobFeed,
-    PageCancelled,
-    PageDelta,
-    PageFailed,
-    PageFinished,
-    PageRestarted,
-    PageStarted,
-    Pipeline,
-)
-from .results import PageResult
+from .pipeline import ConvertOptions, DocumentJob, JobFeed, Pipeline
+from .protocol import ClientSpec, JobSpec
+from .sink import ExportSink
 
-#: How long the worker collects messages before it sends them as one batch.
+__all__ = ["BATCH_S", "FROZEN_FLAG", "ClientSpec", "JobSpec", "RunWorker", "main", "report_of"]
+
+#: How long the worker collects reports before it sends them as one batch.
 BATCH_S = 0.02
 FROZEN_FLAG = "--ocrdesk-run-worker"
 # SIGINT is ignored before the (slow) import: Ctrl+C in a terminal reaches the whole process
@@ -83,39 +63,10 @@ _CHILD_MAIN = (
     "from ocrdesk.engine.run_worker import main; sys.exit(main())"
 )
 
-Message = tuple[Any, ...]
-
-
-@dataclass(frozen=True)
-class ClientSpec:
-    """The server the worker talks to. `supervised`: a local server the host restarts."""
-
-    url: str
-    api_key: str | None = None
-    model: str | None = None
-    timeout: float = 300.0
-    supervised: bool = False
-
-
-@dataclass
-class JobSpec:
-    """One document of a run and where its export goes."""
-
-    key: int
-    source: str | bytes
-    name: str | None
-    export_folder: Path
-    export_source: str
-    model: str
-    task: str
-    skip: dict[int, PageResult] = field(default_factory=dict)
-    paused: bool = False
-    pages: str | None = None  # a page range ("3,7-9"); None: all pages not in `skip`
-
 
 class RunWorker:
-    """The host's handle on one worker process. Every method returns at once: messages to the
-    worker go out from a thread of their own, because a run's message can carry a pasted image
+    """The host's handle on one worker process. Every method returns at once: commands to the
+    worker go out from a thread of their own, because a run's command can carry a pasted image
     or many finished pages and the worker may still be importing the engine."""
 
     def __init__(self, process: subprocess.Popen[bytes], conn: Connection) -> None:
@@ -159,8 +110,9 @@ class RunWorker:
 
     # -- to the worker ---------------------------------------------------------------------------
 
-    def _send(self, message: Message) -> None:
-        self._sends.put(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+    def send(self, command: p.Command) -> None:
+        """Send one command (engine.protocol); the methods below name the usual ones."""
+        self._sends.put(p.encode([command]))
 
     def _send_all(self) -> None:
         while (data := self._sends.get()) is not None:
@@ -170,46 +122,48 @@ class RunWorker:
                 return  # the worker is gone; `receive` finds out and says so
 
     def run(self, client: ClientSpec, options: ConvertOptions, jobs: list[JobSpec]) -> None:
-        self._send(("run", client, options, jobs))
+        self.send(p.Run(client, options, tuple(jobs)))
 
     def add(self, jobs: list[JobSpec], token: int) -> None:
-        """Add documents to the run; answered by ("added", token, ok)."""
-        self._send(("add", token, jobs))
+        """Add documents to the run; answered by `Added(token, ok)`."""
+        self.send(p.Add(token, tuple(jobs)))
 
     def pause(self, key: int) -> None:
-        self._send(("pause", key))
+        self.send(p.Pause(key))
 
     def resume(self, key: int) -> None:
-        self._send(("resume", key))
+        self.send(p.Resume(key))
 
     def cancel(self, key: int) -> None:
-        self._send(("cancel", key))
+        self.send(p.Cancel(key))
 
     def stop(self) -> None:
-        """End the run: pages in flight are dropped, the files so far written; then "end"."""
-        self._send(("stop",))
+        """End the run: pages in flight are dropped, the files so far written; then `Ended`."""
+        self.send(p.Stop())
 
     def target(self, url: str, api_key: str | None) -> None:
-        """Answer a "reconnect": the server is back at `url`."""
-        self._send(("target", url, api_key))
+        """Answer a `Reconnect`: the server is back at `url`."""
+        self.send(p.Target(url, api_key))
 
     def no_target(self, reason: str) -> None:
-        """Answer a "reconnect": the server is not coming back; its requests fail with `reason`."""
-        self._send(("target", None, reason))
+        """Answer a `Reconnect`: the server is not coming back; its requests fail with `reason`."""
+        self.send(p.Target(None, reason=reason))
 
     # -- from the worker -------------------------------------------------------------------------
 
-    def receive(self) -> list[Message]:
-        """The messages that have arrived, without waiting. Sets `gone` when the worker ended."""
-        messages: list[Message] = []
+    def receive(self) -> list[p.Report]:
+        """The reports that have arrived, without waiting. Sets `gone` when the worker ended.
+
+        Raises ProtocolError for anything the worker sent that is not a report."""
+        reports: list[p.Report] = []
         if self.gone:
-            return messages
+            return reports
         try:
             while self._conn.poll(0):
-                messages.extend(pickle.loads(self._conn.recv_bytes()))
+                reports.extend(p.decode_reports(self._conn.recv_bytes()))
         except (EOFError, OSError):
             self.gone = True
-        return messages
+        return reports
 
     def exit_code(self) -> int | None:
         return self.process.poll()
@@ -232,32 +186,37 @@ class RunWorker:
 
 
 class _Outbox:
-    """Messages for the host, sent in batches every BATCH_S from a thread (never blocking the
+    """Reports for the host, sent in batches every BATCH_S from a thread (never blocking the
     loop), one page's consecutive deltas merged."""
 
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
-        self._batch: list[Message] = []
-        self._open_delta: dict[tuple[int, int], list[Any]] = {}  # page -> its delta in _batch
+        self._batch: list[p.Report] = []
+        # A page's open delta: its place in _batch and its text so far, joined when sent.
+        self._open: dict[tuple[int, int], tuple[int, list[str]]] = {}
         self._wake = asyncio.Event()
         self.closed = False
 
-    def put(self, message: Message) -> None:
-        if message[0] == "delta":
-            page = (message[1], message[2])
-            merged = self._open_delta.get(page)
-            if merged is not None:
-                merged[3] += message[3]
-                merged[4].extend(message[4])  # a list of its own (see _message)
-                return
-            entry = list(message)
-            self._open_delta[page] = entry
-            self._batch.append(entry)  # type: ignore[arg-type]  # made a tuple when sent
-        else:
-            if message[0] in ("started", "restarted", "page_cancelled", "page"):
-                self._open_delta.pop((message[1], message[2]), None)
-            self._batch.append(message)
+    def put(self, report: p.Report) -> None:
+        match report:
+            case p.Delta(key=key, number=number, text=text):
+                merged = self._open.get((key, number))
+                if merged is not None:
+                    merged[1].append(text)
+                    return
+                self._open[(key, number)] = (len(self._batch), [text])
+            case p.Started() | p.Restarted() | p.Cancelled():
+                self._close_delta(report.key, report.number)
+            case p.PageDone(key=key, result=result):
+                self._close_delta(key, result.number)
+        self._batch.append(report)
         self._wake.set()
+
+    def _close_delta(self, key: int, number: int) -> None:
+        """The page's open delta takes no more text: it is put in the batch as merged."""
+        merged = self._open.pop((key, number), None)
+        if merged is not None and len(merged[1]) > 1:
+            self._batch[merged[0]] = p.Delta(key, number, "".join(merged[1]))
 
     async def pump(self) -> None:
         """Send batches until cancelled; then send what is left."""
@@ -273,9 +232,10 @@ class _Outbox:
         self._wake.clear()
         if not self._batch:
             return None
-        batch = [tuple(m) if isinstance(m, list) else m for m in self._batch]
-        self._batch, self._open_delta = [], {}
-        return pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL)
+        for key, number in list(self._open):
+            self._close_delta(key, number)
+        batch, self._batch = self._batch, []
+        return p.encode(batch)
 
     async def _flush(self) -> None:
         data = self._take()
@@ -292,35 +252,43 @@ class _Outbox:
                 self._conn.send_bytes(data)
 
 
-class _Worker:
+class _WorkerMain:
+    """The worker process's side: takes the host's commands, runs the pipeline, reports."""
+
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self.outbox = _Outbox(conn)
         self.jobs: dict[int, DocumentJob] = {}
         self.keys: dict[int, int] = {}  # id(job) -> key
-        self.exports: dict[int, DocumentExport] = {}  # key -> export
+        self.sink = ExportSink(model="", task="")  # each job's export names its model and task
         self.feed: JobFeed | None = None
         self.run_task: asyncio.Task[str | None] | None = None
         self.stopping = False
-        self.target: asyncio.Future[tuple[str | None, str | None]] | None = None
+        self.target: asyncio.Future[p.Target] | None = None
 
     async def serve(self) -> None:
         loop = asyncio.get_running_loop()
-        inbox: asyncio.Queue[Message | None] = asyncio.Queue()
+        inbox: asyncio.Queue[p.Command | None] = asyncio.Queue()
 
         def readable() -> None:
             try:
                 while self.conn.poll(0):
-                    inbox.put_nowait(pickle.loads(self.conn.recv_bytes()))
+                    for command in p.decode_commands(self.conn.recv_bytes()):
+                        inbox.put_nowait(command)
             except (EOFError, OSError):
                 loop.remove_reader(self.conn.fileno())
                 inbox.put_nowait(None)
+            except p.ProtocolError as exc:  # the host sent garbage: say so, keep serving
+                self.outbox.put(p.Notice(f"conversion process: {exc}"))
 
         loop.add_reader(self.conn.fileno(), readable)
         pump = asyncio.create_task(self.outbox.pump())
         try:
             while (message := await inbox.get()) is not None:
-                self.handle(message)
+                try:
+                    self.handle(message)
+                except p.ProtocolError as exc:
+                    self.outbox.put(p.Notice(f"conversion process: {exc}"))
         finally:  # the host is gone: end the run as a stop would, files so far written
             if self.run_task is not None:
                 self.stop()
@@ -330,32 +298,40 @@ class _Worker:
             with contextlib.suppress(BaseException):
                 await pump
 
-    def handle(self, message: Message) -> None:
-        op = message[0]
-        if op == "run":
-            if self.run_task is None or self.run_task.done():
-                _, client, options, specs = message
-                # The jobs exist before the next message is read: a pause right after the run
-                # must find its document.
-                self.jobs.clear()
-                self.keys.clear()
-                self.exports.clear()
-                self.feed = JobFeed([self.job(s) for s in specs])
-                self.stopping = False
-                self.run_task = asyncio.create_task(self.run(client, options, self.feed))
-                self.run_task.add_done_callback(self.ended)
-        elif op == "add":
-            _, token, specs = message
-            ok = self.feed is not None and all(self.feed.add(self.job(s)) for s in specs)
-            self.outbox.put(("added", token, ok))
-        elif op in ("pause", "resume", "cancel"):
-            job = self.jobs.get(message[1])
-            if job is not None:
-                getattr(job.control, op)()
-        elif op == "stop":
-            self.stop()
-        elif op == "target" and self.target is not None and not self.target.done():
-            self.target.set_result((message[1], message[2]))
+    def handle(self, message: p.Command) -> None:
+        """Carry out one command. Raises ProtocolError for anything that is not a command."""
+        match message:
+            case p.Run(client=client, options=options, jobs=specs):
+                if self.run_task is None or self.run_task.done():
+                    # The jobs exist before the next command is read: a pause right after the
+                    # run must find its document.
+                    self.jobs.clear()
+                    self.keys.clear()
+                    self.sink = ExportSink(model="", task="")
+                    self.feed = JobFeed([self.job(s) for s in specs])
+                    self.stopping = False
+                    self.run_task = asyncio.create_task(self.run(client, options, self.feed))
+                    self.run_task.add_done_callback(self.ended)
+            case p.Add(token=token, jobs=specs):
+                feed = self.feed
+                ok = feed is not None and all(feed.add(self.job(s)) for s in specs)
+                self.outbox.put(p.Added(token, ok))
+            case p.Pause(key=key):
+                if (job := self.jobs.get(key)) is not None:
+                    job.control.pause()
+            case p.Resume(key=key):
+                if (job := self.jobs.get(key)) is not None:
+                    job.control.resume()
+            case p.Cancel(key=key):
+                if (job := self.jobs.get(key)) is not None:
+                    job.control.cancel()
+            case p.Stop():
+                self.stop()
+            case p.Target():
+                if self.target is not None and not self.target.done():
+                    self.target.set_result(message)
+            case _:
+                raise p.ProtocolError(f"not a command: {message!r}")
 
     def stop(self) -> None:
         # Once: a second cancel would cut short the cleanup that writes the files so far.
@@ -364,7 +340,7 @@ class _Worker:
             self.run_task.cancel()
 
     def ended(self, task: asyncio.Task[str | None]) -> None:
-        """The run's last message, "end", however the run ended."""
+        """The run's last report, `Ended`, however the run ended."""
         self.feed = None
         error: str | None = None
         if not task.cancelled():
@@ -374,7 +350,7 @@ class _Worker:
                 error = f"unexpected error in the conversion process: {exc!r}"
             else:
                 error = task.result()
-        self.outbox.put(("end", error))
+        self.outbox.put(p.Ended(error))
 
     def job(self, spec: JobSpec) -> DocumentJob:
         job = DocumentJob(
@@ -388,7 +364,7 @@ class _Worker:
         export.results.update(spec.skip)
         self.jobs[spec.key] = job
         self.keys[id(job)] = spec.key
-        self.exports[spec.key] = export
+        self.sink.add(job, export)
         return job
 
     def make_client(self, spec: ClientSpec) -> ModelClient:
@@ -398,27 +374,28 @@ class _Worker:
     async def ask_host_to_restart(self) -> tuple[str, str | None]:
         """The local server is gone: the host restarts it and answers with its address."""
         self.target = asyncio.get_running_loop().create_future()
-        self.outbox.put(("reconnect",))
-        url, key = await self.target
-        if url is None:  # the host could not bring it back; `key` says why
-            raise ServerUnavailableError(key or "the local server is not running")
-        return url, key
+        self.outbox.put(p.Reconnect())
+        answer = await self.target
+        if answer.url is None:  # the host could not bring it back
+            raise ServerUnavailableError(answer.reason or "the local server is not running")
+        return answer.url, answer.api_key
 
     async def run(self, spec: ClientSpec, options: ConvertOptions, feed: JobFeed) -> str | None:
         """The pipeline over `feed`; returns the error that ended it, None if none did."""
         pool = ServerPool([self.make_client(spec)])
-        written: set[int] = set()
         events = Pipeline(pool, options).run(feed)
         delivering: asyncio.Future[None] | None = None
         try:
             async for event in events:
                 key = self.keys[id(event.job)]
-                if not isinstance(event, (PageFinished, PageFailed, DocumentFinished)):
-                    self.outbox.put(_message(key, event))  # most events: deltas, thousands a second
+                if isinstance(event, pl.DocumentOpened):
+                    self.sink.handle(event)  # no file is written for it
+                if not isinstance(event, (pl.PageFinished, pl.PageFailed, pl.DocumentFinished)):
+                    self.outbox.put(report_of(key, event))  # deltas, thousands a second
                     continue
                 # Shielded: a page whose files are being written when a stop comes is still
-                # finished and announced (before "end"), so the host and the disk agree.
-                delivering = asyncio.ensure_future(self.deliver(key, event, written))
+                # finished and announced (before `Ended`), so the host and the disk agree.
+                delivering = asyncio.ensure_future(self.deliver(key, event))
                 await asyncio.shield(delivering)
         except asyncio.CancelledError:
             pass
@@ -430,54 +407,50 @@ class _Worker:
                     await delivering
             with contextlib.suppress(Exception):
                 await events.aclose()  # the pipeline's pages in flight are cancelled
-            for key in written:  # documents stopped part-way: their layout and files so far
-                export = self.exports[key]
-                if export.results:
-                    with contextlib.suppress(Exception):
-                        await asyncio.to_thread(export.finish)
+            # Documents stopped part-way: their layout and combined files of the pages so far.
+            for failure in await asyncio.to_thread(self.sink.close):
+                self.outbox.put(p.Notice(str(failure)))
             with contextlib.suppress(Exception):
                 await pool.close()
         return None
 
     async def deliver(
-        self, key: int, event: PageFinished | PageFailed | DocumentFinished, written: set[int]
+        self, key: int, event: pl.PageFinished | pl.PageFailed | pl.DocumentFinished
     ) -> None:
         """Write the export's files for a finished page or document, then tell the host.
 
         Before the host hears of the page, and before the pipeline releases the page's slot:
-        a slow disk slows the run instead of letting page images pile up."""
-        export = self.exports[key]
-        try:
-            if isinstance(event, (PageFinished, PageFailed)):
-                image = event.image if isinstance(event, PageFinished) else None
-                await asyncio.to_thread(export.add_page, event.result, image)
-                written.add(key)
-            elif isinstance(event, DocumentFinished):
-                written.discard(key)
-                await asyncio.to_thread(export.finish)
-        except Exception as exc:  # a full disk, a page image PIL cannot draw on: the run goes on
-            self.outbox.put(("message", f"cannot write {export.folder}: {exc}"))
-        self.outbox.put(_message(key, event))
+        a slow disk slows the run instead of letting page images pile up. A page whose
+        journal entry could not be written is not done: it is reported failed, with why."""
+        failure = await asyncio.to_thread(self.sink.handle, event)
+        report = report_of(key, event)
+        if failure is not None:
+            self.outbox.put(p.Notice(str(failure)))
+            if failure.page is not None:
+                report = p.PageDone(key, failure.page_result())
+        self.outbox.put(report)
 
 
-def _message(key: int, event: Event) -> Message:
-    if isinstance(event, DocumentOpened):
-        return ("opened", key, event.document.page_count)
-    if isinstance(event, DocumentFailed):
-        return ("doc_failed", key, getattr(event.error, "reason", None) or str(event.error))
-    if isinstance(event, PageStarted):
-        return ("started", key, event.number, event.width, event.height)
-    if isinstance(event, PageDelta):
-        return ("delta", key, event.number, event.text, list(event.blocks))
-    if isinstance(event, PageRestarted):
-        return ("restarted", key, event.number)
-    if isinstance(event, PageCancelled):
-        return ("page_cancelled", key, event.number)
-    if isinstance(event, (PageFinished, PageFailed)):
-        return ("page", key, event.result.number, event.result)
-    if isinstance(event, DocumentFinished):
-        return ("doc_finished", key, event.cancelled)
-    raise TypeError(f"unknown event {event!r}")
+def report_of(key: int, event: pl.Event) -> p.Report:
+    """The report that tells the host of a pipeline event of document `key`."""
+    match event:
+        case pl.DocumentOpened(document=document):
+            return p.Opened(key, document.page_count)
+        case pl.DocumentFailed(error=error):
+            return p.DocumentFailed(key, getattr(error, "reason", None) or str(error))
+        case pl.PageStarted(number=number, width=width, height=height):
+            return p.Started(key, number, width, height)
+        case pl.PageDelta(number=number, text=text):
+            return p.Delta(key, number, text)
+        case pl.PageRestarted(number=number):
+            return p.Restarted(key, number)
+        case pl.PageCancelled(number=number):
+            return p.Cancelled(key, number)
+        case pl.PageFinished(result=result) | pl.PageFailed(result=result):
+            return p.PageDone(key, result)
+        case pl.DocumentFinished(cancelled=cancelled):
+            return p.DocumentDone(key, cancelled)
+    raise p.ProtocolError(f"not a pipeline event: {event!r}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -487,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     conn = Connection(int(args[0]))
     try:
-        asyncio.run(_Worker(conn).serve())
+        asyncio.run(_WorkerMain(conn).serve())
     finally:
         conn.close()
     return 0

@@ -25,6 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import overload
 
+from .tasks import DEFAULT_MODEL, FAMILIES, ModelFamily
+
 __all__ = [
     "KNOWN_GOOD_VLLM",
     "MASK",
@@ -36,13 +38,9 @@ __all__ = [
     "status_from_line",
 ]
 
-#: The vLLM range OCRDesk knows to work with DeepSeek-OCR: 0.11.1 is the first release with
-#: `vllm.model_executor.models.deepseek_ocr` and its NGramPerReqLogitsProcessor; 0.24.0 was run on
-#: the project's H100 (shared/gpu/RESULTS.md).
-KNOWN_GOOD_VLLM = ">=0.11.1"
-#: DeepSeek-OCR-2 (`DeepseekOCR2ForCausalLM`) came to upstream vLLM later, in the 0.15/0.16 nightly
-#: period (early 2026); 0.16.0 is the first release we are confident has it.
-OCR2_MIN_VLLM = "0.16.0"
+#: The vLLM releases known to serve each family (the registry in engine/tasks.py owns them).
+KNOWN_GOOD_VLLM = f">={FAMILIES[ModelFamily.DEEPSEEK_OCR].vllm.minimum}"
+OCR2_MIN_VLLM = FAMILIES[ModelFamily.DEEPSEEK_OCR_2].vllm.minimum
 
 #: What a masked secret reads as in a log.
 MASK = "***"
@@ -158,7 +156,7 @@ _RULES: tuple[_Rule, ...] = (
         ),
         "the model could not be found on the Hugging Face hub (wrong id, private/gated model, "
         "or not logged in)",
-        "check the model id (deepseek-ai/DeepSeek-OCR), log in with `hf auth login` if the "
+        f"check the model id ({DEFAULT_MODEL}), log in with `hf auth login` if the "
         "model needs it, or point the model setting to a local folder that holds config.json",
     ),
     _Rule(
@@ -171,14 +169,14 @@ _RULES: tuple[_Rule, ...] = (
             r"outgoing traffic has been disabled",
         ),
         "the model is not in the local cache and the Hugging Face hub cannot be reached",
-        "download it once while online (e.g. `hf download deepseek-ai/DeepSeek-OCR`), "
+        f"download it once while online (e.g. `hf download {DEFAULT_MODEL}`), "
         "or point the model setting to a local folder that holds it",
     ),
     _Rule(
         (r"(?P<path>\S+) does not appear to have a file named config\.json",),
         "{path} is not a model folder: it has no config.json",
         "point the model setting to the folder that holds config.json and the *.safetensors "
-        "files, or use the hub id deepseek-ai/DeepSeek-OCR",
+        f"files, or use the hub id {DEFAULT_MODEL}",
     ),
     _Rule(
         (

@@ -2,12 +2,14 @@
 
 The client that checks the server, the local vLLM server (`LocalServer`: starting it, watching
 it, restarting it when it dies) and its status callbacks run on this loop, so none of that waits
-on the GUI thread. The run's streaming itself is in a child process (`engine.RunWorker`). The
-GUI reaches this loop only through `run`, from the controller.
+on the GUI thread. The run's streaming itself is in a child process, the worker
+(`engine.RunWorker`). The GUI reaches this loop only through `run`, from the engine link
+(`gui.engine_link`).
 
 One caveat that decides this thread's lifetime: a local vLLM started from this thread gets the
 parent-death signal when *this thread* ends (PR_SET_PDEATHSIG follows the thread that forked).
-The thread lives as long as the controller, and `close` stops the server before it ends.
+The thread lives as long as the engine link, and closing the link stops the server before it
+ends.
 """
 
 from __future__ import annotations

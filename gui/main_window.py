@@ -54,10 +54,11 @@ from ocrdesk.engine import (
     ModelFamily,
     PageStatus,
     Task,
-    parse,
+    figure_boxes,
 )
-from ocrdesk.gui.controller import Controller, DocItem
+from ocrdesk.gui.controller import Controller, DocItem, EngineState
 from ocrdesk.gui.page_view import Legend, PageView
+from ocrdesk.gui.plain_text import tooltip
 from ocrdesk.gui.qimage import pil_to_qimage
 from ocrdesk.gui.queue_view import QueueView
 from ocrdesk.gui.recent import RecentFiles, RecentMenu
@@ -74,23 +75,27 @@ FAMILIES: list[tuple[str, ModelFamily | None]] = [
 
 
 def figure_urls(image: Image.Image, blocks: list[Block]) -> dict[int, str]:
-    """Data URLs of the page's figure crops, by block index (worker thread)."""
+    """Data URLs of the page's figure crops, by block index (worker thread), cut where the
+    export cuts them (engine.figure_boxes)."""
     urls = {}
-    for k, block in enumerate(blocks):
-        if block.label != "image" or not block.box:
-            continue
-        x1, y1, x2, y2 = block.box
-        crop = image.crop(
-            (int(x1), int(y1), max(int(x1) + 1, round(x2)), max(int(y1) + 1, round(y2)))
-        )
+    for index, box in figure_boxes(blocks):
+        crop = image.crop(box)
         crop.thumbnail((640, 640))
         buffer = io.BytesIO()
         crop.convert("RGB").save(buffer, format="JPEG", quality=85)
-        urls[k] = "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
+        urls[index] = "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
     return urls
 
 
 ENGINE_LABEL_WIDTH = 420  # px of engine status text before it is elided
+IMAGE_CACHE = 8  # page images kept, the one shown and those beside it among them
+ENGINE_COLORS = {
+    EngineState.READY: "#2a8a2a",
+    EngineState.STARTING: "#b58900",
+    EngineState.ERROR: "#d33",
+    EngineState.NONE: "#d33",
+    EngineState.STOPPED: "#666",
+}
 
 
 class MainWindow(QMainWindow):
@@ -112,6 +117,8 @@ class MainWindow(QMainWindow):
         self._images: OrderedDict[tuple[int, int], QImage] = OrderedDict()
         self._figures: dict[tuple[int, int], dict[int, str]] = {}
         self._render_token = 0
+        self._boxes_wait = False  # the current page's boxes wait for its image
+        self._loading: tuple[int, int] | None = None  # the page whose image is being rendered
         self._last_stats = 0.0
         self._build()
         self._connect()
@@ -225,29 +232,29 @@ class MainWindow(QMainWindow):
         self.recent_menu = RecentMenu(self.recent, self)
         self.recent_menu.fileChosen.connect(lambda path: self.open_paths([path]))
         menu = self.menuBar().addMenu("&File")
-        for action in (
+        for entry in (
             self.open_action, self.recent_menu.menuAction(), self.paste_action, None,
             self.export_action, self.export_all_action, self.open_folder_action, None,
             self.settings_action, None, self.quit_action,
         ):  # fmt: skip
-            menu.addSeparator() if action is None else menu.addAction(action)
+            menu.addSeparator() if entry is None else menu.addAction(entry)
         edit = self.menuBar().addMenu("&Edit")
         for action in (self.copy_page_action, self.copy_doc_action, self.remove_action):
             edit.addAction(action)
         view = self.menuBar().addMenu("&View")
-        for action in (
+        for entry in (
             self.prev_page_action, self.next_page_action, None, self.zoom_in_action,
             self.zoom_out_action, self.actual_size_action, self.fit_width_action,
             self.fit_page_action, None, self.next_block_action, self.prev_block_action, None,
             self.raw_action, self.log_action,
         ):  # fmt: skip
-            view.addSeparator() if action is None else view.addAction(action)
+            view.addSeparator() if entry is None else view.addAction(entry)
         run_menu = self.menuBar().addMenu("&Run")
-        for action in (
+        for entry in (
             self.run_action, self.stop_action, None, self.pause_action, self.cancel_doc_action,
             self.retry_action, None, self.engine_start_action, self.engine_stop_action,
         ):  # fmt: skip
-            run_menu.addSeparator() if action is None else run_menu.addAction(action)
+            run_menu.addSeparator() if entry is None else run_menu.addAction(entry)
 
         bar = QToolBar("Main", self)
         bar.setObjectName("main-toolbar")
@@ -348,31 +355,29 @@ class MainWindow(QMainWindow):
 
     # -- engine status -------------------------------------------------------------------------
 
-    def _engine_status(self, state: str, detail: str) -> None:
-        colors = {
-            "ready": "#2a8a2a",
-            "starting": "#b58900",
-            "error": "#d33",
-            "none": "#d33",
-            "stopped": "#666",
-        }
-        text = {"none": detail or "no engine configured", "ready": f"ready: {detail}"}.get(
-            state, f"{state}: {detail}"
-        )
+    def _engine_status(self, state: EngineState, detail: str) -> None:
+        if state is EngineState.NONE:
+            text = detail or "no engine configured"
+        else:
+            text = f"{state.value}: {detail}"
         # Elided so that a long error never pushes the status into the tool bar's overflow
         # menu: it must always be in sight. The whole text is in the tooltip and the log.
         shown = self.engine_label.fontMetrics().elidedText(
             text, Qt.TextElideMode.ElideRight, ENGINE_LABEL_WIDTH
         )
         self.engine_label.setText(
-            f"<b style='color:{colors.get(state, '#666')}'>●</b> {html_escape(shown)}"
+            f"<b style='color:{ENGINE_COLORS[state]}'>●</b> {html_escape(shown)}"
         )
-        self.engine_label.setToolTip(detail)
-        self.engine_settings_item.setVisible(state in ("none", "error"))
-        self.engine_log_item.setVisible(state == "error")
-        self.run_action.setEnabled(state == "ready")
-        self.engine_start_action.setEnabled(state in ("stopped", "error", "none"))
-        self.engine_stop_action.setEnabled(state in ("ready", "starting", "error"))
+        self.engine_label.setToolTip(tooltip(detail))
+        self.engine_settings_item.setVisible(state in (EngineState.NONE, EngineState.ERROR))
+        self.engine_log_item.setVisible(state is EngineState.ERROR)
+        self.run_action.setEnabled(state is EngineState.READY)
+        self.engine_start_action.setEnabled(
+            state in (EngineState.STOPPED, EngineState.ERROR, EngineState.NONE)
+        )
+        self.engine_stop_action.setEnabled(
+            state in (EngineState.READY, EngineState.STARTING, EngineState.ERROR)
+        )
 
     def _show_message(self, text: str) -> None:
         self.statusBar().showMessage(text, 8000)
@@ -382,6 +387,7 @@ class MainWindow(QMainWindow):
 
         box = QMessageBox(self)
         box.setWindowTitle("Engine log")
+        box.setTextFormat(Qt.TextFormat.PlainText)
         box.setText(self.controller.detail)
         box.setDetailedText(self.controller.engine_log())
         box.open()
@@ -389,9 +395,7 @@ class MainWindow(QMainWindow):
     def open_settings(self) -> None:
         from ocrdesk.gui.settings_dialog import SettingsDialog
 
-        dialog = SettingsDialog(
-            self.settings, self, local_available=self.controller.local_available()
-        )
+        dialog = SettingsDialog(self.settings, self)
         dialog.accepted.connect(self.apply_engine_settings)
         dialog.accepted.connect(self._apply_settings)
         dialog.open()
@@ -405,7 +409,7 @@ class MainWindow(QMainWindow):
             if url:
                 self.controller.use_remote(url, s.api_key())
             else:
-                self.controller._set_engine("none", "no remote server URL set")
+                self.controller.no_engine("no remote server URL set")
         else:
             self.controller.use_local(
                 {
@@ -455,7 +459,7 @@ class MainWindow(QMainWindow):
 
     def _running(self, running: bool) -> None:
         # Run stays enabled during a run: the chosen documents then join it.
-        self.run_action.setEnabled(self.controller.state == "ready")
+        self.run_action.setEnabled(self.controller.state is EngineState.READY)
         self.stop_action.setEnabled(running)
         self._update_doc_actions()
 
@@ -495,7 +499,8 @@ class MainWindow(QMainWindow):
 
                 buffer = QBuffer()
                 buffer.open(QIODevice.OpenModeFlag.WriteOnly)
-                image.save(buffer, "PNG")
+                # PySide 6.12 takes the format as str; its stubs say bytes (b"PNG": ValueError).
+                image.save(buffer, "PNG")  # type: ignore[call-overload]
                 name = time.strftime("clipboard-%Y-%m-%d-%H%M%S.png")
                 self.controller.add_bytes(bytes(buffer.data().data()), name)
                 return True
@@ -531,7 +536,13 @@ class MainWindow(QMainWindow):
             self._update_page_label()
             item = self.controller.docs[doc_id]
             self._sync_thumbs(item)
-            if not self.page_view.has_image() and item.document is not None:
+            # Opened since it was shown: now its page can be rendered (once, not again while
+            # that render is under way).
+            if (
+                not self.page_view.has_image()
+                and item.document is not None
+                and self._loading != self.current
+            ):
                 self.show_page(doc_id, self.current[1])
 
     def _doc_removed(self, doc_id: int) -> None:
@@ -556,11 +567,11 @@ class MainWindow(QMainWindow):
 
     def _queue_menu(self, pos: Any) -> None:
         menu = QMenu(self)
-        for action in (
+        for entry in (
             self.run_action, self.pause_action, self.cancel_doc_action, self.retry_action, None,
             self.export_action, self.copy_doc_action, None, self.remove_action,
         ):  # fmt: skip
-            menu.addSeparator() if action is None else menu.addAction(action)
+            menu.addSeparator() if entry is None else menu.addAction(entry)
         menu.popup(self.queue.viewport().mapToGlobal(pos))
 
     def remove_selected(self) -> None:
@@ -615,7 +626,7 @@ class MainWindow(QMainWindow):
         item = self.controller.docs.get(doc_id)
         if item is None:
             return
-        # pending streamed boxes belong to the page shown so far; page.boxed below has them all
+        # pending streamed boxes belong to the page shown so far; page.blocks() has them all
         self.controller.flush_deltas()
         self.current = (doc_id, number)
         self.queue.select_doc(doc_id)
@@ -625,18 +636,16 @@ class MainWindow(QMainWindow):
         width, height = self._page_size(doc_id, number)
         self.page_view.set_page(width, height)
         self._update_page_label()
-        if page is not None:
-            if page.result is not None:
-                self.page_view.set_blocks(page.result.blocks)
-            elif page.boxed:
-                first = 1 if page.raw_text.split("<|", 1)[0].strip() else 0
-                self.page_view.add_blocks([(first + k, b) for k, b in enumerate(page.boxed)])
         self.result_view.show_source(
             lambda: self._result_source(doc_id, number), f"{item.name} — page {number}"
         )
         cached = self._images.get((doc_id, number))
         if cached is not None:
             self.page_view.set_image(cached)
+        # Boxes come with their page's image, not before it on a blank page: a page whose
+        # image is still to be rendered gets them when it arrives (_load_image).
+        self._boxes_wait = cached is None and item.document is not None
+        self._draw_boxes()
         # A page that finished while another was shown has its image cached but no figure
         # crops yet: those are cut from a fresh render.
         figures_missing = (
@@ -647,6 +656,7 @@ class MainWindow(QMainWindow):
         )
         if (cached is None or figures_missing) and item.document is not None:
             self._render_token += 1
+            self._loading = (doc_id, number)
             self.controller.spawn(self._load_image(doc_id, number, self._render_token))
 
     def _page_size(self, doc_id: int, number: int) -> tuple[int, int]:
@@ -661,23 +671,62 @@ class MainWindow(QMainWindow):
             return image.width(), image.height()
         return round(8.27 * item.dpi), round(11.69 * item.dpi)
 
-    async def _load_image(self, doc_id: int, number: int, token: int) -> None:
-        image = await self.controller.render_page(doc_id, number)
-        if image is None:
+    def _draw_boxes(self) -> None:
+        """Draw the current page's boxes, unless they wait for its image."""
+        if self.current is None or self._boxes_wait:
             return
-        qimage = await asyncio.to_thread(pil_to_qimage, image)
-        self._images[(doc_id, number)] = qimage
-        while len(self._images) > 8:
-            self._images.popitem(last=False)
+        # Boxes still to be signalled are in page.blocks() too: signalled now, they are
+        # replaced below instead of being drawn a second time later.
+        self.controller.flush_deltas()
+        item = self.controller.docs.get(self.current[0])
+        page = item.pages.get(self.current[1]) if item else None
+        self.page_view.set_blocks(page.blocks() if page is not None else [])
+
+    async def _load_image(self, doc_id: int, number: int, token: int) -> None:
+        try:
+            image = await self.controller.render_page(doc_id, number)
+            qimage = None if image is None else await asyncio.to_thread(pil_to_qimage, image)
+        finally:
+            if token == self._render_token:
+                self._loading = None
+        if qimage is not None:
+            self._cache_image(doc_id, number, qimage)
         if self.current != (doc_id, number):
             return
         page = self.controller.docs[doc_id].pages.get(number)
-        if page is None or (not page.width and page.result is None):
-            # no result size yet: the rendered image defines the page's pixel space
-            self.page_view.set_page(qimage.width(), qimage.height())
-        self.page_view.set_image(qimage)
-        if token == self._render_token:
+        if qimage is not None:
+            if page is None or (not page.width and page.result is None):
+                # no result size yet: the rendered image defines the page's pixel space
+                self.page_view.set_page(qimage.width(), qimage.height())
+            self.page_view.set_image(qimage)
+        if self._boxes_wait:  # with the image, or without one when it cannot be rendered
+            self._boxes_wait = False
+            self._draw_boxes()
+        if image is not None and token == self._render_token:
+            self.controller.spawn(self._prefetch(doc_id, number))
             await self._load_figures(doc_id, number, image)
+
+    def has_image_of(self, doc_id: int, number: int) -> bool:
+        """Whether the page's image is at hand (shown at once when its page is)."""
+        return (doc_id, number) in self._images
+
+    def _cache_image(self, doc_id: int, number: int, qimage: QImage) -> None:
+        self._images[(doc_id, number)] = qimage
+        self._images.move_to_end((doc_id, number))
+        while len(self._images) > IMAGE_CACHE:
+            self._images.popitem(last=False)
+
+    async def _prefetch(self, doc_id: int, number: int) -> None:
+        """Render the pages beside the one shown, so that paging to them shows them at once."""
+        item = self.controller.docs.get(doc_id)
+        for near in (number + 1, number - 1):
+            if item is None or not 1 <= near <= len(item.pages):
+                continue
+            if (doc_id, near) in self._images or self.current != (doc_id, number):
+                continue
+            image = await self.controller.render_page(doc_id, near)
+            if image is not None:
+                self._cache_image(doc_id, near, await asyncio.to_thread(pil_to_qimage, image))
 
     async def _load_figures(self, doc_id: int, number: int, image: Image.Image) -> None:
         page = self.controller.docs[doc_id].pages.get(number)
@@ -702,9 +751,7 @@ class MainWindow(QMainWindow):
             if not blocks and page.result.error:
                 blocks = [Block("error", (), f"**This page failed:** {page.result.error}")]
             return blocks, page.result.raw, self._figures.get((doc_id, number), {})
-        raw = page.raw_text
-        width, height = page.width or 1000, page.height or 1000
-        return parse(raw, width, height).blocks, raw, {}
+        return page.blocks(), page.raw_text, {}
 
     def _update_page_label(self) -> None:
         if self.current is None:
@@ -770,7 +817,7 @@ class MainWindow(QMainWindow):
             ):
                 self.show_page(doc_id, number)
                 return
-            self.page_view.set_blocks(page.result.blocks)
+            self._draw_boxes()
             self.result_view.changed()
             image = self._images.get((doc_id, number))
             if image is not None and any(b.label == "image" for b in page.result.blocks):
@@ -785,7 +832,7 @@ class MainWindow(QMainWindow):
             await self._load_figures(doc_id, number, image)
 
     def _page_boxes(self, doc_id: int, number: int, pairs: list[tuple[int, Block]]) -> None:
-        if self.current == (doc_id, number):
+        if self.current == (doc_id, number) and not self._boxes_wait:
             self.page_view.add_blocks(pairs)
 
     def _page_text(self, doc_id: int, number: int) -> None:
@@ -820,7 +867,7 @@ class MainWindow(QMainWindow):
     # -- export and clipboard ------------------------------------------------------------------
 
     def _target_docs(self) -> list[int]:
-        ids = self.queue.selected_docs()
+        ids: list[int] = self.queue.selected_docs()
         if not ids and self.current is not None:
             ids = [self.current[0]]
         return ids

@@ -19,6 +19,8 @@ from PySide6.QtCore import QSettings, Signal
 from PySide6.QtGui import QAction
 from PySide6.QtWidgets import QMenu, QWidget
 
+from ocrdesk.gui.plain_text import tooltip
+
 
 def _absolute(path: str | Path) -> str:
     return os.path.normpath(os.path.abspath(os.path.expanduser(os.fspath(path))))
@@ -105,7 +107,7 @@ class RecentMenu(QMenu):
             text = f"&{number} {name}" if number <= 9 else name
             action = QAction(text, self)
             action.setData(path)
-            action.setToolTip(path)
+            action.setToolTip(tooltip(path))
             action.setStatusTip(path)
             action.triggered.connect(lambda _checked=False, p=path: self.fileChosen.emit(p))
             self.addAction(action)

@@ -27,9 +27,7 @@ from ocrdesk.gui.settings import Settings
 class SettingsDialog(QDialog):
     """Edits `Settings`; writes them on OK."""
 
-    def __init__(
-        self, settings: Settings, parent: QWidget | None = None, *, local_available: bool = True
-    ) -> None:
+    def __init__(self, settings: Settings, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("OCRDesk settings")
         self.settings = settings
@@ -54,10 +52,6 @@ class SettingsDialog(QDialog):
         lf.addRow("vLLM executable", self.vllm_edit)
         lf.addRow("GPU memory share", self.gpu_spin)
         lf.addRow("Pages at once", self.concurrency_spin)
-        if not local_available:
-            note = QLabel("This installation cannot start a local vLLM server.", self)
-            note.setWordWrap(True)
-            lf.addRow(note)
 
         remote = QGroupBox("Remote", self)
         rf = QFormLayout(remote)

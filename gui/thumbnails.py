@@ -182,10 +182,10 @@ class ThumbnailDelegate(QStyledItemDelegate):
 
     def paint(self, painter: QPainter, option: QStyleOptionViewItem, index: AnyIndex) -> None:
         painter.save()
-        cell: QRect = option.rect  # type: ignore[attr-defined]
-        state = option.state  # type: ignore[attr-defined]
+        cell: QRect = option.rect
+        state = option.state
         selected = bool(state & QStyle.StateFlag.State_Selected)
-        palette: QPalette = option.palette  # type: ignore[attr-defined]
+        palette: QPalette = option.palette
         painter.setRenderHint(QPainter.RenderHint.Antialiasing, True)
         # a light highlight, so that the status bar (blue while running) stays visible on it
         if selected or state & QStyle.StateFlag.State_MouseOver:
@@ -231,7 +231,7 @@ class ThumbnailDelegate(QStyledItemDelegate):
             cell.x(),
             cell.y() + PAD + box.height() + TEXT_GAP,
             cell.width(),
-            option.fontMetrics.height(),  # type: ignore[attr-defined]
+            option.fontMetrics.height(),
         )
         painter.drawText(text_rect, Qt.AlignmentFlag.AlignCenter, str(index.data(PageRole)))
         painter.restore()

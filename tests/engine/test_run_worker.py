@@ -1,20 +1,35 @@
 """The conversion worker process (engine.run_worker): a real child process driven over its
-socket, against the loopback OpenAI test server. What the host sees (messages), what lands on
-disk (the export), run control, a lost server brought back, and either side dying."""
+socket, against the loopback OpenAI test server. What the host sees (engine.protocol's reports),
+what lands on disk (the export), run control, a lost server brought back, either side dying,
+and a message that is not one of the protocol's."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import pickle
 import socket
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
-from ocrdesk.engine import ConvertOptions, PageStatus
-from ocrdesk.engine.run_worker import ClientSpec, JobSpec, Message, RunWorker
+from ocrdesk.engine import ConvertOptions, PageResult, PageStatus, protocol
+from ocrdesk.engine.protocol import (
+    Added,
+    Delta,
+    DocumentDone,
+    Ended,
+    Notice,
+    Opened,
+    PageDone,
+    ProtocolError,
+    Reconnect,
+    Report,
+    Started,
+)
+from ocrdesk.engine.run_worker import ClientSpec, JobSpec, RunWorker, report_of
 from tests.engine.helpers import make_pdf
 from tests.fakes.openai_server import FakeOpenAIServer
 
@@ -45,9 +60,9 @@ def spec(key: int, pdf: Path, out: Path, **kw: Any) -> JobSpec:
 async def collect(
     worker: RunWorker,
     until: Any,
-    seen: list[Message] | None = None,
+    seen: list[Report] | None = None,
     timeout: float = 60.0,
-) -> list[Message]:
+) -> list[Report]:
     """Receive messages until `until(message)` holds for one of them (that one is included)."""
     messages = [] if seen is None else seen
     deadline = time.monotonic() + timeout
@@ -62,8 +77,20 @@ async def collect(
     raise AssertionError(f"timed out; last messages {messages[-5:]}")
 
 
-def of(messages: list[Message], kind: str, key: int | None = None) -> list[Message]:
-    return [m for m in messages if m[0] == kind and (key is None or m[1] == key)]
+R = TypeVar("R")
+
+
+def of(messages: list[Report], kind: type[R], key: int | None = None) -> list[R]:
+    """The reports of class `kind` (of document `key`)."""
+    return [
+        m
+        for m in messages
+        if isinstance(m, kind) and (key is None or getattr(m, "key", None) == key)
+    ]
+
+
+def ended(m: Report) -> bool:
+    return isinstance(m, Ended)
 
 
 @pytest.fixture
@@ -77,22 +104,18 @@ async def test_a_run_streams_pages_and_writes_the_export(worker: RunWorker, tmp_
     pdf = make_pdf(tmp_path / "doc.pdf", 3)
     with FakeOpenAIServer([TEXT], token_delay=0.001) as server:
         worker.run(client_of(server), OPTIONS, [spec(1, pdf, tmp_path)])
-        messages = await collect(worker, lambda m: m[0] == "end")
-    assert messages[-1] == ("end", None)
-    assert of(messages, "opened") == [("opened", 1, 3)]
-    assert sorted(m[2] for m in of(messages, "started")) == [1, 2, 3]
-    pages = {m[2]: m[3] for m in of(messages, "page")}
+        messages = await collect(worker, ended)
+    assert messages[-1] == Ended(None)
+    assert of(messages, Opened) == [Opened(1, 3)]
+    assert sorted(m.number for m in of(messages, Started)) == [1, 2, 3]
+    pages = {m.result.number: m.result for m in of(messages, PageDone)}
     assert sorted(pages) == [1, 2, 3]
     assert all(r.status is PageStatus.DONE for r in pages.values())
     for number, result in pages.items():
-        # The deltas (merged within a batch) add up to the page's text, and their blocks are
-        # the page's boxed blocks in order.
-        deltas = [m for m in of(messages, "delta") if m[2] == number]
-        assert "".join(m[3] for m in deltas) == result.raw
-        blocks = [b for m in deltas for b in m[4]]
-        assert [b.label for b in blocks] == ["title", "text"]
-        assert [b.box for b in blocks] == [b.box for b in result.blocks if b.box]
-    assert of(messages, "doc_finished") == [("doc_finished", 1, False)]
+        # The deltas (merged within a batch) add up to the page's text.
+        deltas = [m for m in of(messages, Delta) if m.number == number]
+        assert "".join(m.text for m in deltas) == result.raw
+    assert of(messages, DocumentDone) == [DocumentDone(1, False)]
     # The result reaches the host only once its files are written.
     folder = tmp_path / "doc"
     data = json.loads((folder / "doc.json").read_text(encoding="utf-8"))
@@ -107,10 +130,10 @@ async def test_deltas_come_in_batches_not_one_message_each(
     pdf = make_pdf(tmp_path / "doc.pdf", 2)
     with FakeOpenAIServer([TEXT], token_delay=0) as server:
         worker.run(client_of(server), OPTIONS, [spec(1, pdf, tmp_path)])
-        messages = await collect(worker, lambda m: m[0] == "end")
+        messages = await collect(worker, ended)
         streamed = server.requests
     tokens_sent = len(streamed) * len(TEXT.split())  # a lower bound on the server's deltas
-    assert len(of(messages, "delta")) < tokens_sent / 4
+    assert len(of(messages, Delta)) < tokens_sent / 4
 
 
 async def test_pause_add_resume_and_cancel(worker: RunWorker, tmp_path: Path) -> None:
@@ -121,29 +144,29 @@ async def test_pause_add_resume_and_cancel(worker: RunWorker, tmp_path: Path) ->
         client = client_of(server)
         worker.run(client, OPTIONS, [spec(1, first, tmp_path, paused=True)])
         worker.add([spec(2, second, tmp_path)], token=7)
-        messages = await collect(worker, lambda m: m[:2] == ("doc_finished", 2))
-        assert ("added", 7, True) in messages
-        assert of(messages, "started", 1) == []  # paused from the start: nothing of it ran
+        messages = await collect(worker, lambda m: isinstance(m, DocumentDone) and m.key == 2)
+        assert Added(7, True) in messages
+        assert of(messages, Started, 1) == []  # paused from the start: nothing of it ran
         worker.add([spec(3, third, tmp_path)], token=8)
         worker.resume(1)
-        await collect(worker, lambda m: m[:2] == ("started", 3), messages)
+        await collect(worker, lambda m: isinstance(m, Started) and m.key == 3, messages)
         worker.cancel(3)
-        await collect(worker, lambda m: m[0] == "end", messages)
-    assert ("doc_finished", 1, False) in messages
-    assert ("doc_finished", 3, True) in messages
-    assert len(of(messages, "page", 1)) == 6
-    assert len(of(messages, "page", 3)) < 4
-    assert messages[-1] == ("end", None)
+        await collect(worker, ended, messages)
+    assert DocumentDone(1, False) in messages
+    assert DocumentDone(3, True) in messages
+    assert len(of(messages, PageDone, 1)) == 6
+    assert len(of(messages, PageDone, 3)) < 4
+    assert messages[-1] == Ended(None)
 
 
 async def test_an_add_after_the_run_ended_is_refused(worker: RunWorker, tmp_path: Path) -> None:
     pdf = make_pdf(tmp_path / "doc.pdf", 1)
     with FakeOpenAIServer([TEXT], token_delay=0) as server:
         worker.run(client_of(server), OPTIONS, [spec(1, pdf, tmp_path)])
-        await collect(worker, lambda m: m[0] == "end")
+        await collect(worker, ended)
         worker.add([spec(2, make_pdf(tmp_path / "late.pdf", 1), tmp_path)], token=3)
-        messages = await collect(worker, lambda m: m[0] == "added")
-    assert messages[-1] == ("added", 3, False)
+        messages = await collect(worker, lambda m: isinstance(m, Added))
+    assert messages[-1] == Added(3, False)
 
 
 async def test_stop_ends_the_run_and_keeps_the_finished_pages(
@@ -152,11 +175,11 @@ async def test_stop_ends_the_run_and_keeps_the_finished_pages(
     pdf = make_pdf(tmp_path / "long.pdf", 12)
     with FakeOpenAIServer([TEXT], token_delay=0.01) as server:
         worker.run(client_of(server), OPTIONS, [spec(1, pdf, tmp_path)])
-        messages = await collect(worker, lambda m: m[0] == "page")
+        messages = await collect(worker, lambda m: isinstance(m, PageDone))
         worker.stop()
-        await collect(worker, lambda m: m[0] == "end", messages)
-    assert messages[-1] == ("end", None)
-    finished = sorted(m[2] for m in of(messages, "page"))
+        await collect(worker, ended, messages)
+    assert messages[-1] == Ended(None)
+    finished = sorted(m.result.number for m in of(messages, PageDone))
     assert 1 <= len(finished) < 12
     # Every page on disk was announced (a page being written when the stop came too).
     journal = sorted(int(p.stem) for p in (tmp_path / "long" / "pages").glob("*.json"))
@@ -170,11 +193,11 @@ async def test_resumed_pages_are_kept_in_the_export(worker: RunWorker, tmp_path:
     with FakeOpenAIServer([TEXT], token_delay=0) as server:
         client = client_of(server)
         worker.run(client, OPTIONS, [spec(1, pdf, tmp_path)])
-        first = await collect(worker, lambda m: m[0] == "end")
-        done = {m[2]: m[3] for m in of(first, "page")}
+        first = await collect(worker, ended)
+        done = {m.result.number: m.result for m in of(first, PageDone)}
         worker.run(client, OPTIONS, [spec(1, pdf, tmp_path, skip={1: done[1], 3: done[3]})])
-        second = await collect(worker, lambda m: m[0] == "end")
-    assert sorted(m[2] for m in of(second, "started")) == [2]
+        second = await collect(worker, ended)
+    assert sorted(m.number for m in of(second, Started)) == [2]
     data = json.loads((tmp_path / "doc" / "doc.json").read_text(encoding="utf-8"))
     assert [p["number"] for p in data["pages"]] == [1, 2, 3]
 
@@ -187,10 +210,10 @@ async def test_an_unreachable_server_fails_the_page_with_its_reason(
         url = f"http://127.0.0.1:{probe.getsockname()[1]}/v1"
     pdf = make_pdf(tmp_path / "doc.pdf", 1)
     worker.run(ClientSpec(url, model="m"), ConvertOptions(), [spec(1, pdf, tmp_path)])
-    messages = await collect(worker, lambda m: m[0] == "end")
-    failed = of(messages, "page")
-    assert failed and failed[0][3].status is PageStatus.FAILED
-    assert failed[0][3].error
+    messages = await collect(worker, ended)
+    failed = of(messages, PageDone)
+    assert failed and failed[0].result.status is PageStatus.FAILED
+    assert failed[0].result.error
 
 
 async def test_a_supervised_client_asks_the_host_to_bring_the_server_back(
@@ -203,18 +226,18 @@ async def test_a_supervised_client_asks_the_host_to_bring_the_server_back(
     with FakeOpenAIServer([TEXT], token_delay=0) as server:
         client = ClientSpec(dead, api_key=server.api_key, model=server.model, supervised=True)
         worker.run(client, OPTIONS, [spec(1, pdf, tmp_path)])
-        messages = await collect(worker, lambda m: m[0] == "reconnect")
+        messages = await collect(worker, lambda m: isinstance(m, Reconnect))
         worker.target(server.url, server.api_key)  # "restarted" at a new address
-        await collect(worker, lambda m: m[0] == "end", messages)
-    pages = of(messages, "page")
-    assert len(pages) == 2 and all(m[3].status is PageStatus.DONE for m in pages)
+        await collect(worker, ended, messages)
+    pages = of(messages, PageDone)
+    assert len(pages) == 2 and all(m.result.status is PageStatus.DONE for m in pages)
 
 
 async def test_the_host_sees_a_worker_that_died(worker: RunWorker, tmp_path: Path) -> None:
     pdf = make_pdf(tmp_path / "doc.pdf", 8)
     with FakeOpenAIServer([TEXT], token_delay=0.01) as server:
         worker.run(client_of(server), OPTIONS, [spec(1, pdf, tmp_path)])
-        await collect(worker, lambda m: m[0] == "started")
+        await collect(worker, lambda m: isinstance(m, Started))
         worker.process.kill()
         deadline = time.monotonic() + 10
         while not worker.gone and time.monotonic() < deadline:
@@ -242,9 +265,9 @@ async def test_a_stop_right_after_the_run_still_ends_it(worker: RunWorker, tmp_p
         worker.run(client_of(server), OPTIONS, [spec(1, pdf, tmp_path)])
         worker.stop()
         worker.stop()  # twice, as Stop then closing the window does
-        messages = await collect(worker, lambda m: m[0] == "end")
-    assert messages[-1] == ("end", None)
-    assert len(of(messages, "page")) < 4
+        messages = await collect(worker, ended)
+    assert messages[-1] == Ended(None)
+    assert len(of(messages, PageDone)) < 4
 
 
 async def test_a_server_the_host_cannot_bring_back_fails_the_pages(
@@ -255,9 +278,107 @@ async def test_a_server_the_host_cannot_bring_back_fails_the_pages(
         dead = f"http://127.0.0.1:{probe.getsockname()[1]}/v1"
     pdf = make_pdf(tmp_path / "doc.pdf", 1)
     worker.run(ClientSpec(dead, model="m", supervised=True), OPTIONS, [spec(1, pdf, tmp_path)])
-    messages = await collect(worker, lambda m: m[0] == "reconnect")
+    messages = await collect(worker, lambda m: isinstance(m, Reconnect))
     worker.no_target("the local vLLM did not start again")
-    await collect(worker, lambda m: m[0] == "end", messages)
-    result = of(messages, "page")[0][3]
+    await collect(worker, ended, messages)
+    result = of(messages, PageDone)[0].result
     assert result.status is PageStatus.FAILED
     assert "did not start again" in (result.error or "")
+
+
+# -- the protocol ---------------------------------------------------------------------------------
+
+
+def test_what_is_not_a_message_is_an_error_on_both_ends() -> None:
+    with pytest.raises(ProtocolError):
+        protocol.encode([("opened", 1, 3)])  # type: ignore[list-item]  # the old tuple form
+    with pytest.raises(ProtocolError):
+        protocol.decode_reports(pickle.dumps([("delta", 1, 1, "text", [])]))
+    with pytest.raises(ProtocolError):
+        protocol.decode_reports(pickle.dumps(Ended(None)))  # not a batch
+    with pytest.raises(ProtocolError):
+        protocol.decode_reports(b"not a pickle")
+    with pytest.raises(ProtocolError):
+        protocol.decode_reports(protocol.encode([protocol.Stop()]))  # a command
+    with pytest.raises(ProtocolError):
+        protocol.decode_commands(protocol.encode([Ended(None)]))  # a report
+    batch = [Ended(None), Notice("x")]
+    assert protocol.decode_reports(protocol.encode(batch)) == batch
+
+
+def test_every_pipeline_event_has_a_report() -> None:
+    with pytest.raises(ProtocolError):
+        report_of(1, object())  # type: ignore[arg-type]
+
+
+async def test_the_worker_reports_a_command_it_does_not_know(worker: RunWorker) -> None:
+    worker.send(Ended(None))  # type: ignore[arg-type]  # a report, not a command
+    messages = await collect(worker, lambda m: isinstance(m, Notice))
+    assert "not a command" in of(messages, Notice)[0].text
+    assert worker.exit_code() is None  # it goes on serving
+
+
+async def test_the_host_refuses_what_is_not_a_report(worker: RunWorker) -> None:
+    worker._conn.close()
+    a, b = socket.socketpair()
+    from multiprocessing.connection import Connection
+
+    worker._conn, child = Connection(a.detach()), Connection(b.detach())
+    child.send_bytes(pickle.dumps([("end", None)]))
+    deadline = time.monotonic() + 30
+    with pytest.raises(ProtocolError):
+        while time.monotonic() < deadline:
+            worker.receive()
+            await asyncio.sleep(0.01)
+    child.close()
+
+
+async def test_a_page_that_cannot_be_written_is_reported_failed_with_why(
+    worker: RunWorker, tmp_path: Path
+) -> None:
+    """The worker writes through the CLI's ExportSink: a page is done only once its journal
+    entry is on disk."""
+    pdf = make_pdf(tmp_path / "doc.pdf", 2)
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the export folder should go", encoding="utf-8")
+    with FakeOpenAIServer([TEXT], token_delay=0) as server:
+        worker.run(client_of(server), OPTIONS, [spec(1, pdf, blocker)])
+        messages = await collect(worker, ended)
+    assert messages[-1] == Ended(None)  # the run went on to its end
+    pages = of(messages, PageDone)
+    assert len(pages) == 2
+    for report in pages:
+        assert report.result.status is PageStatus.FAILED
+        assert "could not write" in (report.result.error or "")
+    assert any("could not write" in m.text for m in of(messages, Notice))
+
+
+def test_a_batch_merges_a_page_s_deltas_and_loses_none() -> None:
+    from multiprocessing.connection import Connection
+
+    from ocrdesk.engine.run_worker import _Outbox
+
+    a, b = socket.socketpair()
+    host, child = Connection(a.detach()), Connection(b.detach())
+    outbox = _Outbox(child)
+    done = PageDone(1, PageResult(1, 10, 10, PageStatus.DONE, raw="ab"))
+    for report in (
+        Started(1, 1, 10, 10),
+        Delta(1, 1, "a"),
+        Delta(1, 2, "x"),
+        Delta(1, 1, "b"),
+        done,  # closes page 1's delta: what came before it stays in it
+        Delta(1, 2, "y"),
+        Delta(1, 1, "late"),
+    ):
+        outbox.put(report)
+    outbox._send_now()
+    assert protocol.decode_reports(host.recv_bytes()) == [
+        Started(1, 1, 10, 10),
+        Delta(1, 1, "ab"),
+        Delta(1, 2, "xy"),
+        done,
+        Delta(1, 1, "late"),
+    ]
+    host.close()
+    child.close()

@@ -39,6 +39,7 @@ def alive(pid: int) -> bool:
     return True
 
 
+@pytest.mark.allow_log(r"^local vLLM died ")  # the stand-in crashes once, on purpose
 def test_local_engine_starts_converts_restarts_and_stops(
     qloop: Any, qtbot: Any, local_settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -296,6 +296,8 @@ def test_pages_step_together(windows: Any, qtbot: Any, tmp_path: Path) -> None:
         assert window.result_view.title.text() == f"three.pdf — page {n}"
         result = results[n]
         assert window.page_view.page_size == (result.width, result.height)
+        # the boxes come with the page's image (at once for a page next to the one shown)
+        arun(qtbot, wait_until(window.page_view.has_image, what=f"page {n} image"))
         assert shown_boxes(window.page_view) == expected_boxes(result.blocks)
         until_dom(window, qtbot, f"{BODY}.includes({json.dumps(headings[n])})", True)
         others = [h for k, h in headings.items() if k != n]

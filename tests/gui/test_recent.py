@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from PySide6.QtCore import QSettings
-from PySide6.QtGui import QAction
+from PySide6.QtGui import QAction, Qt, QTextDocument
 
 from ocrdesk.gui.recent import RecentFiles, RecentMenu
 
@@ -104,7 +104,7 @@ def test_menu_lists_files_and_chooses(qapp: Any, q: QSettings, tmp_path: Path) -
     assert actions[0].text() == "&1 scan 10 && co.pdf"
     assert actions[8].text() == "&9 scan 2 && co.pdf"
     assert actions[9].text() == "scan 1 && co.pdf"  # no accelerator past 9
-    assert actions[0].toolTip() == str(files[10]) == actions[0].statusTip()
+    assert shown(actions[0].toolTip()) == str(files[10]) == actions[0].statusTip()
     assert actions[-1].text() == "Clear recent files"
     assert menu.actions()[-2].isSeparator()
     assert menu.title() == "Open &Recent"
@@ -136,3 +136,22 @@ def test_menu_clear_and_empty(qapp: Any, q: QSettings, tmp_path: Path) -> None:
     assert chosen == [] and recent.paths() == []
     assert [a.text() for a in menu.actions()] == ["No recent files"]
     assert q.value("recent/files") is None
+
+
+def shown(tip: str) -> str:
+    """The text a tooltip shows (Qt reads a tooltip that looks like HTML as rich text)."""
+    if not Qt.mightBeRichText(tip):
+        return tip
+    document = QTextDocument()
+    document.setHtml(tip)
+    return document.toPlainText()
+
+
+def test_a_file_name_that_looks_like_html_is_shown_as_it_is(settings: Any, tmp_path: Path) -> None:
+    path = tmp_path / "<b>bold<b> & <i>x.pdf"
+    path.write_bytes(b"%PDF-1.4")
+    recent = RecentFiles(settings.q)
+    recent.add(str(path))
+    menu = RecentMenu(recent)
+    menu.aboutToShow.emit()
+    assert shown(entries(menu)[0].toolTip()) == str(path)

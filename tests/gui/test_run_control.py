@@ -123,7 +123,7 @@ def test_a_dead_conversion_process_ends_the_run_and_loses_nothing(
     controller.message.connect(messages.append)
     window.run()
     arun(qtbot, wait_until(lambda: done(item) >= 2, timeout=60, what="two pages done"))
-    controller._runner.process.kill()  # the worker process dies (OOM killer, a crash)
+    controller.session.worker.process.kill()  # the worker process dies (OOM killer, a crash)
     arun(qtbot, wait_until(lambda: not controller.running, timeout=30, what="run over"))
     kept = done(item)
     assert 2 <= kept < 10
@@ -146,7 +146,7 @@ def test_documents_left_for_the_next_run_get_it(app: Any, qtbot: Any, tmp_path: 
     second = add(qtbot, controller, window, make_pdf(tmp_path / "second.pdf", 2))
     assert controller.start(window.options(), [first.id])
     arun(qtbot, wait_until(lambda: first.job is not None, what="running"))
-    controller._rerun = True  # what a join refused by the ending run leaves behind
+    controller.session._rerun = True  # what a join refused by the ending run leaves behind
     arun(qtbot, wait_until(lambda: done(second) == 2, timeout=60, what="second document done"))
     arun(qtbot, wait_until(lambda: not controller.running, what="run over"))
     assert done(first) == 2
@@ -177,3 +177,39 @@ def test_retry_failed_pages_converts_only_those(app: Any, qtbot: Any, tmp_path: 
     arun(qtbot, wait_until(lambda: not controller.running, timeout=30, what="retry over"))
     assert item.count(PageStatus.WAITING) == waiting
     assert len(server.requests) == sent + 1
+
+
+def test_the_status_bar_counts_what_it_says(app: Any, qtbot: Any, tmp_path: Path) -> None:
+    """Failed pages are not done; the run's page count is there from its start; a pace only
+    once a page of the run has finished."""
+    controller, window, server = app
+    item = add(qtbot, controller, window, make_pdf(tmp_path / "doc.pdf", 5))
+    seen: list[tuple[str, int, bool]] = []
+    controller.statsChanged.connect(
+        lambda text: seen.append((text, item.finished, controller.running))
+    )
+    server.fail_next("400")  # the first page's request is refused: that page fails
+    window.run()
+    arun(qtbot, wait_until(lambda: item.finished == 5, timeout=60, what="all pages finished"))
+    arun(qtbot, wait_until(lambda: not controller.running, what="run over"))
+    assert item.count(PageStatus.FAILED) == 1
+    assert re.fullmatch(r"\d+\.\d\d pages/s · 4 of 5 pages done · 1 failed", seen[-1][0])
+    assert window.stats_label.text() == seen[-1][0]
+    assert seen[0][2] and seen[0][0] == "0 of 5 pages done"  # the run's first line
+    for text, finished, _running in seen:
+        assert "of 5 pages done" in text
+        assert ("pages/s" in text) == (finished > 0), text
+
+
+def test_the_engine_light_turns_red_when_the_server_dies(
+    app: Any, qtbot: Any, tmp_path: Path
+) -> None:
+    controller, window, server = app
+    item = add(qtbot, controller, window, make_pdf(tmp_path / "doc.pdf", 2))
+    server.stop()  # the remote server goes away
+    window.run()
+    arun(qtbot, wait_until(lambda: item.finished == 2, timeout=60, what="pages failed"))
+    arun(qtbot, wait_until(lambda: controller.state == "error", timeout=30, what="red light"))
+    assert "stopped answering" in controller.detail
+    assert "error:" in window.engine_label.text()
+    assert not window.run_action.isEnabled()

@@ -252,6 +252,7 @@ def test_stale_render_that_ignores_cancel_is_dropped(strip: ThumbnailStrip, qtbo
     assert strip.in_flight() == []
 
 
+@pytest.mark.allow_log(r"^thumbnail of page 1 failed$")
 def test_failed_and_empty_renders_keep_placeholder(strip: ThumbnailStrip, qtbot: Any) -> None:
     calls: list[int] = []
 

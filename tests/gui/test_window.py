@@ -284,3 +284,22 @@ def test_a_file_dropped_on_any_pane_is_queued(
     assert move.isAccepted(), f"a drop on the {where} is refused"
     QApplication.sendEvent(handle, QDropEvent(pos, actions, mime, buttons, keys))
     arun(qtbot, wait_until(lambda: any(d.name == pdf.name for d in controller.docs.values())))
+
+
+def test_engine_status_shows_names_as_plain_text(app: Any) -> None:
+    """A model label or URL that looks like HTML is shown as it is, not as rich text."""
+    from PySide6 import QtGui
+    from PySide6.QtGui import QTextDocument
+
+    controller, window = app
+    detail = "no server at http://<b>host</b>:8000 & co"
+    controller.no_engine(detail)
+    tip = window.engine_label.toolTip()
+    if QtGui.Qt.mightBeRichText(tip):
+        document = QTextDocument()
+        document.setHtml(tip)
+        tip = document.toPlainText()
+    assert tip == detail
+    label = QTextDocument()
+    label.setHtml(window.engine_label.text())
+    assert label.toPlainText() == f"● {detail}"

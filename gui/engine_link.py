@@ -1,0 +1,249 @@
+"""The window's link to the model server: a remote OpenAI-compatible URL, or a local vLLM that
+the app starts, watches and restarts. Its state is an `EngineState`, with a line beside it.
+
+Connecting and the local server's life run on the engine thread's asyncio loop
+(`gui.engine_thread`); the link's state changes reach the GUI thread as `changed` signals.
+A run that loses the server tells the link (`lost`): a remote server is asked again at once,
+and the light turns red when it does not answer, instead of staying green while every page fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from PySide6.QtCore import QObject, Signal
+
+from ocrdesk.engine import (
+    ClientSpec,
+    EngineStartError,
+    LocalServer,
+    LocalServerConfig,
+    ModelClient,
+    OCRDeskError,
+    ServerState,
+    ServerStatus,
+)
+from ocrdesk.gui.engine_thread import EngineThread
+
+Spawn = Callable[[Coroutine[Any, Any, Any]], "asyncio.Task[Any]"]
+
+
+class EngineState(str, enum.Enum):
+    """Where the link to the model server stands (a `str`: "ready" == EngineState.READY)."""
+
+    NONE = "none"  # nothing configured (or nothing that can be started)
+    STARTING = "starting"
+    READY = "ready"
+    ERROR = "error"
+    STOPPED = "stopped"  # stopped on purpose; Start engine starts it again
+
+
+# The engine's fixes name the CLI's options; the window has its Settings dialog instead.
+_CLI_TERMS = (
+    ("OCRDESK_VLLM/--vllm/settings", "Settings"),
+    ("a remote server with --server", "a remote server (Settings)"),
+    ("--server", "a remote server in Settings"),
+    ("--gpu-memory-utilization", "GPU memory utilisation in Settings"),
+)
+
+
+def in_window_terms(fix: str) -> str:
+    for cli, window in _CLI_TERMS:
+        fix = fix.replace(cli, window)
+    return fix
+
+
+class EngineLink(QObject):
+    """The model server the run talks to, and whether it is there."""
+
+    changed = Signal(object, str)  # EngineState, detail
+    _inGui = Signal(object)  # a callable from the engine thread, to be called on the GUI thread
+
+    def __init__(self, spawn: Spawn, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.spawn = spawn
+        self.engine_thread = EngineThread()
+        self._inGui.connect(lambda callback: callback())
+        self.client: ModelClient | None = None
+        self.local: LocalServer | None = None
+        self.model = ""
+        self.state = EngineState.NONE
+        self.detail = "no engine configured"
+        self.last_log = ""  # the log tail of the last local start that failed
+        self._remote: ClientSpec | None = None
+        self._connecting: asyncio.Task[Any] | None = None  # the latest use_local/use_remote
+        self._checking: asyncio.Task[Any] | None = None
+
+    def _set(self, state: EngineState, detail: str) -> None:
+        self.state, self.detail = state, detail
+        self.changed.emit(state, detail)
+
+    @property
+    def ready(self) -> bool:
+        return self.client is not None and self.state is EngineState.READY
+
+    def unset(self, detail: str) -> None:
+        """No engine: `detail` says why (no URL set, ...)."""
+        self._set(EngineState.NONE, detail)
+
+    # -- remote --------------------------------------------------------------------------------
+
+    def use_remote(self, url: str, api_key: str | None = None) -> asyncio.Task[Any]:
+        """Point at a remote OpenAI-compatible server and check that it answers."""
+        self._connecting = self.spawn(self._use_remote(url, api_key or None))
+        return self._connecting
+
+    async def _use_remote(self, url: str, api_key: str | None) -> None:
+        await self._stop_local()
+        await self._close_client()
+        self.model = ""
+        self._set(EngineState.STARTING, f"connecting to {url}")
+        client, model = await self.engine_thread.run(_connect(url, api_key))
+        self.client = client
+        if isinstance(model, OCRDeskError):
+            self._set(EngineState.ERROR, str(model))
+            return
+        self.model = model
+        self._remote = ClientSpec(client.url, api_key=api_key, model=model)
+        self._set(EngineState.READY, f"{self.model} at {client.url}")
+
+    def lost(self, reason: str) -> None:
+        """A run could not reach the server: a remote one is asked again, and is marked as an
+        error when it does not answer. (A local one is watched, and restarted, by LocalServer.)"""
+        if self._remote is None or self.state is not EngineState.READY:
+            return
+        if self._checking is None or self._checking.done():
+            self._checking = self.spawn(self._check(self._remote, reason))
+
+    async def _check(self, spec: ClientSpec, reason: str) -> None:
+        client, model = await self.engine_thread.run(_connect(spec.url, spec.api_key))
+        with contextlib.suppress(Exception):
+            await self.engine_thread.run(client.close())
+        if self._remote is spec and isinstance(model, OCRDeskError):
+            self._set(EngineState.ERROR, f"the server stopped answering: {model or reason}")
+
+    async def _close_client(self) -> None:
+        client, self.client = self.client, None
+        self._remote = None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await self.engine_thread.run(client.close())
+
+    # -- local ---------------------------------------------------------------------------------
+
+    def use_local(self, config: dict[str, Any]) -> asyncio.Task[Any]:
+        """Start a local vLLM with `config` (LocalServerConfig fields) and use it."""
+        self._connecting = self.spawn(self._use_local(config))
+        return self._connecting
+
+    def _state_from_engine(self, status: ServerStatus) -> None:
+        """LocalServer's state callback; it runs on the engine thread."""
+        self._inGui.emit(lambda: self._local_state(status))
+
+    def _local_state(self, status: ServerStatus) -> None:
+        if self.local is None:
+            return
+        state = status.state
+        if state is ServerState.READY and self.client is not None:  # up again after a restart
+            self._set(EngineState.READY, f"local vLLM: {self.model}")
+        elif state is ServerState.FAILED:
+            self._set(EngineState.ERROR, f"local vLLM {status}")
+        elif state in (ServerState.STARTING, ServerState.RESTARTING):
+            self._set(EngineState.STARTING, f"local vLLM: {status}")
+
+    async def _use_local(self, config: dict[str, Any]) -> None:
+        await self._stop_local()
+        await self._close_client()
+        server = LocalServer(LocalServerConfig(**config), on_state=self._state_from_engine)
+        self.local = server
+        self._set(EngineState.STARTING, "starting the local vLLM server")
+        try:
+            await self.engine_thread.run(server.start())
+        except EngineStartError as exc:
+            self.local = None
+            fix = in_window_terms(exc.fix)
+            self.last_log = exc.log_tail
+            self._set(EngineState.ERROR, exc.reason + (f" ({fix})" if fix else ""))
+            return
+        except OCRDeskError as exc:
+            self.local = None
+            self._set(EngineState.ERROR, str(exc))
+            return
+
+        async def connect() -> ModelClient:
+            # Pages never go through this client (the run's worker has its own, which asks for
+            # a restart when the server dies under a page); it marks the engine as connected.
+            return ModelClient(server.url, api_key=server.api_key, model=server.model)
+
+        self.client = await self.engine_thread.run(connect())
+        self.model = server.model
+        self._set(EngineState.READY, f"local vLLM: {self.model}")
+
+    async def _stop_local(self) -> None:
+        server, self.local = self.local, None
+        if server is not None:
+            with contextlib.suppress(Exception):
+                await self.engine_thread.run(server.stop())
+
+    # -- for the run ---------------------------------------------------------------------------
+
+    def client_spec(self) -> ClientSpec:
+        """The server as the worker must reach it now: a restarted local server has a new port
+        and key."""
+        server = self.local
+        if server is not None:
+            return ClientSpec(
+                server.url, api_key=server.api_key, model=server.model, supervised=True
+            )
+        assert self._remote is not None, "no engine is ready"
+        return self._remote
+
+    async def bring_back(self) -> tuple[str, str | None]:
+        """The run lost the local server: restart it. Returns its (url, api key); raises
+        OCRDeskError (or anything LocalServer raises) when it does not come back."""
+        server = self.local
+        if server is None:
+            raise OCRDeskError("the local server was stopped")
+        await self.engine_thread.run(server.ensure_running())
+        return server.url, server.api_key
+
+    # -- stopping ------------------------------------------------------------------------------
+
+    async def abandon_start(self) -> None:
+        """Cancel a start still going."""
+        connecting = self._connecting
+        if connecting is not None and not connecting.done():
+            connecting.cancel()
+            await asyncio.gather(connecting, return_exceptions=True)
+
+    async def stop(self) -> None:
+        """Stop the local vLLM (freeing the GPU) or drop the remote connection."""
+        await self._stop_local()
+        await self._close_client()
+        self._set(EngineState.STOPPED, "Run > Start engine starts it again")
+
+    async def close(self) -> None:
+        await self._stop_local()
+        await self._close_client()
+        self.engine_thread.close()
+
+    def log(self) -> str:
+        """The state and the last lines of the local server's log, for the Log button."""
+        head = f"{self.state.value}: {self.detail}\n\n"
+        if self.local is not None:
+            with contextlib.suppress(Exception):
+                return head + self.local.log_tail(200)
+        return head + (self.last_log or "(no server log)")
+
+
+async def _connect(url: str, api_key: str | None) -> tuple[ModelClient, str | OCRDeskError]:
+    """Engine thread: a client for `url` and the model it serves, or why it cannot say."""
+    client = ModelClient(url, api_key=api_key)
+    try:
+        return client, await client.resolve_model()
+    except OCRDeskError as exc:
+        return client, exc

@@ -1,0 +1,338 @@
+"""The window's documents: the queue (`DocItem`s and their pages), earlier sessions' exports read
+back (history), and exporting results to a folder.
+
+Opening files and rendering pages happen in worker threads (asyncio.to_thread), never on the GUI
+thread. A page that streams keeps the engine's own `StreamParser` (`PageState.stream`): its
+blocks, and so the index every drawn box links to, are the parser's, exactly as the final parse
+will give them; nothing here parses or guesses again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+from PySide6.QtCore import QObject, Signal
+from PySide6.QtGui import QImage
+
+from ocrdesk.engine import (
+    Block,
+    Document,
+    DocumentExport,
+    JobSpec,
+    OCRDeskError,
+    PageResult,
+    PageStatus,
+    StreamParser,
+    export_folder,
+    find_documents,
+    open_document,
+    page_markdown,
+    read_exports,
+)
+from ocrdesk.gui.qimage import pil_to_qimage
+
+log = logging.getLogger(__name__)
+
+Spawn = Callable[[Coroutine[Any, Any, Any]], "asyncio.Task[Any]"]
+
+
+@dataclass
+class PageState:
+    """One page as the window sees it: its status, its result, or while it streams the
+    parser that has read what the model said so far."""
+
+    number: int
+    status: PageStatus = PageStatus.WAITING
+    width: int = 0
+    height: int = 0
+    result: PageResult | None = None
+    stream: StreamParser | None = None
+
+    @property
+    def raw_text(self) -> str:
+        if self.result is not None:
+            return self.result.raw
+        return self.stream.text if self.stream is not None else ""
+
+    def blocks(self) -> list[Block]:
+        """The page's blocks, index for index as its final parse gives them: the result's, or
+        the stream's so far."""
+        if self.result is not None:
+            return self.result.blocks
+        return self.stream.snapshot().blocks if self.stream is not None else []
+
+    def boxed(self) -> list[tuple[int, Block]]:
+        """(index, block) of the blocks that have boxes."""
+        return [(k, b) for k, b in enumerate(self.blocks()) if b.boxes]
+
+    def feed(self, text: str) -> list[tuple[int, Block]]:
+        """More streamed text: the (index, block) of the blocks whose boxes it completed."""
+        if self.stream is None:
+            return []
+        closed = self.stream.feed(text)
+        # They are the last boxed blocks, at the indices the parser (so the final parse) gives.
+        return self.boxed()[-len(closed) :] if closed else []
+
+
+@dataclass
+class DocItem:
+    """One document in the queue."""
+
+    id: int
+    name: str
+    source: str | bytes
+    pages: dict[int, PageState] = field(default_factory=dict)
+    page_count: int = 0
+    error: str | None = None
+    document: Document | None = None  # the window's own handle, for showing pages
+    dpi: int = 144
+    export: DocumentExport | None = None
+    from_history: bool = False
+    opened: asyncio.Future[None] | None = None
+    run_started: float | None = None
+    run_done: int = 0
+    job: JobSpec | None = None  # set while the document is part of the running pipeline
+    paused: bool = False
+
+    @property
+    def stem(self) -> str:
+        return Path(self.name).stem or "document"
+
+    def count(self, *statuses: PageStatus) -> int:
+        return sum(1 for p in self.pages.values() if p.status in statuses)
+
+    @property
+    def finished(self) -> int:
+        """Pages that will not change any more in this run, failed ones included."""
+        return self.count(PageStatus.DONE, PageStatus.TRUNCATED, PageStatus.FAILED)
+
+    @property
+    def done(self) -> int:
+        """Pages with a result to keep (failed ones are not done)."""
+        return self.count(PageStatus.DONE, PageStatus.TRUNCATED)
+
+    def eta(self) -> float | None:
+        """Seconds left at this document's pace in the current run, or None."""
+        if self.run_started is None or self.run_done == 0:
+            return None
+        left = len(self.pages) - self.finished
+        if left <= 0:
+            return 0.0
+        rate = self.run_done / max(1e-6, time.monotonic() - self.run_started)
+        return left / rate
+
+    def markdown(self) -> str:
+        """The document's markdown as the export writes it (failed pages flagged)."""
+        results = [self.pages[n].result for n in sorted(self.pages)]
+        return "\n\n".join(page_markdown(r) for r in results if r is not None)
+
+
+class Library(QObject):
+    """The queue's documents, history and export."""
+
+    docAdded = Signal(int)  # doc id
+    docChanged = Signal(int)  # doc id: page count, statuses, error
+    docRemoved = Signal(int)
+    # A document left the queue while it was part of the run: the run must cancel it.
+    removedFromRun = Signal(int)
+    opened = Signal(int)  # doc id: opened and its pages known (it may join a running run)
+
+    def __init__(self, spawn: Spawn, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.spawn = spawn
+        self.docs: dict[int, DocItem] = {}
+        self.order: list[int] = []
+        self.output_folder = Path.home() / "OCRDesk"  # where a run's exports go
+        self._ids = itertools.count(1)
+
+    # -- documents -----------------------------------------------------------------------------
+
+    def add_paths(self, paths: list[str]) -> asyncio.Task[Any]:
+        """Queue files and folders (folders are searched for documents)."""
+        return self.spawn(self._add_paths(paths))
+
+    async def _add_paths(self, paths: list[str]) -> None:
+        files, errors = await asyncio.to_thread(find_documents, paths)
+        for error in errors:
+            item = self._new_item(Path(error.source).name or error.source, error.source)
+            item.error = error.reason
+            self.docChanged.emit(item.id)
+        opens = [self._open(self._new_item(path.name, str(path))) for path in files]
+        await asyncio.gather(*opens)
+
+    def add_bytes(self, data: bytes, name: str) -> asyncio.Task[Any]:
+        """Queue raw bytes (a pasted image) as a document called `name`."""
+        return self.spawn(self._open(self._new_item(name, data)))
+
+    def _new_item(self, name: str, source: str | bytes) -> DocItem:
+        item = DocItem(next(self._ids), name, source)
+        self.docs[item.id] = item
+        self.order.append(item.id)
+        self.docAdded.emit(item.id)
+        return item
+
+    async def _open(self, item: DocItem) -> None:
+        item.opened = asyncio.get_running_loop().create_future()
+        try:
+            document = await asyncio.to_thread(open_document, item.source, name=item.name)
+        except OCRDeskError as exc:
+            item.error = getattr(exc, "reason", None) or str(exc)
+        else:
+            item.document = document
+            item.page_count = document.page_count
+            for n in range(1, document.page_count + 1):
+                item.pages.setdefault(n, PageState(n))
+        finally:
+            item.opened.set_result(None)
+        self.docChanged.emit(item.id)
+        if item.document is not None:
+            self.opened.emit(item.id)
+
+    def remove(self, doc_id: int) -> None:
+        item = self.docs.pop(doc_id, None)
+        if item is None:
+            return
+        self.order.remove(doc_id)
+        if item.job is not None:
+            self.removedFromRun.emit(doc_id)
+        if item.document is not None:
+            document, item.document = item.document, None
+            self.spawn(asyncio.to_thread(document.close))
+        self.docRemoved.emit(doc_id)
+
+    async def render_page(self, doc_id: int, number: int) -> Image.Image | None:
+        """The page image at the document's run DPI, rendered in a worker thread."""
+        item = self.docs.get(doc_id)
+        if item is None or item.document is None:
+            return None
+        if item.opened is not None:
+            await item.opened
+        document = item.document
+        if document is None:
+            return None
+        try:
+            return await asyncio.to_thread(document.render, number, item.dpi)
+        except (OCRDeskError, ValueError, RuntimeError) as exc:
+            if item.document is document:  # else it was removed (and closed) meanwhile
+                log.warning("cannot render page %s of %s: %s", number, item.name, exc)
+            return None
+
+    async def render_thumbnail(self, doc_id: int, number: int, width: int = 120) -> QImage | None:
+        """A QImage of the page about `width` px wide, rendered in a worker thread, or None."""
+        item = self.docs.get(doc_id)
+        if item is None or item.document is None:
+            return None
+        if item.opened is not None:
+            await item.opened
+        document = item.document
+        try:
+            return await asyncio.to_thread(
+                lambda: pil_to_qimage(_thumbnail(document, number, width))
+            )
+        except (OCRDeskError, ValueError, RuntimeError) as exc:
+            log.info("no thumbnail for page %s of %s: %s", number, item.name, exc)
+            return None
+
+    # -- exports -------------------------------------------------------------------------------
+
+    async def export(self, doc_ids: list[int], out_root: Path, model: str, task: str) -> list[Path]:
+        """Write the documents' results to `out_root/<stem>/` in the engine's layout; `model`
+        and `task` name what made results that have no export of their own yet."""
+        taken: set[str] = set()
+        folders = []
+        for doc_id in doc_ids:
+            item = self.docs.get(doc_id)
+            if item is None:
+                continue
+            results = [p.result for _, p in sorted(item.pages.items()) if p.result is not None]
+            if not results:
+                continue
+            folder = export_folder(out_root, item.stem, taken)
+            export = DocumentExport(
+                folder,
+                source=item.source if isinstance(item.source, str) else item.name,
+                model=model or (item.export.model if item.export else ""),
+                task=item.export.task if item.export else task,
+            )
+            await asyncio.to_thread(_write_export, export, item, results)
+            folders.append(folder)
+        return folders
+
+    # -- history -------------------------------------------------------------------------------
+
+    def load_history(self, folder: Path) -> asyncio.Task[Any]:
+        """Show the documents exported to `folder` by earlier sessions."""
+        return self.spawn(self._load_history(folder))
+
+    async def _load_history(self, folder: Path) -> None:
+        entries = await asyncio.to_thread(read_exports, folder)
+        for entry in entries:
+            source = entry.source if Path(entry.source).is_file() else None
+            item = self._new_item(Path(entry.source).name or entry.folder.name, source or "")
+            item.from_history = True
+            item.export = DocumentExport(
+                entry.folder, source=entry.source, model=entry.model, task=entry.task
+            )
+            item.export.results.update({r.number: r for r in entry.results})
+            for result in entry.results:
+                item.pages[result.number] = PageState(
+                    result.number, result.status, result.width, result.height, result=result
+                )
+            item.page_count = max(item.pages, default=0)
+            if source is not None:
+                await self._open_history_source(item, source, entry.results)
+            self.docChanged.emit(item.id)
+
+    async def _open_history_source(
+        self, item: DocItem, source: str, results: list[PageResult]
+    ) -> None:
+        try:
+            document = await asyncio.to_thread(open_document, source)
+        except OCRDeskError:
+            return
+        item.document = document
+        item.page_count = document.page_count
+        for n in range(1, document.page_count + 1):
+            item.pages.setdefault(n, PageState(n))
+        # The DPI the results were made at: their width against the page's width at 72 dpi.
+        first = next((r for r in results if r.width), None)
+        if first is not None:
+            with contextlib.suppress(Exception):
+                base = await asyncio.to_thread(document.render, first.number, 72)
+                item.dpi = max(36, round(72 * first.width / max(1, base.width)))
+
+    def close(self) -> None:
+        for item in self.docs.values():
+            if item.document is not None:
+                item.document.close()
+                item.document = None
+
+
+def _thumbnail(document: Document, number: int, width: int) -> Image.Image:
+    """Worker thread: the page at a low resolution, scaled to `width` px wide."""
+    image = document.render(number, 24)  # an A4 page is ~200 px wide at 24 dpi
+    if image.width > width:
+        image = image.resize((width, max(1, round(image.height * width / image.width))))
+    return image
+
+
+def _write_export(export: DocumentExport, item: DocItem, results: list[PageResult]) -> None:
+    """Worker thread: render each finished page again (for crops and layout) and write it all."""
+    for result in results:
+        image = None
+        if item.document is not None and result.status is not PageStatus.FAILED:
+            with contextlib.suppress(Exception):
+                image = item.document.render(result.number, item.dpi)
+                if result.width and image.size != (result.width, result.height):
+                    image = image.resize((result.width, result.height))
+        export.add_page(result, image)
+    export.finish()
