@@ -26,7 +26,7 @@ from .client import ModelClient, ServerPool, restarting
 from .doctor import doctor_exit_code, format_checks, run_checks
 from .documents import find_documents
 from .errors import EngineStartError, OCRDeskError
-from .export import printable
+from .export import MathStyle, printable
 from .local_server import LocalServer, LocalServerConfig
 from .pipeline import (
     ConvertOptions,
@@ -194,6 +194,14 @@ def build_parser(
         help="pages in flight until the first page is done, so one comes back in about a single "
         "page's time (default 1; set it to --concurrency to send all pages at once)",
     )
+    conv.add_argument(
+        "--math",
+        choices=[m.value for m in MathStyle],
+        default=MathStyle.DOLLARS.value,
+        help="formulas in the .md: $x$ and $$x$$ (dollars, the default: what GitHub, Obsidian and "
+        "VS Code render) or \\(x\\) and \\[x\\] as the model writes them (latex); the raw "
+        "files keep the model's text",
+    )
     conv.add_argument("--resume", action="store_true", help="skip pages already done in OUTPUT")
     conv.add_argument("--password", default=None, help="password of encrypted PDFs")
     conv.add_argument("--max-tokens", type=_positive, default=8192, help="per page (default 8192)")
@@ -235,8 +243,8 @@ def build_parser(
     doctor = sub.add_parser(
         "doctor",
         help="check that everything needed to OCR here is ready",
-        description="Check Python, PySide6, vLLM, the GPU, the model and disk (local mode), or "
-        "that a server answers and serves the model (with --server).",
+        description="Check Python, that the window can open, vLLM, the GPU, the model and disk "
+        "(local mode), or that a server answers and serves the model (with --server).",
     )
     doctor.add_argument("--model", default=None)
     doctor.add_argument("--server", default=None, metavar="URL")
@@ -397,7 +405,7 @@ async def convert(args: argparse.Namespace) -> int:
             print(f"ocrdesk: {describe_write_error(exc, args.output)}", file=sys.stderr)
             return 1
         taken: set[str] = set()
-        sink = ExportSink(model=model, task=options.task.value)
+        sink = ExportSink(model=model, task=options.task.value, math=MathStyle(args.math))
         jobs: list[DocumentJob] = []
         for path in paths:
             job = DocumentJob(path, pages=args.pages, password=args.password)
@@ -555,38 +563,45 @@ def _install_desktop_command(args: argparse.Namespace) -> int:
 
 
 class _Stats:
-    """Throughput figures of one run: pages/s, time to the first finished page, tokens/s."""
+    """Throughput figures of one run: pages/s, time to the first finished page, tokens/s.
+
+    Rates count finished pages only (a failed page took no model time worth counting), and
+    tokens only when the server reported usage for some page (None otherwise, never 0)."""
 
     def __init__(self) -> None:
         self.started = time.monotonic()
         self.first: float | None = None
         self.pages = 0
         self.failed = 0
-        self.tokens = 0
+        self.tokens: int | None = None
         self.page_seconds: list[float] = []
 
     def see(self, event: object) -> None:
         if isinstance(event, (PageFinished, PageFailed)):
             now = time.monotonic() - self.started
             self.pages += 1
-            if isinstance(event, PageFailed):
+            if isinstance(event, PageFailed) or event.result.status is PageStatus.FAILED:
                 self.failed += 1
                 return
             if self.first is None:
                 self.first = now
-            self.tokens += event.result.output_tokens or 0
+            if event.result.output_tokens is not None:
+                self.tokens = (self.tokens or 0) + event.result.output_tokens
             self.page_seconds.append(event.result.seconds)
 
     def summary(self) -> dict[str, Any]:
         wall = time.monotonic() - self.started
+        finished = self.pages - self.failed
         return {
             "pages": self.pages,
             "failed": self.failed,
             "seconds": round(wall, 3),
-            "pages_per_second": round(self.pages / wall, 4) if wall else None,
+            "pages_per_second": round(finished / wall, 4) if wall and finished else None,
             "first_page_seconds": round(self.first, 3) if self.first is not None else None,
             "output_tokens": self.tokens,
-            "output_tokens_per_second": round(self.tokens / wall, 1) if wall else None,
+            "output_tokens_per_second": (
+                round(self.tokens / wall, 1) if wall and self.tokens is not None else None
+            ),
             "mean_page_seconds": (
                 round(sum(self.page_seconds) / len(self.page_seconds), 3)
                 if self.page_seconds
@@ -596,13 +611,18 @@ class _Stats:
 
     @staticmethod
     def line(s: dict[str, Any]) -> str:
-        first = (
-            f", first page after {s['first_page_seconds']:.1f} s" if s["first_page_seconds"] else ""
-        )
-        return (
-            f"{s['pages']} pages in {s['seconds']:.1f} s: {s['pages_per_second']:.2f} pages/s"
-            f"{first}, {s['output_tokens_per_second']:.0f} output tokens/s"
-        )
+        pages = f"{s['pages']} page{'' if s['pages'] == 1 else 's'}"
+        if s["failed"]:
+            pages += f" ({s['failed']} failed)"
+        head = f"{pages} in {s['seconds']:.1f} s: "
+        if s["pages_per_second"] is None:
+            return head + "no page finished"
+        figures = [f"{s['pages_per_second']:.2f} pages/s"]
+        if s["first_page_seconds"] is not None:
+            figures.append(f"first page after {s['first_page_seconds']:.1f} s")
+        if s["output_tokens_per_second"] is not None:
+            figures.append(f"{s['output_tokens_per_second']:.0f} output tokens/s")
+        return head + ", ".join(figures)
 
 
 def path_name(job: DocumentJob) -> str:

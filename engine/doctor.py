@@ -3,15 +3,17 @@
     checks = await run_checks(model=None, server=None, api_key=None, vllm=None)
     print(format_checks(checks)); sys.exit(doctor_exit_code(checks))
 
-Always: the Python version and whether PySide6 is there (only the GUI needs it: not required).
+Always: the Python version, and whether the desktop window can open (only the GUI needs it: not
+required): gui/platform_check, run in its own process, starts a QApplication as `ocrdesk` would
+and names every system library Qt's platform plugin lacks, with one command that installs them.
 Local mode (no server): the vLLM executable, resolved as the supervisor does (engine.local_server),
 and its version against the known-good range; the NVIDIA GPUs and their free memory (nvidia-smi);
 the model, either a local folder with config.json or the Hugging Face cache; when it is not cached
 yet, whether the hub answers and whether the cache's disk has room for the download.
 Remote mode (a server URL): GET {server}/models answers (with the key) and lists the model.
 
-Nothing here imports Qt or vLLM: PySide6 is looked up with importlib.util.find_spec, vLLM is asked
-for its version in its own process.
+Nothing here imports Qt or vLLM: PySide6 is looked up with importlib.util.find_spec and the window
+is tried in a child process; vLLM is asked for its version in its own process.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
+import json
 import os
 import re
 import shutil
@@ -48,6 +51,10 @@ MIN_GPU_FREE_GIB = 8.0  # DeepSeek-OCR's weights (~6.7 GB) plus a little KV cach
 VERSION_TIMEOUT = 60.0  # `vllm --version` imports torch: seconds, not milliseconds
 HTTP_TIMEOUT = 5.0
 SMI_TIMEOUT = 15.0  # nvidia-smi can take seconds when the driver wakes the GPUs
+#: Prints a PlatformCheck as JSON, exits 0 when the window can open (gui/platform_check.py).
+WINDOW_CHECK_MODULE = "ocrdesk.gui.platform_check"
+WINDOW_CHECK_TIMEOUT = 90.0  # more than the check's own limit for its QApplication (60 s)
+WINDOW = "GUI window"
 
 
 @dataclass
@@ -149,18 +156,57 @@ def check_python() -> Check:
     )
 
 
-def check_pyside6() -> Check:
-    spec = importlib.util.find_spec("PySide6")
-    if spec is None:
+async def check_window() -> Check:
+    """Whether the desktop window can open here (see the module docstring)."""
+    if importlib.util.find_spec("PySide6") is None:
         return Check(
-            "PySide6 (GUI)",
+            WINDOW,
             False,
-            "not installed: the desktop window cannot open (the CLI works without it)",
+            "PySide6 is not installed: the desktop window cannot open (the CLI works without it)",
             "pip install 'PySide6>=6.6' in OCRDesk's environment",
             required=False,
         )
-    where = Path(spec.origin).parent if spec.origin else "installed"
-    return Check("PySide6 (GUI)", True, f"found at {where}", required=False)
+    returncode, output = await _run(
+        [sys.executable, "-m", WINDOW_CHECK_MODULE], WINDOW_CHECK_TIMEOUT
+    )
+    return window_check(returncode, output)
+
+
+def window_check(returncode: int | None, output: str) -> Check:
+    """The doctor's line for what `python -m ocrdesk.gui.platform_check` answered: its exit
+    status and output, the last line a PlatformCheck as JSON."""
+    found: Any = None
+    for line in reversed(output.splitlines()):
+        if line.startswith("{"):
+            with contextlib.suppress(ValueError):
+                found = json.loads(line)
+            break
+    if not isinstance(found, dict) or "ok" not in found:
+        last = output.splitlines()[-1] if output else "no output"
+        return Check(
+            WINDOW,
+            False,
+            f"could not tell whether the window opens ({last})"[:300],
+            f"run `{sys.executable} -m {WINDOW_CHECK_MODULE}` to see why",
+            required=False,
+        )
+    if found["ok"] is True and returncode == 0:
+        return Check(WINDOW, True, "Qt can open the window here", required=False)
+    missing = [str(name) for name in found.get("missing_libraries") or []]
+    error = str(found.get("error") or "").strip()
+    if missing:
+        why = "Qt's platform plugin cannot load " + ", ".join(missing)
+    elif not found.get("display"):
+        why = "no display to open it on"
+    else:
+        why = error.splitlines()[-1] if error else "Qt could not start"
+    return Check(
+        WINDOW,
+        False,
+        f"the window cannot open: {why}"[:300],
+        str(found.get("fix") or "see the error above"),
+        required=False,
+    )
 
 
 async def check_vllm(vllm: str | None, model: str) -> list[Check]:
@@ -430,14 +476,18 @@ async def run_checks(
     *, model: str | None, server: str | None, api_key: str | None, vllm: str | None
 ) -> list[Check]:
     """Every check that applies: local mode when `server` is None, remote mode otherwise."""
-    checks = [check_python(), check_pyside6()]
+    window, rest = await asyncio.gather(check_window(), _mode_checks(model, server, api_key, vllm))
+    return [check_python(), window, *rest]
+
+
+async def _mode_checks(
+    model: str | None, server: str | None, api_key: str | None, vllm: str | None
+) -> list[Check]:
     if server is not None:
-        return checks + await check_remote(server, api_key, model)
+        return await check_remote(server, api_key, model)
     model = model or LocalServerConfig().model
     parts = await asyncio.gather(check_vllm(vllm, model), check_gpu(), check_model(model))
-    for part in parts:
-        checks += part
-    return checks
+    return [check for part in parts for check in part]
 
 
 def format_checks(checks: list[Check]) -> str:

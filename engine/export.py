@@ -19,26 +19,36 @@ memory of the run grows with the document's length.
 
 Model text that looks like one of the export's own markers is escaped (`escape_markers`), so a
 page cannot forge a page boundary; `split_markdown` and `split_raw` read the files back.
+
+The .md is written for markdown viewers (`page_markdown`): title and sub_title blocks that the
+model wrote without `#` get a heading marker (`HEADING_MARKERS`), and formulas are written in the
+chosen `MathStyle`; the .raw.mmd and the JSON keep the model's text as it came.
+Every file is created with the permissions of any new file (0666 less the umask).
 """
 
 from __future__ import annotations
 
 import contextlib
+import enum
+import errno
 import hashlib
 import json
 import os
 import re
-import tempfile
-from collections.abc import Iterable, Iterator, MutableMapping
+import secrets
+from collections.abc import Iterable, Iterator, MutableMapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import pymupdf
 from PIL import Image, ImageDraw
 
 from .pipeline import image_prefix
 from .results import Block, Box, PageResult, PageStatus
+
+if TYPE_CHECKING:
+    from .sanitize import Formula
 
 PAGE_SPLIT = "\n<--- Page Split --->\n"
 
@@ -150,10 +160,140 @@ def split_markdown(text: str) -> list[tuple[int, str]]:
     return pages
 
 
-def page_markdown(result: PageResult) -> str:
+class MathStyle(str, enum.Enum):
+    """How the .md writes formulas. DOLLARS (`$x$`, `$$x$$`) is what GitHub, GitLab, Obsidian
+    and VS Code's preview render, so it is the default; LATEX keeps the model's `\\( \\)` and
+    `\\[ \\]` (MathJax's and KaTeX auto-render's defaults)."""
+
+    DOLLARS = "dollars"
+    LATEX = "latex"
+
+
+#: The heading marker a block of each label gets in the .md when the model wrote none.
+HEADING_MARKERS = {"title": "#", "sub_title": "##"}
+
+
+def mark_headings(markdown: str, blocks: Sequence[Block]) -> str:
+    """`markdown` with a heading marker (`HEADING_MARKERS`) before the text of each title and
+    sub_title block that does not start with `#` already; such a heading is put on one line.
+
+    The blocks are looked up in order, each after the one before, so a title is not found inside
+    an earlier block's text. A block whose text the markdown does not hold as it is (rewritten,
+    e.g. `\\coloneqq`) is left alone: nothing is ever lost, at worst a marker is missing."""
+    pieces: list[str] = []
+    cut = pos = 0
+    for block in blocks:
+        text = block.text
+        if not text:
+            continue
+        found = markdown.find(text, pos)
+        if found < 0:
+            continue
+        pos = found + len(text)
+        marker = HEADING_MARKERS.get(block.label)
+        if marker is None or text.startswith("#") or (found and markdown[found - 1] != "\n"):
+            continue
+        pieces += [markdown[cut:found], f"{marker} ", " ".join(text.split())]
+        cut = pos
+    pieces.append(markdown[cut:])
+    return "".join(pieces)
+
+
+# What the dollar style leaves as it is: HTML tables (markdown viewers render no math inside
+# HTML, and a `\\$` there would show its backslash; page-level renderers that do reach into
+# HTML, MathJax and KaTeX auto-render, take `\\( \\)` but not `$` by default) and code
+# (fenced blocks and inline spans, where `$` is a literal). After `sanitize_html` a table's tags
+# are exactly `<table>` and `</table>` (rebuilt, no attributes allowed).
+_VERBATIM_START = re.compile(r"<table>|^[ ]{0,3}(?P<fence>`{3,}|~{3,})|(?P<ticks>`+)", re.MULTILINE)
+_TABLE_TAG = re.compile(r"<(/?)table>")
+_BLANK_LINE = re.compile(r"\n[ \t]*\n")
+# A tag as `sanitize_html` rebuilds it (no `<` or `>` inside): its `$` belong to its attributes.
+_REBUILT_TAG = re.compile(r"</?[a-z][^<>]*>")
+_UNESCAPED_DOLLAR = re.compile(r"(?<!\\)\$")
+
+
+def _verbatim_end(text: str, start: re.Match[str]) -> int:
+    """Where the verbatim region opened by `start` ends; -1: `start` opens none."""
+    if fence := start.group("fence"):
+        line_end = text.find("\n", start.end())
+        if line_end < 0:
+            return len(text)
+        close = re.compile(rf"^[ ]{{0,3}}{re.escape(fence[0])}{{{len(fence)},}}[ \t]*$", re.M)
+        found = close.search(text, line_end + 1)
+        return found.end() if found else len(text)
+    if ticks := start.group("ticks"):
+        found = re.compile(rf"(?<!`){ticks}(?!`)").search(text, start.end())
+        if found is None or _BLANK_LINE.search(text, start.end(), found.start()):
+            return -1
+        return found.end()
+    depth = 0
+    for tag in _TABLE_TAG.finditer(text, start.start()):
+        depth += -1 if tag.group(1) else 1
+        if depth == 0:
+            return tag.end()
+    return len(text)  # a table never closed: an HTML reader reads the rest into it
+
+
+def _dollar_formula(formula: Formula, before: str, after: str) -> str:
+    """`formula` in dollars, or as it was where dollars would read otherwise: a `$` in its TeX,
+    nothing in it, a `\\` at its end (it would escape the closing `$`), or a neighbour that
+    would join a `$` (`\\`, `$`, a digit after an inline one)."""
+    source, tex = formula.source, formula.tex
+    if not source.startswith("\\") or not tex or "$" in tex or tex.endswith("\\"):
+        return source
+    if before.endswith(("\\", "$")) or after.startswith(("$", "\\(", "\\[")):
+        return source
+    if formula.display:
+        return f"$${source[2:-2]}$$"
+    if after[:1].isdigit():
+        return source
+    return "$" + tex.replace("\n", " ") + "$"  # an inline `$` formula holds no line break
+
+
+def _dollar_text(text: str) -> str:
+    from .sanitize import Formula, split_math
+
+    out: list[str] = []
+    parts = split_math(text)
+    for i, part in enumerate(parts):
+        if isinstance(part, Formula):
+            following = parts[i + 1] if i + 1 < len(parts) else ""
+            after = following.source if isinstance(following, Formula) else following
+            out.append(_dollar_formula(part, out[-1] if out else "", after))
+            continue
+        pos = 0
+        for tag in _REBUILT_TAG.finditer(part):
+            out.append(_UNESCAPED_DOLLAR.sub(r"\\$", part[pos : tag.start()]) + tag.group(0))
+            pos = tag.end()
+        if pos < len(part):
+            out.append(_UNESCAPED_DOLLAR.sub(r"\\$", part[pos:]))
+    return "".join(out)
+
+
+def dollar_math(markdown: str) -> str:
+    """Markdown as `sanitize_html` leaves it with its formulas (`split_math`) in dollars:
+    `\\(x\\)` -> `$x$`, `\\[x\\]` -> `$$x$$`, and each `$` of the text that is no formula
+    written `\\$`. HTML tables and code are left as they are (see `_VERBATIM_START`)."""
+    out: list[str] = []
+    pos = 0
+    start = _VERBATIM_START.search(markdown)
+    while start is not None:
+        end = _verbatim_end(markdown, start)
+        if end < 0:  # backticks that open no code span are text
+            start = _VERBATIM_START.search(markdown, start.end())
+            continue
+        out += [_dollar_text(markdown[pos : start.start()]), markdown[start.start() : end]]
+        pos = end
+        start = _VERBATIM_START.search(markdown, pos)
+    out.append(_dollar_text(markdown[pos:]))
+    return "".join(out)
+
+
+def page_markdown(result: PageResult, math: MathStyle = MathStyle.DOLLARS) -> str:
     """A page's section of the document markdown, with the page marker and any problem flagged.
 
-    The model's HTML is cleaned with `sanitize_html` (the raw files keep it as it came)."""
+    The model's HTML is cleaned with `sanitize_html` (the raw files keep it as it came), titles
+    get heading markers (`mark_headings`) and formulas are written in `math`'s style."""
     from .sanitize import sanitize_html
 
     marker = page_marker(result.number)
@@ -161,8 +301,10 @@ def page_markdown(result: PageResult) -> str:
         return f"{marker}\n\n<!-- failed: {_comment(result.error or '')} -->"
     if result.status is PageStatus.TRUNCATED:
         marker += "\n<!-- truncated: the model hit max_tokens; the page may be incomplete -->"
-    body = escape_markers(sanitize_html(valid_text(result.markdown)))
-    return f"{marker}\n\n{body}".rstrip()
+    body = sanitize_html(valid_text(mark_headings(result.markdown, result.blocks)))
+    if math is MathStyle.DOLLARS:
+        body = dollar_math(body)
+    return f"{marker}\n\n{escape_markers(body)}".rstrip()
 
 
 def _comment(text: str) -> str:
@@ -172,13 +314,37 @@ def _comment(text: str) -> str:
 # -- files --------------------------------------------------------------------------------------
 
 
+_TEMP_FLAGS = (
+    os.O_WRONLY
+    | os.O_CREAT
+    | os.O_EXCL
+    | getattr(os, "O_NOFOLLOW", 0)
+    | getattr(os, "O_BINARY", 0)  # Windows: no newline translation
+)
+
+
+def _create_temp(path: Path) -> tuple[int, str]:
+    """A new file beside `path` for its next content, open for writing: (descriptor, path).
+
+    Created with mode 0666, which the OS narrows by the umask as for any new file (0644 under
+    umask 022, 0600 under 077); tempfile.mkstemp would make every export 0600 whatever the
+    umask. O_EXCL and a random name keep mkstemp's safety."""
+    for _ in range(100):
+        tmp = os.path.join(path.parent, f".{path.name[:40]}.{secrets.token_hex(4)}.tmp")
+        try:
+            return os.open(tmp, _TEMP_FLAGS, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no free temporary file name", str(path.parent))
+
+
 @contextlib.contextmanager
 def atomic_writer(path: Path) -> Iterator[IO[str]]:
     """A UTF-8 text file that a reader (or a crash) sees whole or not at all: its content
     replaces `path` only when the `with` block ends without an error. Lone surrogates written
     to it become U+FFFD."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:40]}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _create_temp(path)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", errors="replace", newline="") as handle:
             yield handle
@@ -193,7 +359,7 @@ def atomic_write(path: Path, data: bytes | str) -> None:
     """Write a file so that a reader (or a crash) sees the old content or the new, never half."""
     raw = valid_text(data).encode("utf-8") if isinstance(data, str) else data
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:40]}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _create_temp(path)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(raw)
@@ -453,7 +619,8 @@ class DocumentExport:
     """One document's export folder, written page by page.
 
     `add_page` writes a page's crops, layout image and journal entry (it raises OSError when it
-    cannot: the page is then not recorded); `finish` builds the combined files from the journal."""
+    cannot: the page is then not recorded); `finish` builds the combined files from the journal,
+    the .md's formulas in the `math` style."""
 
     def __init__(
         self,
@@ -463,8 +630,10 @@ class DocumentExport:
         model: str,
         task: str,
         source_id: SourceId | None = None,
+        math: MathStyle = MathStyle.DOLLARS,
     ) -> None:
         self.folder = folder
+        self.math = math
         self.stem = folder.name
         self.source = source
         self.source_id = source_id
@@ -605,7 +774,7 @@ class DocumentExport:
                     result = self.results[number]
                 except (OSError, ValueError, KeyError, TypeError):
                     continue  # a journal entry damaged since: the page is not in the files
-                md.write(("\n\n" if i else "") + page_markdown(result))
+                md.write(("\n\n" if i else "") + page_markdown(result, self.math))
                 raw.write(escape_markers(valid_text(result.raw)) + PAGE_SPLIT)
                 js.write(
                     ("," if i else "") + "\n" + json.dumps(result.to_json(), ensure_ascii=False)

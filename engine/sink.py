@@ -27,7 +27,15 @@ import errno
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .export import DocumentExport, SourceId, export_folder, folder_source, safe_name, source_id
+from .export import (
+    DocumentExport,
+    MathStyle,
+    SourceId,
+    export_folder,
+    folder_source,
+    safe_name,
+    source_id,
+)
 from .pipeline import DocumentFinished, DocumentJob, DocumentOpened, Event, PageFailed, PageFinished
 from .results import PageResult, PageStatus
 
@@ -67,9 +75,10 @@ def describe_write_error(exc: BaseException, fallback: Path) -> str:
 class ExportSink:
     """Writes each document's pages as their events arrive; see the module docstring."""
 
-    def __init__(self, *, model: str, task: str) -> None:
+    def __init__(self, *, model: str, task: str, math: MathStyle = MathStyle.DOLLARS) -> None:
         self.model = model
         self.task = task
+        self.math = math  # how the folders `open` chooses write the .md's formulas
         self.exports: dict[int, DocumentExport] = {}  # id(job) -> export
         self._open: set[int] = set()  # documents with pages written and no finish yet
 
@@ -102,7 +111,12 @@ class ExportSink:
                 f"{job.label} goes to {folder}"
             )
         export = DocumentExport(
-            folder, source=job.label, model=self.model, task=self.task, source_id=ident
+            folder,
+            source=job.label,
+            model=self.model,
+            task=self.task,
+            source_id=ident,
+            math=self.math,
         )
         if resume:
             report = export.resume()

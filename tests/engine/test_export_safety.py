@@ -6,10 +6,7 @@ from __future__ import annotations
 import errno
 import json
 import os
-import tempfile
-import types
 from pathlib import Path
-from typing import Any
 
 import pytest
 from PIL import Image
@@ -26,16 +23,17 @@ def convert(server: FakeOpenAIServer, *args: str) -> int:
     return main(["convert", *args, "--server", server.url, "--api-key", server.api_key or "", "-q"])
 
 
-def failing_mkstemp(monkeypatch: pytest.MonkeyPatch, code: int, when: str = "") -> None:
+def failing_temp_files(monkeypatch: pytest.MonkeyPatch, code: int, when: str = "") -> None:
     """The export's temporary files fail with `code` (for names containing `when`): a full or
     read-only disk, as seen by the process (tests run as root, whom chmod does not stop)."""
+    create = export._create_temp
 
-    def mkstemp(*args: Any, prefix: str = "", **kwargs: Any) -> tuple[int, str]:
-        if when in prefix:
-            raise OSError(code, os.strerror(code), str(kwargs.get("dir", "")))
-        return tempfile.mkstemp(*args, prefix=prefix, **kwargs)
+    def create_temp(path: Path) -> tuple[int, str]:
+        if when in f".{path.name[:40]}.":
+            raise OSError(code, os.strerror(code), str(path.parent))
+        return create(path)
 
-    monkeypatch.setattr(export, "tempfile", types.SimpleNamespace(mkstemp=mkstemp))
+    monkeypatch.setattr(export, "_create_temp", create_temp)
 
 
 def test_lone_surrogate_in_model_text_is_written_as_replacement_character(
@@ -58,7 +56,7 @@ def test_full_disk_fails_that_page_only_and_the_run_goes_on(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pdf = make_pdf(tmp_path / "full.pdf", 3)
-    failing_mkstemp(monkeypatch, errno.ENOSPC, when=".0002.json.")
+    failing_temp_files(monkeypatch, errno.ENOSPC, when=".0002.json.")
     with FakeOpenAIServer([GROUNDED]) as server:
         status = convert(server, str(pdf), "-o", str(tmp_path / "out"), "--concurrency", "1")
     err = capsys.readouterr().err
@@ -77,7 +75,7 @@ def test_read_only_output_folder_is_a_clear_error(
 ) -> None:
     pdf = make_pdf(tmp_path / "ro.pdf", 2)
     good = make_png(tmp_path / "other" / "good.png")
-    failing_mkstemp(monkeypatch, errno.EROFS)
+    failing_temp_files(monkeypatch, errno.EROFS)
     with FakeOpenAIServer([GROUNDED]) as server:
         status = convert(server, str(pdf), str(good), "-o", str(tmp_path / "out"))
     err = capsys.readouterr().err
