@@ -24,6 +24,7 @@ from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QImage
 
 from ocrdesk.engine import (
+    DEFAULT_DPI,
     Block,
     Document,
     DocumentExport,
@@ -61,7 +62,8 @@ class PageState:
     def raw_text(self) -> str:
         if self.result is not None:
             return self.result.raw
-        return self.stream.text if self.stream is not None else ""
+        # Held back: an incomplete tag at the end shows once it is complete (or the page ends).
+        return self.stream.settled_text if self.stream is not None else ""
 
     def blocks(self) -> list[Block]:
         """The page's blocks, index for index as its final parse gives them: the result's, or
@@ -76,11 +78,7 @@ class PageState:
 
     def feed(self, text: str) -> list[tuple[int, Block]]:
         """More streamed text: the (index, block) of the blocks whose boxes it completed."""
-        if self.stream is None:
-            return []
-        closed = self.stream.feed(text)
-        # They are the last boxed blocks, at the indices the parser (so the final parse) gives.
-        return self.boxed()[-len(closed) :] if closed else []
+        return self.stream.feed_indexed(text) if self.stream is not None else []
 
 
 @dataclass
@@ -94,7 +92,7 @@ class DocItem:
     page_count: int = 0
     error: str | None = None
     document: Document | None = None  # the window's own handle, for showing pages
-    dpi: int = 144
+    dpi: int = DEFAULT_DPI
     export: DocumentExport | None = None
     from_history: bool = False
     opened: asyncio.Future[None] | None = None

@@ -47,6 +47,7 @@ from PySide6.QtWidgets import (
 )
 
 from ocrdesk.engine import (
+    FAMILIES,
     SUPPORTED_SUFFIXES,
     TASK_TITLES,
     Block,
@@ -67,10 +68,10 @@ from ocrdesk.gui.settings import Settings
 from ocrdesk.gui.thumbnails import ThumbnailStrip
 from ocrdesk.resources import RESOURCES
 
-FAMILIES: list[tuple[str, ModelFamily | None]] = [
+#: The model menu: auto (from the served model's name), then every family of the registry.
+MODEL_CHOICES: list[tuple[str, ModelFamily | None]] = [
     ("Model: auto", None),
-    ("DeepSeek-OCR", ModelFamily.DEEPSEEK_OCR),
-    ("DeepSeek-OCR-2", ModelFamily.DEEPSEEK_OCR_2),
+    *((spec.title, family) for family, spec in FAMILIES.items()),
 ]
 
 
@@ -269,7 +270,7 @@ class MainWindow(QMainWindow):
         self.prompt_edit.setPlaceholderText("text to locate / prompt")
         self.prompt_edit.setMinimumWidth(180)
         self.family_combo = QComboBox(self)
-        for title, family in FAMILIES:
+        for title, family in MODEL_CHOICES:
             self.family_combo.addItem(title, family.value if family else "auto")
         self.dpi_spin = QSpinBox(self)
         self.dpi_spin.setRange(72, 400)
@@ -424,7 +425,7 @@ class MainWindow(QMainWindow):
 
     def _task_changed(self) -> None:
         task = self.task()
-        self.prompt_widget.setVisible(task in (Task.LOCATE, Task.CUSTOM))
+        self.prompt_widget.setVisible(task.needs_prompt)
         self.prompt_edit.setPlaceholderText(
             "text to locate" if task is Task.LOCATE else "your prompt"
         )
@@ -442,14 +443,14 @@ class MainWindow(QMainWindow):
         return ConvertOptions(
             task=task,
             family=self.family(),
-            prompt=prompt if task in (Task.LOCATE, Task.CUSTOM) else None,
+            prompt=prompt if task.needs_prompt else None,
             dpi=self.dpi_spin.value(),
             concurrency=max(1, int(self.settings.get("engine/concurrency"))),
         )
 
     def run(self) -> None:
         options = self.options()
-        if options.task in (Task.LOCATE, Task.CUSTOM) and not options.prompt:
+        if options.task.needs_prompt and not options.prompt:
             self.statusBar().showMessage("Write the text to locate or the prompt first.", 8000)
             self.prompt_edit.setFocus()
             return

@@ -168,6 +168,10 @@ class ResultView(QWidget):
         self._source = source
         self.title.setText(title)
         self.highlighted = None
+        if self.ready and self._busy:
+            # The previous page's render is still in flight: never leave its body under this
+            # title (under load that lasted over a second); this page's body follows.
+            self._set('<p class="empty">Loading…</p>')
         self._redraw_now()
 
     def changed(self) -> None:

@@ -13,6 +13,8 @@ from typing import Any
 
 from PySide6.QtCore import QSettings, QStandardPaths
 
+from ocrdesk.engine import DEFAULT_DPI, DEFAULT_MODEL
+
 KEYRING_SERVICE = "OCRDesk"
 KEYRING_USER = "remote-api-key"
 
@@ -25,14 +27,14 @@ def _default_output() -> str:
 #: key -> (default, type). The one place where a setting and its default are named.
 DEFAULTS: dict[str, tuple[Any, type]] = {
     "engine/mode": ("local", str),  # "local" (a vLLM the app starts) or "remote"
-    "engine/model": ("deepseek-ai/DeepSeek-OCR", str),  # local: hub id or folder
+    "engine/model": (DEFAULT_MODEL, str),  # local: hub id or folder
     "engine/vllm": ("", str),  # local: vllm executable ("" = find it)
     "engine/gpu_memory_utilization": (0.9, float),
     "engine/concurrency": (16, int),
     "engine/url": ("", str),  # remote: base URL
     "run/task": ("markdown", str),
     "run/family": ("auto", str),  # "auto", "deepseek-ocr", "deepseek-ocr-2"
-    "run/dpi": (144, int),
+    "run/dpi": (DEFAULT_DPI, int),
     "output/folder": (None, str),  # None: Documents/OCRDesk, decided at read time
 }
 

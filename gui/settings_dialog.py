@@ -20,7 +20,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ocrdesk.engine import TASK_TITLES, Task
+from ocrdesk.engine import DEFAULT_MODEL, TASK_TITLES, Task
 from ocrdesk.gui.settings import Settings
 
 
@@ -111,7 +111,7 @@ class SettingsDialog(QDialog):
     def accept(self) -> None:
         s = self.settings
         s.set("engine/mode", "local" if self.local_radio.isChecked() else "remote")
-        s.set("engine/model", self.model_edit.text().strip() or "deepseek-ai/DeepSeek-OCR")
+        s.set("engine/model", self.model_edit.text().strip() or DEFAULT_MODEL)
         s.set("engine/vllm", self.vllm_edit.text().strip())
         s.set("engine/gpu_memory_utilization", self.gpu_spin.value())
         s.set("engine/concurrency", self.concurrency_spin.value())
