@@ -1,0 +1,200 @@
+"""Tests for engine.searchable_pdf: the original pages with an invisible text layer, read back."""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+from typing import Any
+
+import pymupdf
+import pytest
+from PIL import Image, ImageDraw
+
+from ocrdesk.engine.parser import parse
+from ocrdesk.engine.results import Block, PageResult, PageStatus
+from ocrdesk.engine.searchable_pdf import write_searchable_pdf
+from ocrdesk.engine.text_layer import PageLayout, layout_page
+
+fitz: Any = pymupdf  # PyMuPDF is only partly typed
+PAGES = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "pages"
+LECTURES = ["006", "015", "024", "043", "202", "354"]
+
+# Page image of 1000 x 700 px; three blocks, in reading order.
+WIDTH, HEIGHT = 1000, 700
+BLOCKS = [
+    Block("title", ((100.0, 50.0, 600.0, 110.0),), "# Größenordnung"),
+    Block("text", ((100.0, 200.0, 900.0, 330.0),), "Alpha beta gamma delta\nepsilon zeta eta"),
+    Block("text", ((100.0, 450.0, 700.0, 500.0),), "Greek αβγ and 中文 with ∀x∈A"),
+]
+
+
+def _result(number: int = 1) -> PageResult:
+    return PageResult(number, WIDTH, HEIGHT, PageStatus.DONE, blocks=list(BLOCKS))
+
+
+def _scan_jpeg(size: tuple[int, int] = (WIDTH, HEIGHT)) -> bytes:
+    image = Image.new("RGB", size, "white")
+    ImageDraw.Draw(image).rectangle((100, 200, 900, 330), fill="gray")
+    out = io.BytesIO()
+    image.save(out, "JPEG")
+    return out.getvalue()
+
+
+def _scanned_pdf(path: Path, pages: list[dict[str, Any]]) -> Path:
+    """A PDF whose pages each show one JPEG filling the (cropped, rotated) page."""
+    doc = fitz.open()
+    for spec in pages:
+        page = doc.new_page(width=spec.get("width", 500), height=spec.get("height", 350))
+        page.insert_image(page.rect, stream=_scan_jpeg())
+        if "text" in spec:
+            page.insert_text((20, 20), spec["text"], fontsize=10, render_mode=spec.get("mode", 0))
+        if "crop" in spec:
+            page.set_cropbox(fitz.Rect(spec["crop"]))
+        page.set_rotation(spec.get("rotation", 0))
+    doc.save(path)
+    doc.close()
+    return path
+
+
+def _visible(page: Any, rect: Any) -> Any:
+    """A rect from PyMuPDF's text extraction (unrotated page space) as a viewer shows it."""
+    return fitz.Rect(rect) * page.rotation_matrix
+
+
+def _block_rect(page: Any, box: tuple[float, ...], width: int, height: int) -> Any:
+    """A block's pixel box in the page's visible coordinates, with a little slack."""
+    sx, sy = page.rect.width / width, page.rect.height / height
+    x1, y1, x2, y2 = box
+    return fitz.Rect(x1 * sx - 1, y1 * sy - 1, x2 * sx + 1, y2 * sy + 1)
+
+
+def _assert_words_in_blocks(page: Any, width: int, height: int) -> None:
+    for word, block in [("Größenordnung", 0), ("gamma", 1), ("zeta", 1), ("中文", 2), ("αβγ", 2)]:
+        hits = page.search_for(word)
+        assert hits, f"{word!r} not found on the page"
+        box = _block_rect(page, BLOCKS[block].boxes[0], width, height)
+        for hit in hits:
+            assert box.contains(_visible(page, hit)), (word, _visible(page, hit), box)
+
+
+@pytest.mark.parametrize("rotation", [0, 90, 180, 270])
+def test_rotated_cropped_page_gets_text_on_its_blocks(tmp_path: Path, rotation: int) -> None:
+    # The page image that was sent is the visible page: cropped, then rotated.
+    source = _scanned_pdf(
+        tmp_path / "in.pdf",
+        [{"width": 600, "height": 500, "crop": (50, 80, 550, 430), "rotation": rotation}],
+    )
+    with fitz.open(source) as doc:
+        visible = doc[0].rect
+    width, height = (WIDTH, HEIGHT) if rotation in (0, 180) else (HEIGHT, WIDTH)
+    assert visible.width / visible.height == pytest.approx(width / height)
+    result = PageResult(1, width, height, PageStatus.DONE, blocks=list(BLOCKS))
+    report = write_searchable_pdf(source, [layout_page(result)], tmp_path / "out.pdf")
+    assert report.layered == [1]
+    with fitz.open(tmp_path / "out.pdf") as doc:
+        page = doc[0]
+        assert page.rotation == rotation
+        assert page.cropbox == fitz.Rect(50, 80, 550, 430)
+        _assert_words_in_blocks(page, width, height)
+
+
+def test_text_is_invisible_and_in_reading_order(tmp_path: Path) -> None:
+    source = _scanned_pdf(tmp_path / "in.pdf", [{}])
+    write_searchable_pdf(source, [layout_page(_result())], tmp_path / "out.pdf")
+    with fitz.open(tmp_path / "out.pdf") as doc:
+        page = doc[0]
+        text = page.get_text()
+        order = [text.index(w) for w in ("Größenordnung", "Alpha", "epsilon", "Greek", "∀x∈A")]
+        assert order == sorted(order)
+        assert "#" not in text
+        assert {span["type"] for span in page.get_texttrace()} == {3}  # render mode 3
+        pixels = page.get_pixmap(dpi=36).samples
+    with fitz.open(source) as doc:
+        assert doc[0].get_pixmap(dpi=36).samples == pixels  # nothing visible was added
+
+
+def test_original_page_content_is_kept(tmp_path: Path) -> None:
+    source = _scanned_pdf(tmp_path / "in.pdf", [{}, {"rotation": 90}])
+    with fitz.open(source) as doc:
+        before = [(doc[i].get_images(full=True), doc[i].rect) for i in range(2)]
+        streams = [doc.xref_stream_raw(img[0][0]) for img, _ in before]
+    layouts = [layout_page(_result(1)), layout_page(_result(2))]
+    write_searchable_pdf(source, layouts[:1], tmp_path / "out.pdf")
+    with fitz.open(tmp_path / "out.pdf") as doc:
+        assert doc.page_count == 2
+        for i in range(2):
+            images = doc[i].get_images(full=True)
+            assert len(images) == 1 and doc[i].rect == before[i][1]
+            assert doc.xref_stream_raw(images[0][0]) == streams[i]  # the scan, byte for byte
+        assert doc[1].get_text() == ""  # no layout for page 2: left as it was
+
+
+def test_page_with_text_is_skipped_by_default_and_replaced_on_request(tmp_path: Path) -> None:
+    source = _scanned_pdf(
+        tmp_path / "in.pdf",
+        [{"text": "OLDLAYER", "mode": 3}, {}, {"text": "VISIBLE", "mode": 0}],
+    )
+    layouts = [layout_page(_result(n)) for n in (1, 2, 3)]
+    report = write_searchable_pdf(source, layouts, tmp_path / "skip.pdf")
+    assert report.skipped == [1, 3] and report.layered == [2]
+    with fitz.open(tmp_path / "skip.pdf") as doc:
+        assert doc[0].get_text().strip() == "OLDLAYER"
+        assert "gamma" in doc[1].get_text()
+
+    report = write_searchable_pdf(source, layouts, tmp_path / "replace.pdf", text_layer="replace")
+    assert report.layered == [1, 2, 3] and report.skipped == []
+    with fitz.open(tmp_path / "replace.pdf") as doc:
+        assert "OLDLAYER" not in doc[0].get_text() and "gamma" in doc[0].get_text()
+        assert "VISIBLE" in doc[2].get_text()  # visible text is not an OCR layer: it stays
+        assert doc[0].get_images()  # the scan is not redacted away
+
+
+def test_unknown_text_layer_mode_is_refused(tmp_path: Path) -> None:
+    source = _scanned_pdf(tmp_path / "in.pdf", [{}])
+    with pytest.raises(ValueError, match="text_layer"):
+        write_searchable_pdf(source, [], tmp_path / "out.pdf", text_layer="merge")
+    assert not (tmp_path / "out.pdf").exists()
+
+
+def _lecture_layouts() -> tuple[list[Path], list[PageLayout]]:
+    images, layouts = [], []
+    for number, name in enumerate(LECTURES, 1):
+        image = PAGES / f"lecture-{name}.jpg"
+        with Image.open(image) as img:
+            width, height = img.size
+        raw = (PAGES / f"lecture-{name}.raw.txt").read_text(encoding="utf-8")
+        parsed = parse(raw, width, height)
+        result = PageResult(number, width, height, PageStatus.DONE, raw, parsed.markdown)
+        result.blocks = parsed.blocks
+        images.append(image)
+        layouts.append(layout_page(result))
+    return images, layouts
+
+
+def test_real_lecture_pages_from_images(tmp_path: Path) -> None:
+    images, layouts = _lecture_layouts()
+    out = tmp_path / "lectures.searchable.pdf"
+    report = write_searchable_pdf(images, layouts, out)
+    assert report.layered == list(range(1, len(LECTURES) + 1))
+    # The text layer costs little next to the scans (the fonts are subset).
+    assert out.stat().st_size < sum(p.stat().st_size for p in images) + 1_000_000
+    with fitz.open(out) as doc:
+        assert doc.page_count == len(LECTURES)
+        for page, image, layout in zip(doc, images, layouts, strict=True):
+            with Image.open(image) as img:
+                assert (page.rect.width, page.rect.height) == (img.width / 2, img.height / 2)
+            ((xref, *_),) = page.get_images(full=True)
+            assert doc.xref_stream_raw(xref) == image.read_bytes()  # the JPEG as it was
+            # Every word of every block is found inside that block's box.
+            for block in layout.blocks:
+                box = _block_rect(page, block.box, layout.width, layout.height)
+                for line in block.lines[:3]:
+                    words = re.findall(r"\w{3,}", line.text)
+                    if not words:
+                        continue
+                    word = max(words, key=len)
+                    hits = [_visible(page, h) for h in page.search_for(word)]
+                    assert any(box.contains(h) for h in hits), (page.number, word, hits, box)
+        first = doc[0].get_text()
+        assert first.index("Grundlagen Logik") < first.index("Satz 1.1") < first.index("Beweis")
