@@ -45,7 +45,7 @@ SDIST_RESOURCES = [f"resources/{name}" for name in RESOURCE_NAMES]
 #: it from a timer once the event loop runs (what a person's click on the close button does).
 GUI_SCRIPT = """
 import sys
-import ocrdesk.gui.app  # imports QtWebEngineWidgets, which must precede the QApplication
+from PySide6 import QtWebEngineWidgets  # noqa: F401  (must be imported before the QApplication)
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication, QMainWindow
 from ocrdesk.main import main
