@@ -3,11 +3,14 @@
 Prints:
 - the client-side ceiling: pages/s of `convert` on a 100-page PDF with the server streaming a
   real grounded page output at full speed (no token delay);
+- the same for --large pages of 2182 x 3086 pt (a poster; 4364 x 6172 px at 144 dpi), with the
+  mean image bytes per request: what capping the image at the model's size saves;
 - peak RSS of the `convert` process for a 20-page and a 2,000-page PDF: the pipeline keeps at most
   `--concurrency` pages in memory, so the two should be close.
 
 Usage: .venv/bin/python benchmarks/bench_client.py [--pages 100] [--big 2000] [--concurrency 16]
-       [--small 20] [--memory-only]   (--memory-only: skip the ceiling run, peak RSS figures only)
+       [--small 20] [--large 20] [--memory-only]
+       (--memory-only: skip the ceiling runs, peak RSS figures only; --large 0: no poster run)
 """
 
 from __future__ import annotations
@@ -28,13 +31,18 @@ import pymupdf  # noqa: E402
 from tests.fakes.openai_server import FakeOpenAIServer, corpus_outputs  # noqa: E402
 
 
-def make_pdf(path: Path, pages: int) -> Path:
+def make_pdf(path: Path, pages: int, size: tuple[float, float] = (595, 842)) -> Path:
     doc = pymupdf.open()
+    scale = size[0] / 595
     for i in range(pages):
-        page = doc.new_page(width=595, height=842)
-        page.insert_text((72, 72), f"Benchmark page {i + 1}", fontsize=24)
+        page = doc.new_page(width=size[0], height=size[1])
+        page.insert_text((72, 72 * scale), f"Benchmark page {i + 1}", fontsize=24 * scale)
         for line in range(30):
-            page.insert_text((72, 120 + line * 22), "lorem ipsum dolor sit amet " * 3, fontsize=10)
+            page.insert_text(
+                (72 * scale, (120 + line * 22) * scale),
+                "lorem ipsum dolor sit amet " * 3,
+                fontsize=10 * scale,
+            )
     doc.save(path)
     doc.close()
     return path
@@ -64,6 +72,7 @@ def main() -> None:
     ap.add_argument("--big", type=int, default=2000)
     ap.add_argument("--small", type=int, default=20, help="pages of the small PDF (default 20)")
     ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--large", type=int, default=20, help="pages of the poster PDF (default 20)")
     ap.add_argument("--memory-only", action="store_true", help="skip the client-ceiling run")
     args = ap.parse_args()
     outputs = corpus_outputs()
@@ -78,6 +87,16 @@ def main() -> None:
                 f"client ceiling: {args.pages} pages in {seconds:.2f} s = "
                 f"{args.pages / seconds:.1f} pages/s (concurrency {args.concurrency}, "
                 f"{len(page_output)} chars per page); peak RSS {rss / 1024:.0f} MiB"
+            )
+        if not args.memory_only and args.large:
+            poster = make_pdf(root / "poster.pdf", args.large, size=(2182, 3086))
+            sent = len(server.requests)
+            seconds, rss = run_convert(poster, root / "out4", server, args.concurrency)
+            sizes = [r["_image_bytes"] for r in server.requests[sent:]]
+            print(
+                f"poster pages (2182 x 3086 pt): {args.large} in {seconds:.2f} s = "
+                f"{args.large / seconds:.1f} pages/s; {sum(sizes) / len(sizes) / 1e6:.2f} MB of "
+                f"image per request; peak RSS {rss / 1024:.0f} MiB"
             )
         small = make_pdf(root / "small.pdf", args.small)
         big = make_pdf(root / "big.pdf", args.big)

@@ -4,16 +4,26 @@ Uses the official `openai` AsyncOpenAI client, so any OpenAI-compatible server w
 or remote, data-parallel or not) and SGLang. The client's own retries are off (`max_retries=0`)
 because a page must also be retried when its stream is cut half-way, which the SDK cannot see,
 and because a local server may need a restart before the retry (`on_connection_error`).
+
+Every wait is bounded, each phase on its own: the response headers (`HEADERS_SECONDS`), the first
+token (`FIRST_TOKEN_SECONDS`), then each read while the page streams (`timeout`, long, for a big
+page on a busy server). A phase that runs out closes the request, which frees the server's slot,
+and the page is retried. An answer larger than any page can be (`MAX_CHARS_PER_TOKEN`,
+`MAX_BYTES_PER_TOKEN` times `max_tokens`) is stopped and fails its page. 429 and 503 answers are
+retried after their `Retry-After` (capped at `MAX_RETRY_AFTER_SECONDS`); an SSE line that is not
+JSON is retried like a cut stream.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import email.utils
 import json
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +35,27 @@ from .tasks import Sampling, build_messages
 log = logging.getLogger(__name__)
 
 DeltaCallback = Callable[[str], None]
+
+#: Seconds to wait for the response headers. vLLM and SGLang send them once the request is
+#: checked, before decoding starts: well under a second on a local server, a few on a busy one.
+HEADERS_SECONDS = 30.0
+#: Seconds from the headers to the first token: the server must schedule the page and prefill
+#: its image (1-2 s for a batch of 16 pages on one GPU); a shared server may queue it a while.
+FIRST_TOKEN_SECONDS = 60.0
+#: Retries of a request that got no headers or no first token in time: a server that did not
+#: answer once rarely answers the same request later, and each try holds a slot for a while.
+NO_ANSWER_RETRIES = 1
+#: Seconds to wait for a TCP connection.
+CONNECT_SECONDS = 10.0
+#: An answer may hold at most this many characters per token of `max_tokens`. Real pages come
+#: to 2-4 characters a token and the longest tokens (runs of spaces or dashes) to ~16: past 32 a
+#: token the server is not sending a page (issue 17: a 20 MB answer of 280,000 boxes).
+MAX_CHARS_PER_TOKEN = 32
+#: An answer's SSE stream may hold at most this many bytes per token of `max_tokens`: vLLM
+#: wraps each token in a ~250-byte JSON chunk, and a line is never longer than the whole cap.
+MAX_BYTES_PER_TOKEN = 1024
+#: The longest `Retry-After` honoured; a server asking for more is retried after this.
+MAX_RETRY_AFTER_SECONDS = 120.0
 
 
 @dataclass
@@ -40,14 +71,102 @@ class Completion:
 
 
 def api_base(url: str) -> str:
-    """`http://host:8000`, `.../v1` and `.../v1/` all mean the API base `http://host:8000/v1`."""
-    url = url.rstrip("/")
+    """`http://host:8000`, `.../v1` and `.../v1/` all mean the API base `http://host:8000/v1`;
+    without a scheme (`host:8000`) the server is taken to speak plain `http://`."""
+    url = url.strip().rstrip("/")
+    if "://" not in url:
+        url = "http://" + url
     return url if url.endswith("/v1") else url + "/v1"
+
+
+def retry_after(headers: Mapping[str, str] | None, now: float | None = None) -> float | None:
+    """Seconds a 429/503 answer asks to wait (`Retry-After`: seconds or an HTTP date, or
+    `retry-after-ms`), at most `MAX_RETRY_AFTER_SECONDS`; None when it says nothing usable."""
+    if headers is None:
+        return None
+    seconds: float | None = None
+    millis = headers.get("retry-after-ms")
+    value = headers.get("retry-after")
+    try:
+        if millis is not None:
+            seconds = float(millis) / 1000
+    except ValueError:
+        seconds = None
+    if seconds is None and value is not None:
+        try:
+            seconds = float(value)
+        except ValueError:
+            try:
+                when = email.utils.parsedate_to_datetime(value)
+            except (TypeError, ValueError, IndexError):
+                return None
+            seconds = when.timestamp() - (time.time() if now is None else now)
+    if seconds is None or seconds != seconds:  # NaN
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
+
+
+class StreamDecodeError(Exception):
+    """A line of the answer's event stream is not the JSON chunk it must be."""
+
+
+class AnswerTooLargeError(Exception):
+    """The answer grew past what a page of `max_tokens` tokens can be."""
+
+
+class SSEDecoder:
+    """A pure decoder of a chat-completion event stream: bytes in, JSON chunks out.
+
+    `feed(data)` returns the chunks completed by `data` (dicts), and the string "[DONE]" for the
+    end marker; lines other than `data:` (comments, `event:`, blank) are skipped. A `data:` line
+    that is not a JSON object raises `StreamDecodeError`. Lines may end in \n, \r\n or \r.
+    Hand-written because the SDK builds a pydantic object per chunk: measured at ~450 us a chunk
+    against ~15 us here (benchmarks/bench_client.py), i.e. one CPU core saturated at ~2,200
+    tokens/s, below what one GPU generates.
+    """
+
+    def __init__(self) -> None:
+        self._pending = bytearray()
+
+    def feed(self, data: bytes) -> list[dict[str, Any] | str]:
+        pending = self._pending
+        pending += data
+        end = max(pending.rfind(b"\n"), pending.rfind(b"\r"))
+        if end < 0:
+            return []
+        if end == len(pending) - 1 and pending[end] == 0x0D:
+            # A \r at the very end may be the first half of a \r\n: it waits for the next feed.
+            complete = bytes(pending[:end])
+            del pending[:end]
+        else:
+            complete = bytes(pending[: end + 1])
+            del pending[: end + 1]
+        if b"\r" in complete:
+            complete = complete.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        lines = complete.split(b"\n")
+        out: list[dict[str, Any] | str] = []
+        for line in lines:
+            if not line.startswith(b"data:"):
+                continue
+            payload = line[5:].strip()
+            if payload == b"[DONE]":
+                out.append("[DONE]")
+                continue
+            try:
+                chunk = json.loads(payload)
+            except ValueError as exc:
+                raise StreamDecodeError(f"not JSON: {payload[:80]!r}") from exc
+            if not isinstance(chunk, dict):
+                raise StreamDecodeError(f"not a JSON object: {payload[:80]!r}")
+            out.append(chunk)
+        return out
 
 
 def _retryable(exc: BaseException) -> bool:
     if isinstance(exc, openai.APIStatusError):
         return exc.status_code == 429 or exc.status_code >= 500
+    if isinstance(exc, (StreamDecodeError, _NoAnswer)):
+        return True
     # APIConnectionError covers refused connections, resets, timeouts and cut streams that the
     # SDK notices; a bare httpx/OSError can escape from the middle of an SSE stream.
     return isinstance(exc, (openai.APIConnectionError, openai.APIError, OSError)) or (
@@ -60,8 +179,15 @@ def _rejects_vllm_xargs(exc: openai.BadRequestError) -> bool:
     return "vllm_xargs" in message or ("extra" in message and "not permitted" in message)
 
 
+class _NoAnswer(Exception):
+    """The server did not send the headers or the first token in time (the request is closed)."""
+
+
 class ModelClient:
-    """One OpenAI-compatible server. `busy` counts its requests in flight (for load balancing)."""
+    """One OpenAI-compatible server. `busy` counts its requests in flight (for load balancing).
+
+    `timeout` bounds each read once the page streams; `headers_timeout` and
+    `first_token_timeout` bound the waits before it (see the module)."""
 
     def __init__(
         self,
@@ -70,6 +196,8 @@ class ModelClient:
         api_key: str | None = None,
         model: str | None = None,
         timeout: float = 300.0,
+        headers_timeout: float = HEADERS_SECONDS,
+        first_token_timeout: float = FIRST_TOKEN_SECONDS,
         max_retries: int = 4,
         backoff: float = 0.5,
         on_connection_error: Callable[[], Awaitable[None]] | None = None,
@@ -78,6 +206,8 @@ class ModelClient:
         self.model = model
         self.max_retries = max_retries
         self.backoff = backoff
+        self.headers_timeout = headers_timeout
+        self.first_token_timeout = first_token_timeout
         self.busy = 0
         self.send_vllm_xargs = True
         self.on_connection_error = on_connection_error
@@ -86,8 +216,9 @@ class ModelClient:
         self._client = self._make_client()
 
     def _make_client(self) -> openai.AsyncOpenAI:
+        timeout = openai.Timeout(self._timeout, connect=min(CONNECT_SECONDS, self._timeout))
         return openai.AsyncOpenAI(
-            base_url=self.url, api_key=self._api_key, timeout=self._timeout, max_retries=0
+            base_url=self.url, api_key=self._api_key, timeout=timeout, max_retries=0
         )
 
     def retarget(self, url: str, api_key: str | None) -> None:
@@ -130,9 +261,11 @@ class ModelClient:
             messages = build_messages(image_url, prompt)
             started = time.monotonic()
             attempt = 0
+            no_answer = 0
             while True:
                 attempt += 1
                 streamed_any = False
+                wait: float | None = None  # what the server asked for (Retry-After)
                 try:
                     text, finish, tokens, first = await self._stream_once(
                         model, messages, sampling, on_delta, started
@@ -146,16 +279,23 @@ class ModelClient:
                         self.send_vllm_xargs = False
                         continue
                     raise ServerError(f"{self.url} refused the request: {exc.message}") from exc
+                except AnswerTooLargeError as exc:
+                    raise ServerError(f"{self.url}: {exc}") from exc
                 except _StreamedError as wrapped:
-                    streamed_any = True
+                    streamed_any = wrapped.streamed
                     cause = wrapped.cause
                     if not _retryable(cause) or attempt > self.max_retries:
                         raise ServerError(f"{self.url}: stream broke off: {cause}") from cause
+                except _NoAnswer as exc:
+                    no_answer += 1
+                    if attempt > self.max_retries or no_answer > NO_ANSWER_RETRIES:
+                        raise ServerError(f"{self.url}: {exc}") from exc
                 except openai.APIStatusError as exc:
                     if not _retryable(exc) or attempt > self.max_retries:
                         raise ServerError(
                             f"{self.url}: HTTP {exc.status_code}: {exc.message}"
                         ) from exc
+                    wait = retry_after(exc.response.headers)
                 except (openai.APIConnectionError, OSError) as exc:
                     if attempt > self.max_retries:
                         raise ServerUnavailableError(f"{self.url}: {exc}") from exc
@@ -164,6 +304,8 @@ class ModelClient:
                 if streamed_any and on_restart is not None:
                     on_restart()
                 delay = self.backoff * (2 ** (attempt - 1)) * (0.5 + random.random())
+                if wait is not None:
+                    delay = wait  # the server knows when it has room again
                 log.info("retrying %s in %.1f s (attempt %d)", self.url, delay, attempt + 1)
                 await asyncio.sleep(delay)
         finally:
@@ -181,14 +323,18 @@ class ModelClient:
         if self.send_vllm_xargs:
             extra["vllm_xargs"] = sampling.vllm_xargs()
         extra.update(sampling.extra_body)
-        # The SDK builds a pydantic object for every streamed chunk: measured at ~450 us a chunk
-        # (benchmarks/bench_client.py), i.e. one CPU core saturated at ~2,200 tokens/s, below
-        # what one GPU generates. So the SDK makes the request (auth, errors, timeouts) and the
-        # SSE lines of the answer are decoded here with json.loads (~15 us a chunk).
+        # The SDK makes the request (auth, errors, timeouts); the answer's SSE lines are decoded
+        # by SSEDecoder (see there why).
         parts: list[str] = []
+        chars = 0
+        received = 0
+        max_chars = max(sampling.max_tokens, 1) * MAX_CHARS_PER_TOKEN
+        max_bytes = max(sampling.max_tokens, 1) * MAX_BYTES_PER_TOKEN
         finish: str | None = None
         tokens: int | None = None
         first: float | None = None
+        decoder = SSEDecoder()
+        loop = asyncio.get_running_loop()
         request = self._client.chat.completions.with_streaming_response.create(  # type: ignore[call-overload]
             model=model,
             messages=messages,
@@ -198,41 +344,79 @@ class ModelClient:
             stream_options={"include_usage": True},
             extra_body=extra,
         )
-        async with request as response:
+        async with contextlib.AsyncExitStack() as stack:
             try:
-                async for line in response.iter_lines():
-                    if not line.startswith("data:"):
-                        continue
-                    data = line[5:].strip()
-                    if data == "[DONE]":
+                response = await asyncio.wait_for(
+                    stack.enter_async_context(request), self.headers_timeout
+                )
+            except asyncio.TimeoutError as exc:
+                raise _NoAnswer(f"no response headers within {self.headers_timeout:g} s") from exc
+            first_deadline = loop.time() + self.first_token_timeout
+            chunks = response.iter_bytes().__aiter__()
+            try:
+                while True:
+                    try:
+                        if first is None and finish is None:
+                            left = max(first_deadline - loop.time(), 0.0)
+                            data = await asyncio.wait_for(chunks.__anext__(), left)
+                        else:
+                            data = await chunks.__anext__()  # `timeout` bounds each read
+                    except StopAsyncIteration:
                         break
-                    chunk = json.loads(data)
-                    if "error" in chunk:
-                        error = chunk["error"]
-                        message = error.get("message", error) if isinstance(error, dict) else error
-                        raise _StreamedError(openai.APIError(str(message), None, body=chunk))  # type: ignore[arg-type]
-                    usage = chunk.get("usage")
-                    if usage:
-                        tokens = usage.get("completion_tokens")
-                    for choice in chunk.get("choices") or ():
-                        delta = (choice.get("delta") or {}).get("content")
-                        if delta:
-                            if first is None:
-                                first = time.monotonic() - started
-                            parts.append(delta)
-                            if on_delta is not None:
-                                on_delta(delta)
-                        if choice.get("finish_reason"):
-                            finish = choice["finish_reason"]
-            except (asyncio.CancelledError, _StreamedError):
+                    except asyncio.TimeoutError as exc:
+                        raise _NoAnswer(
+                            f"no token within {self.first_token_timeout:g} s of the headers"
+                        ) from exc
+                    received += len(data)
+                    if received > max_bytes:
+                        raise AnswerTooLargeError(
+                            f"the answer passed {max_bytes:,} bytes ({MAX_BYTES_PER_TOKEN} a "
+                            f"token of max_tokens {sampling.max_tokens}); not a page, stopped"
+                        )
+                    done = False
+                    for chunk in decoder.feed(data):
+                        if chunk == "[DONE]":
+                            done = True
+                            break
+                        assert isinstance(chunk, dict)
+                        if "error" in chunk:
+                            error = chunk["error"]
+                            message = (
+                                error.get("message", error) if isinstance(error, dict) else error
+                            )
+                            raise _StreamedError(
+                                openai.APIError(str(message), None, body=chunk),  # type: ignore[arg-type]
+                                streamed=bool(parts),
+                            )
+                        usage = chunk.get("usage")
+                        if usage:
+                            tokens = usage.get("completion_tokens")
+                        for choice in chunk.get("choices") or ():
+                            delta = (choice.get("delta") or {}).get("content")
+                            if delta:
+                                if first is None:
+                                    first = time.monotonic() - started
+                                chars += len(delta)
+                                if chars > max_chars:
+                                    raise AnswerTooLargeError(
+                                        f"the answer passed {max_chars:,} characters "
+                                        f"({MAX_CHARS_PER_TOKEN} a token of max_tokens "
+                                        f"{sampling.max_tokens}); not a page, stopped"
+                                    )
+                                parts.append(delta)
+                                if on_delta is not None:
+                                    on_delta(delta)
+                            if choice.get("finish_reason"):
+                                finish = choice["finish_reason"]
+                    if done:
+                        break
+            except (asyncio.CancelledError, _StreamedError, _NoAnswer, AnswerTooLargeError):
                 raise
             except Exception as exc:
-                if parts:
-                    raise _StreamedError(exc) from exc
-                raise
+                raise _StreamedError(exc, streamed=bool(parts)) from exc
         if finish is None:
             # The stream ended without a finish_reason: the connection was cut.
-            raise _StreamedError(openai.APIConnectionError(request=None))  # type: ignore[arg-type]
+            raise _StreamedError(openai.APIConnectionError(request=None), streamed=bool(parts))  # type: ignore[arg-type]
         return "".join(parts), finish, tokens, first
 
     async def close(self) -> None:
@@ -260,11 +444,13 @@ def restarting(
 
 
 class _StreamedError(Exception):
-    """A failure after some text was streamed: the caller must drop that text before retrying."""
+    """The stream failed once the answer began; with `streamed`, the caller must drop the text
+    it was given before retrying."""
 
-    def __init__(self, cause: BaseException) -> None:
+    def __init__(self, cause: BaseException, *, streamed: bool) -> None:
         super().__init__(str(cause))
         self.cause = cause
+        self.streamed = streamed
 
 
 class ServerPool:

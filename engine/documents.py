@@ -6,10 +6,12 @@
 
 Which library reads a file is decided by its content, the suffix being only a hint:
 
-- PDF, XPS/OpenXPS, EPUB, SVG, CBZ and FB2 go through PyMuPDF (MuPDF). Pages are rendered at the
-  requested dpi without alpha. A page that would have more than `engine.images.MAX_IMAGE_PIXELS`
-  pixels at that dpi is rendered at the highest lower dpi that fits, so a poster-sized page cannot
-  exhaust memory.
+- PDF, XPS/OpenXPS, EPUB, SVG, CBZ and FB2 go through PyMuPDF (MuPDF), by way of
+  `engine.mupdf`, which opens and renders them in render processes with a time limit per page
+  (`engine.mupdf.RENDER_SECONDS`): a page that never ends fails alone as a `PageRenderError`.
+  Pages are rendered at the requested dpi without alpha. A page that would have more than
+  `engine.images.MAX_IMAGE_PIXELS` pixels at that dpi is rendered at the highest lower dpi that
+  fits, so a poster-sized page cannot exhaust memory.
 - PNG, JPEG, TIFF, WebP, BMP, GIF (and PPM, JPEG 2000) go through Pillow. Every frame of a
   multi-frame TIFF, GIF, WebP or APNG is a page; a JPEG is one page even when it carries extra
   MPO frames (a phone's depth map or preview). Frames are returned at their native size (the dpi is
@@ -19,11 +21,10 @@ Which library reads a file is decided by its content, the suffix being only a hi
 Every failure is an `engine.errors.DocumentError` (or one of its subclasses) naming the file and
 the reason in a few words; a raw PyMuPDF or Pillow exception never escapes.
 
-Threads: `render` may be called from worker threads at the same time. PyMuPDF is not thread-safe
-(not even across different documents), so every PyMuPDF call in this module runs under one
-module-wide lock; Pillow documents have a lock each. Importing this module switches off MuPDF's own
-printing of errors and warnings to stderr (`_fitz.TOOLS.mupdf_display_errors(False)` and
-`mupdf_display_warnings(False)`): broken files are reported through the exceptions instead.
+Threads: `render` may be called from worker threads at the same time: PyMuPDF documents render
+in parallel in `engine.mupdf`'s processes, Pillow documents have a lock each. Closing a document
+stops a page of it that is still rendering. MuPDF's own messages never reach the terminal
+(see `engine.mupdf`): broken files are reported through the exceptions instead.
 On Linux with glibc it also fixes malloc's mmap threshold at 1 MiB, so that freed page buffers
 go back to the OS instead of fragmenting the threads' malloc arenas (see
 `_give_page_buffers_back_to_the_os`).
@@ -41,16 +42,15 @@ import stat
 import sys
 import threading
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import pymupdf
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from . import images
+from . import images, mupdf
 from .errors import (
     DocumentError,
     EmptyFileError,
@@ -59,13 +59,7 @@ from .errors import (
     UnsupportedFormatError,
 )
 
-#: PyMuPDF is only partly typed; it is used through this untyped alias.
-_fitz: Any = pymupdf
-
 __all__ = ["SUPPORTED_SUFFIXES", "Document", "find_documents", "open_document"]
-
-_fitz.TOOLS.mupdf_display_errors(False)
-_fitz.TOOLS.mupdf_display_warnings(False)
 
 #: glibc's mallopt() parameter number for M_MMAP_THRESHOLD (malloc.h).
 _M_MMAP_THRESHOLD = -3
@@ -138,20 +132,8 @@ _FILE_EXTENSION = {"JPEG": "jpg", "MPO": "jpg", "JPEG2000": "jp2", "DIB": "bmp",
 _ZIP_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".jxr")
 
 _SNIFF_BYTES = 8192
-_MAX_REASON = 160
 
-#: PyMuPDF is not thread-safe, across documents too: all of its calls here hold this lock.
-_FITZ_LOCK = threading.RLock()
-
-
-def _short(exc: BaseException) -> str:
-    """A library exception as a few plain words (its first line, shortened), never a traceback."""
-    text = str(exc).strip().splitlines()[0].strip() if str(exc).strip() else ""
-    if not text:
-        text = type(exc).__name__
-    if len(text) > _MAX_REASON:
-        text = text[: _MAX_REASON - 3] + "..."
-    return text
+_short = mupdf.short_reason
 
 
 class Document:
@@ -185,12 +167,24 @@ class Document:
     def closed(self) -> bool:
         return self._closed
 
-    def render(self, number: int, dpi: int = 144) -> Image.Image:
+    def render(
+        self,
+        number: int,
+        dpi: int = 144,
+        *,
+        timeout: float | None = None,
+        fit: Callable[[int, int], tuple[int, int]] | None = None,
+    ) -> Image.Image:
         """Render page `number` (1-based) as an upright RGB image.
 
         PyMuPDF pages are rendered at `dpi` (lowered for a page too large for
-        `engine.images.MAX_IMAGE_PIXELS`); image frames come at their native size and ignore `dpi`.
-        Raises `PageRenderError` for a page out of range, a closed document or a page that fails.
+        `engine.images.MAX_IMAGE_PIXELS`) within `timeout` seconds (default
+        `engine.mupdf.RENDER_SECONDS`); image frames come at their native size and ignore `dpi`.
+        `fit(width, height)` may give a smaller size for the page image (e.g.
+        `engine.images.model_size`): PyMuPDF pages are then rendered at it at once (give or take
+        MuPDF's rounding of a pixel), image frames are resized to it.
+        Raises `PageRenderError` for a page out of range, a closed document, a page that fails
+        or takes too long.
         """
         if dpi <= 0:
             raise ValueError(f"dpi must be positive, not {dpi}")
@@ -200,9 +194,16 @@ class Document:
             )
         if self._closed:
             raise PageRenderError(self.source, number, "the document is closed")
-        return self._render(number, dpi)
+        limit = mupdf.RENDER_SECONDS if timeout is None else timeout
+        return self._render(number, dpi, limit, fit)
 
-    def _render(self, number: int, dpi: int) -> Image.Image:
+    def _render(
+        self,
+        number: int,
+        dpi: int,
+        timeout: float,
+        fit: Callable[[int, int], tuple[int, int]] | None,
+    ) -> Image.Image:
         raise NotImplementedError
 
     def close(self) -> None:
@@ -226,58 +227,39 @@ class Document:
 
 
 class _FitzDocument(Document):
-    """A document read with PyMuPDF."""
+    """A document read with PyMuPDF (through `engine.mupdf`)."""
 
-    def __init__(self, source: str, doc: Any, format: str) -> None:
-        super().__init__(source, page_count=doc.page_count, is_image=False, format=format)
-        self._doc: Any = doc
+    def __init__(self, label: str, source: mupdf.Source, info: mupdf.DocumentInfo) -> None:
+        super().__init__(label, page_count=info.page_count, is_image=False, format=info.format)
+        self._source = source
 
-    def _render(self, number: int, dpi: int) -> Image.Image:
-        with _FITZ_LOCK:
-            doc = self._doc
-            if doc is None:
-                raise PageRenderError(self.source, number, "the document is closed")
-            try:
-                page = doc.load_page(number - 1)
-                rect = page.rect
-                if not (rect.width >= 1 and rect.height >= 1):
-                    raise PageRenderError(self.source, number, "the page has no area")
-                zoom = _fitting_zoom(rect.width, rect.height, dpi / 72.0)
-                pix = page.get_pixmap(
-                    matrix=_fitz.Matrix(zoom, zoom), alpha=False, colorspace=_fitz.csRGB
-                )
-                if pix.n != 3 or pix.alpha:
-                    pix = _fitz.Pixmap(_fitz.csRGB, pix, 0)
-                size, stride, samples = (pix.width, pix.height), pix.stride, pix.samples
-                del pix, page
-            except DocumentError:
-                raise
-            except MemoryError as exc:
-                raise PageRenderError(self.source, number, "out of memory") from exc
-            except Exception as exc:
-                raise PageRenderError(self.source, number, _short(exc)) from exc
-            finally:
-                _fitz.TOOLS.reset_mupdf_warnings()
-        return Image.frombytes("RGB", size, samples, "raw", "RGB", stride)
+    def _render(
+        self,
+        number: int,
+        dpi: int,
+        timeout: float,
+        fit: Callable[[int, int], tuple[int, int]] | None,
+    ) -> Image.Image:
+        try:
+            zoom = float(dpi)
+            if fit is not None:
+                width, height = mupdf.page_size(self._source, number, seconds=timeout)
+                full = max(1, math.ceil(width * dpi / 72)), max(1, math.ceil(height * dpi / 72))
+                wanted = fit(*full)
+                zoom = dpi * min(1.0, max(wanted[0] / full[0], wanted[1] / full[1]))
+            page = mupdf.render_page(
+                self._source, number, zoom, max_pixels=images.MAX_IMAGE_PIXELS, seconds=timeout
+            )
+        except mupdf.MuPDFError as exc:
+            reason = "the document is closed" if self._closed else exc.reason
+            raise PageRenderError(self.source, number, reason) from exc
+        size = (page.width, page.height)
+        return Image.frombytes("RGB", size, page.samples, "raw", "RGB", page.stride)
 
     def close(self) -> None:
-        with _FITZ_LOCK:
-            if self._doc is not None:
-                with contextlib.suppress(Exception):  # closing a broken document must not fail
-                    self._doc.close()
-                self._doc = None
-        super().close()
-
-
-def _fitting_zoom(width: float, height: float, zoom: float) -> float:
-    """`zoom`, or the largest smaller one at which a width x height (points) page fits the limit."""
-    limit = images.MAX_IMAGE_PIXELS
-    if math.ceil(width * zoom) * math.ceil(height * zoom) <= limit:
-        return zoom
-    zoom = math.sqrt(limit / (width * height))
-    while zoom > 0 and math.ceil(width * zoom) * math.ceil(height * zoom) > limit:
-        zoom *= 0.999
-    return zoom
+        if not self._closed:
+            super().close()
+            mupdf.forget(self._source)
 
 
 class _ImageDocument(Document):
@@ -288,7 +270,13 @@ class _ImageDocument(Document):
         self._img: Image.Image | None = img
         self._lock = threading.Lock()
 
-    def _render(self, number: int, dpi: int) -> Image.Image:
+    def _render(
+        self,
+        number: int,
+        dpi: int,
+        timeout: float,
+        fit: Callable[[int, int], tuple[int, int]] | None,
+    ) -> Image.Image:
         with self._lock:
             img = self._img
             if img is None:
@@ -308,7 +296,8 @@ class _ImageDocument(Document):
             except Exception as exc:
                 raise PageRenderError(self.source, number, _short(exc)) from exc
         try:
-            return images.normalize_image(frame)
+            upright = images.normalize_image(frame)
+            return upright if fit is None else images.resize_to(upright, fit(*upright.size))
         except Exception as exc:
             raise PageRenderError(self.source, number, _short(exc)) from exc
 
@@ -398,10 +387,6 @@ def _open_path(source: str, *, password: str | None) -> Document:
     if kind is not None:
         return _open_fitz(source, path, kind, password)
     raise _unsupported(source, head)
-
-
-def _os_reason(exc: OSError) -> str:
-    return f"cannot read the file ({exc.strerror or _short(exc)})"
 
 
 def _open_bytes(data: bytes, *, password: str | None, name: str | None) -> Document:
@@ -515,46 +500,19 @@ def _try_pillow(source: str, opener: Any, *, add_suffix: bool = False) -> Docume
     return _ImageDocument(source, img, count, fmt)
 
 
-def _open_fitz(source: str, file: Path | bytes, kind: str, password: str | None) -> Document:
-    with _FITZ_LOCK:
-        try:
-            return _open_fitz_locked(source, file, kind, password)
-        finally:
-            _fitz.TOOLS.reset_mupdf_warnings()
-
-
-def _open_fitz_locked(source: str, file: Path | bytes, kind: str, password: str | None) -> Document:
-    label = kind.upper()
+def _open_fitz(label: str, file: Path | bytes, kind: str, password: str | None) -> Document:
+    if isinstance(file, bytes):
+        source = mupdf.Source(kind, data=file, password=password)
+    else:
+        source = mupdf.Source(kind, path=str(file), password=password)
     try:
-        if isinstance(file, bytes):
-            doc = _fitz.open(stream=file, filetype=kind)
-        else:
-            doc = _fitz.open(str(file), filetype=kind)
-    except MemoryError as exc:
-        raise DocumentError(source, "out of memory") from exc
-    except Exception as exc:
-        raise DocumentError(source, f"cannot be read as {label} ({_short(exc)})") from exc
-
-    try:
-        if doc.needs_pass:
-            if password is None:
-                raise PasswordRequiredError(
-                    source, "the document is encrypted; give its password (CLI: --password)"
-                )
-            if not doc.authenticate(password):
-                raise PasswordRequiredError(source, "wrong password")
-        count = doc.page_count
-        if count < 1:
-            raise DocumentError(source, "no pages")
-        meta = doc.metadata or {}
-        fmt = str(meta.get("format") or label)
-        return _FitzDocument(source, doc, fmt)
-    except DocumentError:
-        doc.close()
-        raise
-    except Exception as exc:
-        doc.close()
-        raise DocumentError(source, f"cannot be read as {label} ({_short(exc)})") from exc
+        info = mupdf.open_document(source)
+    except mupdf.MuPDFError as exc:
+        mupdf.forget(source)
+        if exc.password:
+            raise PasswordRequiredError(label, exc.reason) from exc
+        raise DocumentError(label, exc.reason) from exc
+    return _FitzDocument(label, source, info)
 
 
 # --------------------------------------------------------------------------- finding

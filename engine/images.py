@@ -11,21 +11,45 @@ requested resolution is rendered at a lower one. Pillow's own global `PIL.Image.
 left as it is; Pillow's `DecompressionBombWarning` is ignored (a process-wide warnings filter set
 when this module is imported) because the engine checks the limit itself, so that a large but
 acceptable scan does not print a warning to the terminal.
+
+`model_size` caps the size of the image sent to the model at what the model can use (see
+`model_canvas`): DeepSeek-OCR resizes every image to its own working size, so pixels past it only
+cost request bytes and time; `resize_to` scales an image down to such a size.
 """
 
 from __future__ import annotations
 
 import io
+import math
 import warnings
 from typing import Any
 
 from PIL import Image, ImageOps
 
-__all__ = ["MAX_IMAGE_PIXELS", "encode_jpeg", "encode_png", "normalize_image"]
+__all__ = [
+    "MAX_IMAGE_PIXELS",
+    "MODEL_MAX_TILES",
+    "MODEL_TILE",
+    "encode_jpeg",
+    "encode_png",
+    "model_canvas",
+    "model_size",
+    "normalize_image",
+    "resize_to",
+]
 
 #: The most pixels a page image may have: Pillow's default limit times two (the size at which
 #: Pillow itself raises `DecompressionBombError`), about 179 megapixels, e.g. 13,000 x 13,700.
 MAX_IMAGE_PIXELS: int = 178_956_970
+
+#: The side of the model's crop tiles: DeepSeek-OCR cuts an image into 640 px tiles (its "Gundam"
+#: mode, the default of vLLM's processor: image_size 640, base_size 1024 for the global view),
+#: DeepSeek-OCR-2 into 768 px tiles. The larger one, so that the cap loses nothing for either.
+MODEL_TILE = 768
+#: The most tiles of the grid the processors choose: 6 in vLLM's processors (MIN_CROPS 2,
+#: MAX_CROPS 6), 9 the most DeepSeek-OCR's own config allows. The larger one, for the same reason.
+MODEL_MAX_TILES = 9
+_MODEL_MIN_TILES = 2
 
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
@@ -103,3 +127,49 @@ def encode_jpeg(img: Image.Image, quality: int = 95) -> bytes:
     buffer = io.BytesIO()
     img.save(buffer, format="JPEG", quality=quality)
     return buffer.getvalue()
+
+
+def model_canvas(width: int, height: int) -> tuple[int, int]:
+    """The size the model resizes a width x height image to before cutting it into tiles.
+
+    As the DeepSeek-OCR processors do (`dynamic_preprocess`): of the grids of columns x rows
+    with 2..`MODEL_MAX_TILES` tiles, the one whose aspect ratio is closest to the image's (the
+    largest of those equally close), times `MODEL_TILE`. The global view (1024 px) is smaller.
+    """
+    aspect = width / height
+    best: tuple[float, int, int, int] | None = None
+    for tiles in range(_MODEL_MIN_TILES, MODEL_MAX_TILES + 1):
+        for columns in range(1, tiles + 1):
+            if tiles % columns:
+                continue
+            rows = tiles // columns
+            key = (abs(aspect - columns / rows), -tiles, columns, rows)
+            if best is None or key < best:
+                best = key
+    assert best is not None
+    return best[2] * MODEL_TILE, best[3] * MODEL_TILE
+
+
+def model_size(width: int, height: int) -> tuple[int, int]:
+    """The size to send a width x height image at: itself, or smaller when it is larger than the
+    model can use in both directions.
+
+    The smaller size keeps the aspect ratio and stays at least as large as `model_canvas` in
+    width and height, so the model sees every pixel it would have seen; the boxes it answers are
+    relative (0..999) and land on the smaller image as they would on the original. A 2182 x 3086
+    pt page at 144 dpi (4364 x 6172 px) is sent as 1630 x 2304 px.
+    """
+    canvas_w, canvas_h = model_canvas(width, height)
+    scale = max(canvas_w / width, canvas_h / height)
+    if scale >= 1:
+        return width, height
+    return min(width, math.ceil(width * scale)), min(height, math.ceil(height * scale))
+
+
+def resize_to(img: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """`img` at `size` (itself when it has that size already), for downscaling."""
+    if size == img.size:
+        return img
+    # reducing_gap 1.0: a box-filter reduce() by whole factors first, then Lanczos; ~2x faster
+    # than Lanczos all the way on a 27-megapixel page, and area averaging suits text.
+    return img.resize(size, Image.Resampling.LANCZOS, reducing_gap=1.0)

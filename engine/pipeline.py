@@ -41,6 +41,7 @@ from PIL import Image
 from .client import ServerPool
 from .documents import Document, open_document
 from .errors import DocumentError, OCRDeskError
+from .images import model_size
 from .pagerange import parse_page_range
 from .parser import StreamParser
 from .results import Block, PageResult, PageStatus
@@ -66,6 +67,8 @@ class ConvertOptions:
     first_window: int | None = 1
     image_format: Literal["png", "jpeg"] = "png"
     jpeg_quality: int = 92
+    # The most seconds one page may take to render; None: engine.mupdf.RENDER_SECONDS.
+    render_timeout: float | None = None
 
 
 class JobControl:
@@ -267,6 +270,25 @@ class _DocState:
         return bool(self.todo) and not control.paused and not control.cancelled
 
 
+class _SendWindow:
+    """At most `opening` requests in flight until the first one ends, then `concurrency`.
+
+    The window counts requests, not pages: a page that is slow to render (or never renders)
+    does not hold the others back, and one that fails to render does not open the window."""
+
+    def __init__(self, opening: int, concurrency: int) -> None:
+        self._free = asyncio.Semaphore(opening)
+        self._held = concurrency - opening
+
+    async def __aenter__(self) -> None:
+        await self._free.acquire()
+
+    async def __aexit__(self, *exc: object) -> None:
+        for _ in range(1 + self._held):
+            self._free.release()
+        self._held = 0
+
+
 class Pipeline:
     """Converts documents through a pool of servers, yielding events as pages progress."""
 
@@ -292,8 +314,8 @@ class Pipeline:
         opening = min(
             self.options.first_window or self.options.concurrency, self.options.concurrency
         )
-        held = self.options.concurrency - opening  # slots given out once a page has finished
-        slots = asyncio.Semaphore(opening)
+        slots = asyncio.Semaphore(self.options.concurrency)
+        window = _SendWindow(opening, self.options.concurrency)
         tasks: set[asyncio.Task[None]] = set()
         states: dict[int, _DocState] = {}
         active: list[_DocState] = []  # opened documents with pages not started yet
@@ -330,7 +352,7 @@ class Pipeline:
 
         async def page(state: _DocState, number: int) -> None:
             try:
-                result, image = await self._page(state, number, prompt, queue)
+                result, image = await self._page(state, number, prompt, queue, window)
             except Exception as exc:  # a bug must fail the page, never the run
                 result = PageResult(
                     number, 0, 0, PageStatus.FAILED, error=f"internal error: {exc!r}"
@@ -419,9 +441,6 @@ class Pipeline:
                 yield event
                 if isinstance(event, (PageFinished, PageFailed, PageCancelled)):
                     slots.release()
-                    for _ in range(held):
-                        slots.release()
-                    held = 0
             await producer
         finally:
             producer.cancel()
@@ -432,22 +451,43 @@ class Pipeline:
             for state in list(states.values()):
                 state.document.close()
 
+    def _render(self, document: Document, number: int) -> Image.Image:
+        """The page image to send: rendered, then capped at what the model uses (boxes come
+        back relative to it, so the result's width and height are this image's)."""
+        opts = self.options
+        return document.render(number, opts.dpi, timeout=opts.render_timeout, fit=model_size)
+
     async def _page(
         self,
         state: _DocState,
         number: int,
         prompt: str,
         queue: asyncio.Queue[Event | None],
+        window: _SendWindow,
     ) -> tuple[PageResult, Image.Image | None]:
         job = state.job
         started = time.monotonic()
         opts = self.options
         try:
-            image = await asyncio.to_thread(state.document.render, number, opts.dpi)
+            image = await asyncio.to_thread(self._render, state.document, number)
         except DocumentError as exc:
             return PageResult(number, 0, 0, PageStatus.FAILED, error=exc.reason), None
-        width, height = image.size
         url = await asyncio.to_thread(image_data_url, image, opts.image_format, opts.jpeg_quality)
+        async with window:
+            return await self._send(job, number, image, url, prompt, queue, started)
+
+    async def _send(
+        self,
+        job: DocumentJob,
+        number: int,
+        image: Image.Image,
+        url: str,
+        prompt: str,
+        queue: asyncio.Queue[Event | None],
+        started: float,
+    ) -> tuple[PageResult, Image.Image | None]:
+        opts = self.options
+        width, height = image.size
         client = self.pool.pick()
         queue.put_nowait(PageStarted(job, number, width, height, client.url))
         parser = StreamParser(width, height, image_prefix(number))

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
+import pymupdf
 import pytest
 
+from ocrdesk.engine import mupdf
 from ocrdesk.engine.client import ModelClient, ServerPool
+from ocrdesk.engine.images import model_canvas
 from ocrdesk.engine.parser import parse
 from ocrdesk.engine.pipeline import (
     ConvertOptions,
@@ -26,6 +30,7 @@ from ocrdesk.engine.results import PageStatus
 from ocrdesk.engine.tasks import Sampling, Task
 from tests.conftest import MODEL_OUTPUTS, need
 from tests.engine.helpers import make_pdf, make_png
+from tests.engine.test_mupdf import nested_xobject_pdf
 from tests.fakes.openai_server import FakeOpenAIServer
 
 GROUNDED = (
@@ -256,3 +261,77 @@ async def test_every_corpus_output_streams_to_the_same_parse(tmp_path: Path) -> 
     for result in finished:
         whole = parse(result.raw, result.width, result.height, f"p{result.number:04d}_")
         assert result.blocks == whole.blocks and result.markdown == whole.markdown
+
+
+async def test_a_large_page_is_sent_at_what_the_model_uses(tmp_path: Path) -> None:
+    doc: Any = pymupdf.open()
+    doc.new_page(width=2182, height=3086).insert_text((72, 144), "A poster", fontsize=96)
+    doc.save(tmp_path / "poster.pdf")
+    doc.close()
+    with FakeOpenAIServer([GROUNDED]) as server:
+        pool = pool_for(server)
+        events = await collect(Pipeline(pool), [DocumentJob(tmp_path / "poster.pdf")])
+        await pool.close()
+    (page,) = [e for e in events if isinstance(e, PageFinished)]
+    (started,) = [e for e in events if isinstance(e, PageStarted)]
+    size = (page.result.width, page.result.height)
+    assert page.image is not None and page.image.size == size == (started.width, started.height)
+    # 4364 x 6172 px at 144 dpi before; now no smaller than the model's 2 x 3 tiles of 768 px
+    canvas = model_canvas(*size)
+    assert size[0] < 4364 and size[1] < 6172
+    assert size[0] >= canvas[0] - 1 and size[1] >= canvas[1] - 1
+    # the boxes are in the coordinates of the image that was sent
+    x1, y1, x2, y2 = page.result.blocks[0].boxes[0]
+    assert (x1, y1) == (pytest.approx(100 / 999 * size[0]), pytest.approx(50 / 999 * size[1]))
+    assert (x2, y2) == (pytest.approx(900 / 999 * size[0]), pytest.approx(120 / 999 * size[1]))
+
+
+async def test_a_page_that_never_renders_fails_alone(tmp_path: Path) -> None:
+    hostile = nested_xobject_pdf(tmp_path / "nested.pdf")
+    good = make_pdf(tmp_path / "good.pdf", 3)
+    options = ConvertOptions(concurrency=2, render_timeout=2)
+    with FakeOpenAIServer([GROUNDED]) as server:
+        pool = pool_for(server)
+        events = await collect(Pipeline(pool, options), [DocumentJob(hostile), DocumentJob(good)])
+        await pool.close()
+    (bad,) = [e for e in events if isinstance(e, PageFailed)]
+    assert Path(bad.job.label).name == "nested.pdf"
+    assert "took longer than 2 s" in (bad.result.error or "")
+    done = [e for e in events if isinstance(e, PageFinished)]
+    assert sorted((Path(e.job.label).name, e.result.number) for e in done) == [
+        ("good.pdf", 1),
+        ("good.pdf", 2),
+        ("good.pdf", 3),
+    ]
+
+
+async def test_other_documents_go_on_while_a_page_hangs_and_stopping_ends_it(
+    tmp_path: Path,
+) -> None:
+    hostile = nested_xobject_pdf(tmp_path / "nested.pdf")
+    good = make_pdf(tmp_path / "good.pdf", 3)
+    # the default first window (one page until a page is back) and a limit far away
+    options = ConvertOptions(concurrency=2, render_timeout=3600)
+    jobs = [DocumentJob(hostile), DocumentJob(good)]
+    done: list[int] = []
+    with FakeOpenAIServer([GROUNDED]) as server:
+        pool = pool_for(server)
+
+        async def until_the_good_pages_are_done() -> None:
+            events = Pipeline(pool, options).run(jobs)
+            async for event in events:
+                assert not isinstance(event, PageFailed)  # the hung page is still rendering
+                if isinstance(event, PageFinished):
+                    done.append(event.result.number)
+                    if len(done) == 3:
+                        break
+            await events.aclose()  # what Stop or Ctrl+C does: the hung page is stopped
+
+        await asyncio.wait_for(until_the_good_pages_are_done(), 120)
+        await pool.close()
+    assert sorted(done) == [1, 2, 3]
+    for _ in range(3000):  # the render process of the hung page was stopped
+        if mupdf.busy_renders() == 0:
+            break
+        await asyncio.sleep(0.02)
+    assert mupdf.busy_renders() == 0

@@ -16,9 +16,14 @@ request body and returns the text), cut into "tokens" the way a tokenizer would 
 `token_delay` seconds between chunks, stopped at `max_tokens` with finish_reason "length".
 
 Faults on demand (`fail_next(mode, count)`), each taking the next chat request(s):
-"500" HTTP 500, "429" HTTP 429 with Retry-After: 0, "400" HTTP 400, "cut" the stream starts and the
-connection is aborted without [DONE], "hang" nothing is ever sent (until the client gives up or the
-server stops), "stall" the stream starts (headers and the role chunk) and then nothing more comes.
+"500" HTTP 500, "429" HTTP 429 with Retry-After: `retry_after` (an attribute, "0" unless set:
+seconds or an HTTP date), "400" HTTP 400, "cut" the stream starts and the connection is aborted
+without [DONE], "hang" nothing is ever sent, not even the response headers (until the client gives
+up or the server stops), "stall" the stream starts (headers and the role chunk) and then nothing
+more comes, "garbage" a line that is not JSON (`data: <html>...`) comes half-way through an
+otherwise good stream, "huge" the answer ignores max_tokens and streams the output over and over
+in chunks of ~64 kB of text until `huge_chars` characters (an attribute, 20,000,000 by default:
+the 20 MB answer of issue 17) have gone out, unless the client stops reading first.
 
 As a process (the repository root as cwd):
 
@@ -71,7 +76,7 @@ DEFAULT_OUTPUT = (
 )
 
 #: Fault modes that fail_next() takes.
-FAIL_MODES = ("500", "429", "400", "cut", "hang", "stall")
+FAIL_MODES = ("500", "429", "400", "cut", "hang", "stall", "garbage", "huge")
 
 #: Prompt tokens counted for each image (DeepSeek-OCR's base mode: 1024x1024 -> 256 tokens).
 IMAGE_TOKENS = 256
@@ -170,7 +175,8 @@ class FakeOpenAIServer:
         self.url = ""
         #: Every chat request body accepted for an answer, in order (those failed on purpose by
         #: fail_next included); image data URLs are replaced by a short placeholder, and
-        #: `_image_bytes` (decoded size of the first image), `_image_format`, `_images` added.
+        #: `_image_bytes` (decoded size of the first image), `_image_format`, `_images` added,
+        #: and `_received` (time.monotonic() when the request came in).
         self.requests: list[dict[str, Any]] = []
         #: The chat request bodies refused as invalid (bad shape or image, unknown model,
         #: vllm_xargs with reject_vllm_xargs), recorded the same way plus `_error`.
@@ -178,6 +184,12 @@ class FakeOpenAIServer:
         self.in_flight = 0
         self.max_in_flight = 0
         self.completed = 0
+        #: The Retry-After header of the "429" fault.
+        self.retry_after = "0"
+        #: How many characters the "huge" fault streams.
+        self.huge_chars = 20_000_000
+        #: Characters of answer text written so far by "huge" faults.
+        self.huge_sent = 0
         self._lock = threading.Lock()
         self._outputs: Outputs = None
         self._next_output = 0
@@ -349,6 +361,7 @@ class FakeOpenAIServer:
             with self._lock:
                 self.refused.append(record)
             return _error(problem.message, problem.status, problem.param, problem.kind)
+        record["_received"] = time.monotonic()
         with self._lock:
             self.requests.append(record)
             fault = self._faults.popleft() if self._faults else None
@@ -463,7 +476,9 @@ class FakeOpenAIServer:
         if fault == "500":
             return _error("Injected fault: internal server error.", 500)
         if fault == "429":
-            return _error("Injected fault: too many requests.", 429, **{"Retry-After": "0"})
+            return _error(
+                "Injected fault: too many requests.", 429, **{"Retry-After": self.retry_after}
+            )
         if fault == "400":
             return _error("Injected fault: bad request.", 400)
         if fault == "hang":
@@ -546,6 +561,33 @@ class FakeOpenAIServer:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._release.wait(), 0.05)
 
+    async def _huge(
+        self,
+        request: web.Request,
+        response: web.StreamResponse,
+        opening: str,
+        closing: str,
+        text: str,
+    ) -> web.StreamResponse:
+        """Stream `text` over and over, ~64 kB of it per chunk, until `huge_chars` went out."""
+        block = text or "x"
+        piece = block * max(1, 65536 // len(block))
+        sent = 0
+        while sent < self.huge_chars:
+            if self._stopping:
+                raise ConnectionResetError("server stopping")
+            chunk = piece[: self.huge_chars - sent]
+            await response.write(f"{opening}{json.dumps({'content': chunk})}{closing}".encode())
+            sent += len(chunk)
+            self.huge_sent += len(chunk)
+            await asyncio.sleep(0)
+        final = ', "logprobs": null, "finish_reason": "stop", "stop_reason": null}]}\n\n'
+        await response.write(f'{opening}{{"content": ""}}{final}'.encode())
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        self.completed += 1
+        return response
+
     async def _stream(
         self,
         request: web.Request,
@@ -579,6 +621,8 @@ class FakeOpenAIServer:
         if fault == "stall":
             await self._hold(request)
             raise ConnectionResetError("stall released")
+        if fault == "huge":
+            return await self._huge(request, response, opening, closing, "".join(tokens))
         step = self.tokens_per_chunk
         pieces = ["".join(tokens[i : i + step]) for i in range(0, len(tokens), step)]
         if fault == "cut":
@@ -593,7 +637,9 @@ class FakeOpenAIServer:
             elif i % 64 == 63:
                 await asyncio.sleep(0)  # let the other streams have a turn
             delta = json.dumps({"content": piece})
-            if i == last and fault is None:
+            if fault == "garbage" and i == len(pieces) // 2:
+                await response.write(b"data: <html><body>502 Bad Gateway</body></html>\n\n")
+            if i == last and fault in (None, "garbage"):
                 tail = (
                     f', "logprobs": null, "finish_reason": "{finish}", "stop_reason": null}}]}}\n\n'
                 )
