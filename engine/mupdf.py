@@ -156,12 +156,25 @@ def short_reason(exc: BaseException) -> str:
 # --------------------------------------------------------------------------- MuPDF itself
 
 
+def _utf8(path: str) -> bool:
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _open(source: Source) -> Any:
     """The opened, authenticated fitz document (the caller holds LOCK or is a render process)."""
     label = source.kind.upper()
     try:
         if source.data is not None:
             doc = _fitz.open(stream=source.data, filetype=source.kind)
+        elif source.path is not None and not _utf8(source.path):
+            # MuPDF takes file names as UTF-8 only; a name with other bytes (kept by Python as
+            # surrogate escapes) is opened by Python and handed over as bytes.
+            with open(source.path, "rb") as file:
+                doc = _fitz.open(stream=file.read(), filetype=source.kind)
         else:
             doc = _fitz.open(source.path, filetype=source.kind)
     except MemoryError as exc:

@@ -8,7 +8,8 @@ engine/watchdog.py runs that module's main here. Its child, vLLM, gets the libra
 had, not the bundle's (PyInstaller keeps the original in LD_LIBRARY_PATH_ORIG).
 
 Likewise the GUI runs its conversions in a child process (engine/run_worker.py), started as
-`sys.executable --ocrdesk-run-worker FD`, and `ocrdesk doctor`'s window check runs
+`sys.executable --ocrdesk-run-worker FD`, pages render in `sys.executable --ocrdesk-render-worker`
+processes (engine/mupdf.py), and `ocrdesk doctor`'s window check runs
 `sys.executable -m ocrdesk.gui.platform_check [...]` (the one module run with -m in a bundle).
 """
 
@@ -48,6 +49,11 @@ def main() -> int:
         from ocrdesk.engine import run_worker
 
         return run_worker.main(argv[1:])
+    if getattr(sys, "frozen", False) and argv[:1] == ["--ocrdesk-render-worker"]:
+        # A render process of engine/mupdf.py (pages rendered with a time limit), as this program.
+        from ocrdesk.engine import mupdf
+
+        return mupdf.worker_main()
     if getattr(sys, "frozen", False) and argv[:1] == ["-m"]:
         from ocrdesk.gui import platform_check
 
