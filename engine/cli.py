@@ -1,10 +1,12 @@
-"""The headless commands of `ocrdesk`: `convert` (the pipeline, for batches), `serve` (a local
+"""The headless commands of `ocrdesk`: `convert` (the pipeline, for batches), `export` (a
+converted document's files rebuilt from its journal, in the formats chosen), `serve` (a local
 vLLM in the foreground), `doctor` (is everything ready?), `install-desktop` (the application-menu
 entry). `ocrdesk.main` adds the window's `gui` command (the default: `ocrdesk scan.pdf` is
 `ocrdesk gui scan.pdf`); this module never imports the GUI.
 
 Exit status of `convert`: 0 when every page is done (truncated pages are kept, flagged and
-reported, and do not fail the run), 1 when any page or document failed, 2 for bad usage.
+reported, and do not fail the run), 1 when any page or document failed, or any export format
+could not be written (its reason is printed; the other formats are written), 2 for bad usage.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from .client import ModelClient, ServerPool, restarting
 from .doctor import doctor_exit_code, format_checks, run_checks
 from .documents import find_documents
 from .errors import EngineStartError, OCRDeskError
-from .export import MathStyle, printable
+from .export import DocumentExport, ExportFailed, MathStyle, printable
+from .formats import DEFAULT_FORMATS, describe_formats, parse_formats
 from .local_server import LocalServer, LocalServerConfig
 from .pipeline import (
     ConvertOptions,
@@ -39,6 +42,7 @@ from .pipeline import (
     Pipeline,
 )
 from .results import PageStatus
+from .searchable_pdf import TEXT_LAYER_MODES
 from .sink import ExportSink, describe_write_error
 from .tasks import ModelFamily, Sampling, Task
 
@@ -113,6 +117,44 @@ def _add_local_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _formats(text: str) -> tuple[str, ...]:
+    try:
+        return parse_formats(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _add_format_options(p: argparse.ArgumentParser) -> None:
+    """What the export writes (convert, export)."""
+    g = p.add_argument_group("export")
+    g.add_argument(
+        "--formats",
+        type=_formats,
+        default=DEFAULT_FORMATS,
+        metavar="LIST",
+        help="files to write, comma-separated: "
+        f"{describe_formats()}. A list that starts with + or - changes the defaults "
+        "(+docx,hocr adds, -layout leaves out); a plain list is exactly those; all is every "
+        f"format (default {','.join(DEFAULT_FORMATS)}). The figure crops and the journal "
+        "(pages/) are always written",
+    )
+    g.add_argument(
+        "--text-layer",
+        choices=TEXT_LAYER_MODES,
+        default=TEXT_LAYER_MODES[0],
+        help="searchable PDF: a page that has text already is skipped (the default) or has its "
+        "invisible text replaced",
+    )
+    g.add_argument(
+        "--math",
+        choices=[m.value for m in MathStyle],
+        default=MathStyle.DOLLARS.value,
+        help="formulas in the .md: $x$ and $$x$$ (dollars, the default: what GitHub, Obsidian and "
+        "VS Code render) or \\(x\\) and \\[x\\] as the model writes them (latex); the raw "
+        "files keep the model's text",
+    )
+
+
 def _local_config(args: argparse.Namespace) -> LocalServerConfig:
     return LocalServerConfig(
         model=args.model or DEFAULT_MODEL,
@@ -146,7 +188,8 @@ def build_parser(
 
     conv = sub.add_parser(
         "convert",
-        help="convert PDFs and images to markdown, JSON, raw output and a layout PDF",
+        help="convert PDFs and images to markdown, JSON, raw output, a layout PDF, a searchable "
+        "PDF (and DOCX, HTML, EPUB, hOCR, ALTO on request)",
         description="Convert documents (files or folders) through a DeepSeek-OCR server.",
     )
     conv.add_argument("inputs", nargs="+", metavar="INPUT", help="files or folders")
@@ -194,14 +237,7 @@ def build_parser(
         help="pages in flight until the first page is done, so one comes back in about a single "
         "page's time (default 1; set it to --concurrency to send all pages at once)",
     )
-    conv.add_argument(
-        "--math",
-        choices=[m.value for m in MathStyle],
-        default=MathStyle.DOLLARS.value,
-        help="formulas in the .md: $x$ and $$x$$ (dollars, the default: what GitHub, Obsidian and "
-        "VS Code render) or \\(x\\) and \\[x\\] as the model writes them (latex); the raw "
-        "files keep the model's text",
-    )
+    _add_format_options(conv)
     conv.add_argument("--resume", action="store_true", help="skip pages already done in OUTPUT")
     conv.add_argument("--password", default=None, help="password of encrypted PDFs")
     conv.add_argument("--max-tokens", type=_positive, default=8192, help="per page (default 8192)")
@@ -230,6 +266,18 @@ def build_parser(
     )
     _add_local_options(conv)
     conv.set_defaults(func=_convert_command)
+
+    rebuild = sub.add_parser(
+        "export",
+        help="write a converted document's files again from its journal",
+        description="Rebuild the files of documents converted before (OUT/<stem> folders) from "
+        "their journals (pages/), in the formats chosen; the searchable PDF needs the source "
+        "document where it was converted from.",
+    )
+    rebuild.add_argument("folders", nargs="+", type=Path, metavar="FOLDER", help="OUT/<stem>")
+    rebuild.add_argument("--password", default=None, help="password of an encrypted source PDF")
+    _add_format_options(rebuild)
+    rebuild.set_defaults(func=_export_command)
 
     serve = sub.add_parser(
         "serve",
@@ -272,7 +320,7 @@ def build_parser(
     return parser
 
 
-COMMANDS = ("convert", "serve", "doctor", "install-desktop")
+COMMANDS = ("convert", "export", "serve", "doctor", "install-desktop")
 
 
 def with_default_command(argv: Sequence[str], default: str | None) -> list[str]:
@@ -405,7 +453,13 @@ async def convert(args: argparse.Namespace) -> int:
             print(f"ocrdesk: {describe_write_error(exc, args.output)}", file=sys.stderr)
             return 1
         taken: set[str] = set()
-        sink = ExportSink(model=model, task=options.task.value, math=MathStyle(args.math))
+        sink = ExportSink(
+            model=model,
+            task=options.task.value,
+            math=MathStyle(args.math),
+            formats=args.formats,
+            text_layer=args.text_layer,
+        )
         jobs: list[DocumentJob] = []
         for path in paths:
             job = DocumentJob(path, pages=args.pages, password=args.password)
@@ -524,6 +578,42 @@ async def serve(args: argparse.Namespace) -> int:
         return 0
     finally:
         await server.stop()
+
+
+def export_documents(args: argparse.Namespace) -> int:
+    """Run `ocrdesk export`: each folder's files rebuilt from its journal; returns the exit
+    status (1 when any folder or format could not be written)."""
+    status = 0
+    for folder in args.folders:
+        try:
+            export = DocumentExport.from_journal(
+                folder,
+                math=MathStyle(args.math),
+                formats=args.formats,
+                text_layer=args.text_layer,
+                password=args.password,
+            )
+        except OSError as exc:
+            print(f"ocrdesk: {printable(str(folder))}: {exc.strerror or exc}", file=sys.stderr)
+            status = 1
+            continue
+        try:
+            export.finish()
+        except ExportFailed as exc:
+            for reason in exc.reasons:
+                print(f"ocrdesk: {printable(str(folder))}: {printable(reason)}", file=sys.stderr)
+            status = 1
+            continue
+        except OSError as exc:
+            print(f"ocrdesk: {printable(describe_write_error(exc, folder))}", file=sys.stderr)
+            status = 1
+            continue
+        print(f"{printable(str(folder))}: {', '.join(export.formats)}")
+    return status
+
+
+def _export_command(args: argparse.Namespace) -> int:
+    return export_documents(args)
 
 
 def _serve_command(args: argparse.Namespace) -> int:

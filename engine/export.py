@@ -7,15 +7,19 @@ Layout of one document's export, `OUT/<stem>/`:
                        official pipeline writes it)
     <stem>.json        {"source", "source_id", "model", "task", "pages": [...]} (PageResult.to_json)
     <stem>.layout.pdf  every page image with its boxes and labels drawn
+    <stem>.searchable.pdf, .docx, .html, .epub, .hocr, .alto.xml: see engine/formats.py, the
+                       registry of the formats (which are written by default, and by what)
     images/            figure crops, `p0001_0.png` ... (linked from the markdown)
-    pages/             the journal: one `NNNN.json` per finished page (plus its layout image),
-                       written atomically the moment the page finishes; each entry names the
-                       model, the task and the source document (`SourceId`) it was made from
+    pages/             the journal: one `NNNN.json` per finished page (plus its layout image,
+                       and its page image where the searchable PDF needs it), written atomically
+                       the moment the page finishes; each entry names the model, the task and
+                       the source document (`SourceId`) it was made from
 
 The journal is the durable record: a page is kept once its entry is on disk, and resume reuses
-only entries of the same document, model and task. The combined files are built once, at
-`finish`, by streaming the journal page by page, so neither the time of a page's write nor the
-memory of the run grows with the document's length.
+only entries of the same document, model and task. The combined files (the chosen formats) are
+built once, at `finish`, each by streaming the journal page by page, so neither the time of a
+page's write nor the memory of the run grows with the document's length; `from_journal`
+rebuilds them later (`ocrdesk export`).
 
 Model text that looks like one of the export's own markers is escaped (`escape_markers`), so a
 page cannot forge a page boundary; `split_markdown` and `split_raw` read the files back.
@@ -41,18 +45,19 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-import pymupdf
 from PIL import Image, ImageDraw
 
+from . import mupdf
 from .pipeline import image_prefix
 from .results import Block, Box, PageResult, PageStatus
+from .searchable_pdf import IMAGE_POINTS_PER_PIXEL
 
 if TYPE_CHECKING:
     from .sanitize import Formula
 
 PAGE_SPLIT = "\n<--- Page Split --->\n"
 
-#: Pages of the layout PDF built in memory at a time (see `DocumentExport._write_layout_pdf`).
+#: Pages of the layout PDF built in memory at a time (see `DocumentExport.write_layout_pdf`).
 LAYOUT_CHUNK_PAGES = 100
 
 #: Boxes drawn per page in the layout image. A real page has tens of blocks, a dense table page a
@@ -631,9 +636,25 @@ class DocumentExport:
         task: str,
         source_id: SourceId | None = None,
         math: MathStyle = MathStyle.DOLLARS,
+        formats: Iterable[str] | None = None,
+        origin: str | os.PathLike[str] | bytes | None = None,
+        text_layer: str = "skip",
+        password: str | None = None,
     ) -> None:
+        from .formats import DEFAULT_FORMATS, FORMATS
+
         self.folder = folder
         self.math = math
+        self.formats = tuple(DEFAULT_FORMATS if formats is None else formats)
+        unknown = [name for name in self.formats if name not in FORMATS]
+        if unknown:
+            raise ValueError(f"unknown export format(s): {', '.join(unknown)}")
+        # The document as the run read it (a path, or pasted bytes); None: as `source_id` or
+        # `source` name it (`ocrdesk export`, which rebuilds from the journal).
+        self.origin = origin
+        self.text_layer = text_layer  # for a page that has text already: searchable_pdf's modes
+        self.password = password
+        self._keeps_page_images: bool | None = None
         self.stem = folder.name
         self.source = source
         self.source_id = source_id
@@ -665,6 +686,42 @@ class DocumentExport:
 
     def _page_layout(self, number: int) -> Path:
         return self.pages_dir / f"{number:04d}.layout.jpg"
+
+    def page_image_path(self, number: int) -> Path:
+        """Where the page image sent to the model is kept, for a searchable PDF whose source
+        cannot be its pages as it is (see `formats.keeps_page_images`)."""
+        return self.pages_dir / f"{number:04d}.page.png"
+
+    def pages(self) -> Iterator[PageResult]:
+        """The pages in page order, read back from the journal one at a time; an entry damaged
+        since it was written is left out."""
+        for number in self.results:
+            try:
+                yield self.results[number]
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+
+    @classmethod
+    def from_journal(cls, folder: Path, **options: Any) -> DocumentExport:
+        """The export of `folder` as its journal holds it (every entry, whatever its model and
+        task), to rebuild its files; `options` as for the constructor. Raises FileNotFoundError
+        when the folder has no journal."""
+        saved = _read_journal(folder)
+        if saved is None:
+            raise FileNotFoundError(
+                errno.ENOENT, "no journal (pages/NNNN.json) in this folder", str(folder)
+            )
+        export = cls(
+            folder,
+            source=saved.source,
+            model=saved.model,
+            task=saved.task,
+            source_id=saved.source_id,
+            **options,
+        )
+        for result in saved.results:
+            export.results.record(result)
+        return export
 
     def set_page_count(self, count: int) -> None:
         if self.source_id is not None:
@@ -722,7 +779,7 @@ class DocumentExport:
             except (OSError, ValueError, AttributeError):
                 continue
             if made_from is not None and not made_from.same_document(self.source_id):
-                for stale in (path, path.with_suffix(".layout.jpg")):
+                for stale in (path, *(path.with_suffix(s) for s in (".layout.jpg", ".page.png"))):
                     with contextlib.suppress(OSError):
                         stale.unlink()
 
@@ -733,6 +790,11 @@ class DocumentExport:
             self._claim_journal()
         if image is not None and result.status is not PageStatus.FAILED:
             crop_figures(image, result, self.images_dir)
+            if "searchable" in self.formats and self._page_images_needed():
+                self.pages_dir.mkdir(parents=True, exist_ok=True)
+                tmp = self.page_image_path(result.number).with_suffix(".tmp.png")
+                image.save(tmp, format="PNG")
+                os.replace(tmp, self.page_image_path(result.number))
             layout = draw_layout(image, result)
             self.pages_dir.mkdir(parents=True, exist_ok=True)
             tmp = self._page_layout(result.number).with_suffix(".tmp.jpg")
@@ -759,65 +821,84 @@ class DocumentExport:
         header.update(model=self.model, task=self.task)
         return header
 
+    def _page_images_needed(self) -> bool:
+        if self._keeps_page_images is None:
+            from .formats import keeps_page_images
+
+            self._keeps_page_images = keeps_page_images(self)
+        return self._keeps_page_images
+
     def finish(self) -> None:
-        """Write the combined files and the layout PDF, one page in memory at a time."""
+        """Write the combined files of the chosen formats (`formats.FORMATS`), each streaming the
+        journal one page at a time. A format that fails does not stop the others: once all were
+        tried, `ExportFailed` names those that failed and why."""
+        from .formats import write_formats
+
         self.folder.mkdir(parents=True, exist_ok=True)
-        head = json.dumps(self._header(), ensure_ascii=False)[:-1]
-        with (
-            atomic_writer(self.markdown_path) as md,
-            atomic_writer(self.raw_path) as raw,
-            atomic_writer(self.json_path) as js,
-        ):
-            js.write(f'{head}, "pages": [')
-            for i, number in enumerate(self.results):
-                try:
-                    result = self.results[number]
-                except (OSError, ValueError, KeyError, TypeError):
-                    continue  # a journal entry damaged since: the page is not in the files
+        failures = write_formats(self, self.formats)
+        if failures:
+            raise ExportFailed(failures)
+
+    def write_text(self, path: Path, text: str) -> None:
+        """Write one of the export's text files (atomically)."""
+        atomic_write(path, text)
+
+    def write_markdown(self, path: Path) -> None:
+        with atomic_writer(path) as md:
+            for i, result in enumerate(self.pages()):
                 md.write(("\n\n" if i else "") + page_markdown(result, self.math))
+            md.write("\n")
+
+    def write_raw(self, path: Path) -> None:
+        with atomic_writer(path) as raw:
+            for result in self.pages():
                 raw.write(escape_markers(valid_text(result.raw)) + PAGE_SPLIT)
+
+    def write_json(self, path: Path) -> None:
+        head = json.dumps(self._header(), ensure_ascii=False)[:-1]
+        with atomic_writer(path) as js:
+            js.write(f'{head}, "pages": [')
+            for i, result in enumerate(self.pages()):
                 js.write(
                     ("," if i else "") + "\n" + json.dumps(result.to_json(), ensure_ascii=False)
                 )
-            md.write("\n")
             js.write("\n]}\n")
-        self._write_layout_pdf()
 
-    def _write_layout_pdf(self) -> None:
+    def write_layout_pdf(self, path: Path) -> None:
         # Built in chunks of LAYOUT_CHUNK_PAGES pages, each appended to the file by an
         # incremental save, because MuPDF holds every inserted image in memory until the document
         # is saved and closed: in one piece, 2,000 pages of ~290 KB layout JPEGs raised the
         # process's peak RSS by ~800 MiB (benchmarks/results/engine-cpu.md). A reopened file's
         # images stay on disk, so the peak is one chunk's images whatever the page count.
+        scale = IMAGE_POINTS_PER_PIXEL  # a 144 dpi render comes back at its paper size
         entries = []
         for number in self.results:
             width, height = self.results.size_of(number)
             if width and self._page_layout(number).exists():
-                entries.append((width, height, self._page_layout(number)))
+                entries.append((self._page_layout(number), width * scale, height * scale))
         if not entries:
             with contextlib.suppress(OSError):
-                self.layout_path.unlink()
+                path.unlink()
             return
-        tmp = self.layout_path.with_suffix(".tmp.pdf")
+        tmp = path.with_suffix(".tmp.pdf")
         try:
             for start in range(0, len(entries), LAYOUT_CHUNK_PAGES):
-                pdf = pymupdf.open(tmp) if start else pymupdf.open()
-                try:
-                    for width, height, layout in entries[start : start + LAYOUT_CHUNK_PAGES]:
-                        # 1 image pixel = 1/2 pt: a 144 dpi render comes back at its paper size.
-                        page = pdf.new_page(width=width / 2, height=height / 2)
-                        page.insert_image(page.rect, filename=str(layout))
-                    if start:
-                        pdf.save(tmp, incremental=True, encryption=0)  # 0: PDF_ENCRYPT_KEEP
-                    else:
-                        pdf.save(tmp, garbage=1, deflate=True)
-                finally:
-                    pdf.close()
-            os.replace(tmp, self.layout_path)
+                chunk = entries[start : start + LAYOUT_CHUNK_PAGES]
+                mupdf.append_image_pages(tmp, chunk, create=not start)
+            os.replace(tmp, path)
         except BaseException:
             with contextlib.suppress(OSError):
                 tmp.unlink()
             raise
+
+
+class ExportFailed(Exception):
+    """Formats of a document's export that could not be written; `reasons`: one
+    "could not write PATH: why" each. The other formats were written."""
+
+    def __init__(self, reasons: Sequence[str]) -> None:
+        super().__init__("; ".join(reasons))
+        self.reasons = list(reasons)
 
 
 # -- reading an export back ---------------------------------------------------------------------

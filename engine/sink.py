@@ -2,7 +2,8 @@
 
 The CLI and the window's worker both feed it every event they take from the pipeline; it keeps
 one `DocumentExport` per document and does the journal and export writes, with one rule for a
-write that fails (a full disk, a read-only folder, a file PIL cannot save): the write's error
+write that fails (a full disk, a read-only folder, a file PIL cannot save, an export format whose
+writer fails, e.g. pandoc missing: the other formats are still written): the write's error
 comes back as a `WriteFailure` that names the page or the folder, nothing raises, and the run
 goes on with the other pages and documents. A page counts as done only once its journal entry
 is on disk: when `handle` returns a failure for a page, the caller reports the page as failed
@@ -24,11 +25,13 @@ with `failure.page_result()` (whose error reads "could not write ...").
 from __future__ import annotations
 
 import errno
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .export import (
     DocumentExport,
+    ExportFailed,
     MathStyle,
     SourceId,
     export_folder,
@@ -75,10 +78,22 @@ def describe_write_error(exc: BaseException, fallback: Path) -> str:
 class ExportSink:
     """Writes each document's pages as their events arrive; see the module docstring."""
 
-    def __init__(self, *, model: str, task: str, math: MathStyle = MathStyle.DOLLARS) -> None:
+    def __init__(
+        self,
+        *,
+        model: str,
+        task: str,
+        math: MathStyle = MathStyle.DOLLARS,
+        formats: Sequence[str] | None = None,
+        text_layer: str = "skip",
+    ) -> None:
         self.model = model
         self.task = task
-        self.math = math  # how the folders `open` chooses write the .md's formulas
+        # How the folders `open` chooses are written: the .md's formulas, the formats (None:
+        # `formats.DEFAULT_FORMATS`), what the searchable PDF does with pages that have text.
+        self.math = math
+        self.formats = formats
+        self.text_layer = text_layer
         self.exports: dict[int, DocumentExport] = {}  # id(job) -> export
         self._open: set[int] = set()  # documents with pages written and no finish yet
 
@@ -117,6 +132,10 @@ class ExportSink:
             task=self.task,
             source_id=ident,
             math=self.math,
+            formats=self.formats,
+            origin=job.source,
+            text_layer=self.text_layer,
+            password=job.password,
         )
         if resume:
             report = export.resume()
@@ -169,6 +188,8 @@ class ExportSink:
     def _finish(label: str, export: DocumentExport) -> WriteFailure | None:
         try:
             export.finish()
+        except ExportFailed as exc:  # some formats were written, these were not
+            return WriteFailure(label, export.folder, None, str(exc))
         except Exception as exc:
             return WriteFailure(
                 label, export.folder, None, describe_write_error(exc, export.folder)
