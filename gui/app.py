@@ -1,5 +1,6 @@
-"""Starting the window: stop signals first, then QApplication, the qasync event loop, the
-controller and the main window.
+"""Starting the window: stop signals first, then QApplication, the claim to be the only window
+of this user and settings folder (gui/single_instance.py: a second `ocrdesk FILE` hands FILE
+to the first and exits), the qasync event loop, the controller and the main window.
 
     from ocrdesk.gui.app import run
     run(["scan.pdf"], server="http://gpu-box:8000/v1")   # returns the exit code
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from ocrdesk.gui.controller import Controller
     from ocrdesk.gui.main_window import MainWindow
     from ocrdesk.gui.settings import Settings
+    from ocrdesk.gui.single_instance import SingleInstance
 
 log = logging.getLogger(__name__)
 
@@ -196,9 +198,13 @@ def _start(files: list[str], server: str | None, api_key: str | None, stop: Stop
     app.setOrganizationName("OCRDesk")
     app.setDesktopFileName("ocrdesk")
     app.setQuitOnLastWindowClosed(False)
+    instance = claim_instance(files)
+    if isinstance(instance, int):  # the window that runs already has the files, or hangs
+        return instance
     icon = RESOURCES / "ocrdesk.svg"
     if icon.exists():
         app.setWindowIcon(QIcon(str(icon)))
+    handed = HandedFiles(instance)
     loop = qasync.QEventLoop(app)
     asyncio.set_event_loop(loop)
     install_asyncgen_hooks(loop)
@@ -209,6 +215,7 @@ def _start(files: list[str], server: str | None, api_key: str | None, stop: Stop
         done = asyncio.Event()
         controller, window = build(files, server=server, api_key=api_key)
         window.closed.connect(done.set)
+        handed.window = window
         stop.attach(window)
         window.show()
         log.info(READY_MESSAGE)
@@ -218,4 +225,64 @@ def _start(files: list[str], server: str | None, api_key: str | None, stop: Stop
 
     with loop:
         status: int = loop.run_until_complete(main())
+    instance.close()
     return status
+
+
+def claim_instance(files: list[str]) -> SingleInstance | int:
+    """This process's claim to be the window of its user and settings folder.
+
+    The SingleInstance (now listening) when it is the first; else the exit code: 0 when
+    `files` were handed to the window that runs already (said on stdout), 1 when that window
+    does not answer."""
+    from ocrdesk.gui.settings import Settings
+    from ocrdesk.gui.single_instance import (
+        NotAnswering,
+        SingleInstance,
+        handed_message,
+        server_name,
+    )
+
+    instance = SingleInstance(server_name(Path(Settings().q.fileName()).parent))
+    try:
+        first = instance.claim(files)
+    except NotAnswering as exc:
+        print(f"ocrdesk: {exc}", file=sys.stderr)
+        return 1
+    if first:
+        return instance
+    print(handed_message(len(files)), flush=True)
+    return 0
+
+
+class HandedFiles:
+    """Opens what a second `ocrdesk FILE` hands over, and brings the window to the front; files
+    that come before the window exists are opened once it does."""
+
+    def __init__(self, instance: SingleInstance) -> None:
+        self._window: MainWindow | None = None
+        self._early: list[str] = []
+        instance.filesReceived.connect(self.receive)
+
+    @property
+    def window(self) -> MainWindow | None:
+        return self._window
+
+    @window.setter
+    def window(self, window: MainWindow) -> None:
+        self._window = window
+        if self._early:
+            window.open_paths(self._early)
+            self._early = []
+
+    def receive(self, files: list[str]) -> None:
+        window = self._window
+        if window is None:
+            self._early.extend(files)
+            return
+        if files:
+            window.open_paths(files)
+        if window.isMinimized():
+            window.showNormal()
+        window.raise_()
+        window.activateWindow()
