@@ -30,6 +30,8 @@ from .errors import (
 from .export import (
     LABEL_COLORS,
     DocumentExport,
+    ExportFailed,
+    MathStyle,
     SavedExport,
     SourceId,
     export_folder,
@@ -39,6 +41,7 @@ from .export import (
     read_export,
     read_exports,
 )
+from .formats import DEFAULT_FORMATS, FORMATS, ExportFormat, parse_formats
 from .local_server import LocalServer, LocalServerConfig, ServerState, ServerStatus
 from .pagerange import parse_page_range
 from .parser import EOS_TOKEN, StreamParser, parse, strip_tags
@@ -62,6 +65,7 @@ from .pipeline import (
 from .results import Block, Box, PageResult, PageStatus, ParsedPage
 from .run_worker import ClientSpec, JobSpec, RunWorker
 from .sanitize import Formula, clean_html, sanitize_html, split_math
+from .searchable_pdf import TEXT_LAYER_MODES
 from .sink import ExportSink, WriteFailure
 from .tasks import (
     DEFAULT_DPI,
@@ -80,12 +84,15 @@ from .tasks import (
 
 __all__ = [
     "DEFAULT_DPI",
+    "DEFAULT_FORMATS",
     "DEFAULT_MODEL",
     "EOS_TOKEN",
     "FAMILIES",
+    "FORMATS",
     "LABEL_COLORS",
     "SUPPORTED_SUFFIXES",
     "TASK_TITLES",
+    "TEXT_LAYER_MODES",
     "VLLM_RANGE",
     "Block",
     "Box",
@@ -102,6 +109,8 @@ __all__ = [
     "EmptyFileError",
     "EngineStartError",
     "Event",
+    "ExportFailed",
+    "ExportFormat",
     "ExportSink",
     "FamilySpec",
     "Formula",
@@ -110,6 +119,7 @@ __all__ = [
     "JobSpec",
     "LocalServer",
     "LocalServerConfig",
+    "MathStyle",
     "ModelClient",
     "ModelFamily",
     "OCRDeskError",
@@ -150,6 +160,7 @@ __all__ = [
     "open_document",
     "page_markdown",
     "parse",
+    "parse_formats",
     "parse_page_range",
     "prompt_text",
     "protocol",

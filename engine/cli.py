@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
 import sys
 import time
@@ -43,10 +44,11 @@ from .pipeline import (
 )
 from .results import PageStatus
 from .searchable_pdf import TEXT_LAYER_MODES
-from .sink import ExportSink, describe_write_error
-from .tasks import ModelFamily, Sampling, Task
+from .sink import HANDLED_EVENTS, ExportSink, describe_write_error
+from .tasks import DEFAULT_DPI, DEFAULT_MODEL, ModelFamily, Sampling, Task
 
-DEFAULT_MODEL = LocalServerConfig.model
+#: Where the CLI reads a remote server's API key from when --api-key is not given.
+API_KEY_ENV = "OCRDESK_API_KEY"
 
 #: Write errors printed per document; the rest are counted in its last line (a read-only folder
 #: fails every page the same way).
@@ -207,7 +209,12 @@ def build_parser(
         action="store_true",
         help="start a local vLLM server for this run (the default when no --server is given)",
     )
-    conv.add_argument("--api-key", default=None, help="API key of the server(s)")
+    conv.add_argument(
+        "--api-key",
+        default=os.environ.get(API_KEY_ENV),
+        help=f"API key of the server(s); better in ${API_KEY_ENV}, which other users cannot see "
+        "in the process list",
+    )
     conv.add_argument(
         "--model",
         default=None,
@@ -225,7 +232,12 @@ def build_parser(
     )
     conv.add_argument("--prompt", default=None, help="custom prompt, or the text to locate")
     conv.add_argument("--pages", default=None, metavar="RANGE", help='e.g. "1-3,7,10-"')
-    conv.add_argument("--dpi", type=_positive, default=144, help="PDF render DPI (default 144)")
+    conv.add_argument(
+        "--dpi",
+        type=_positive,
+        default=DEFAULT_DPI,
+        help=f"PDF render DPI (default {DEFAULT_DPI})",
+    )
     conv.add_argument(
         "--concurrency", type=_positive, default=16, help="pages in flight at once (default 16)"
     )
@@ -296,7 +308,7 @@ def build_parser(
     )
     doctor.add_argument("--model", default=None)
     doctor.add_argument("--server", default=None, metavar="URL")
-    doctor.add_argument("--api-key", default=None)
+    doctor.add_argument("--api-key", default=os.environ.get(API_KEY_ENV))
     doctor.add_argument("--vllm", default=None, metavar="PATH")
     doctor.set_defaults(func=_doctor_command)
 
@@ -341,7 +353,7 @@ def with_default_command(argv: Sequence[str], default: str | None) -> list[str]:
 
 
 def _options(args: argparse.Namespace) -> ConvertOptions:
-    if args.task in (Task.CUSTOM.value, Task.LOCATE.value) and not args.prompt:
+    if Task(args.task).needs_prompt and not args.prompt:
         raise UsageError(f"--task {args.task} needs --prompt")
     try:
         whitelist = [int(v) for v in args.whitelist_token_ids.split(",") if v.strip()]
@@ -475,7 +487,11 @@ async def convert(args: argparse.Namespace) -> int:
         unwritten: dict[int, int] = {}  # id(job) -> pages whose journal entry was not written
         async for event in Pipeline(pool, options).run(jobs):
             stats.see(event)
-            failure = await asyncio.to_thread(sink.handle, event)
+            failure = (
+                await asyncio.to_thread(sink.handle, event)
+                if isinstance(event, HANDLED_EVENTS)
+                else None
+            )
             if failure is not None:
                 failed = True
                 if failure.page is not None:

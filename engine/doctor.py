@@ -35,16 +35,15 @@ from .local_server import (
     NOT_FOUND_FIX,
     LocalServerConfig,
     httpx,
-    needs_trust_remote_code,
+    model_family,
     resolve_vllm,
 )
-from .vllm_log import KNOWN_GOOD_VLLM, OCR2_MIN_VLLM
+from .tasks import FAMILIES, VLLM_RANGE
+from .vllm_log import KNOWN_GOOD_VLLM
 
 __all__ = ["Check", "doctor_exit_code", "format_checks", "run_checks"]
 
 MIN_PYTHON = (3, 10)
-MIN_VLLM = "0.11.1"
-NEWEST_TRIED_VLLM = "0.24"  # shared/gpu/RESULTS.md; pyproject's vllm extra stops before 0.25
 MODEL_DOWNLOAD_GB = 6.7
 DISK_NEEDED_GB = 15.0
 MIN_GPU_FREE_GIB = 8.0  # DeepSeek-OCR's weights (~6.7 GB) plus a little KV cache
@@ -136,10 +135,6 @@ def _existing_parent(path: Path) -> Path:
     while not path.exists() and path != path.parent:
         path = path.parent
     return path
-
-
-def _is_ocr2(model: str) -> bool:
-    return needs_trust_remote_code(model) or re.search(r"ocr[-_]?2", model, re.I) is not None
 
 
 # -- the checks -----------------------------------------------------------------------------------
@@ -238,9 +233,9 @@ async def check_vllm(vllm: str | None, model: str) -> list[Check]:
         ]
 
     shown = ".".join(map(str, version))
-    ocr2 = _is_ocr2(model)
-    minimum = OCR2_MIN_VLLM if ocr2 else MIN_VLLM
-    model_name = "DeepSeek-OCR-2" if ocr2 else "DeepSeek-OCR"
+    family = FAMILIES[model_family(model)]
+    minimum = family.vllm.minimum
+    model_name = family.title
     if version < _required_version(minimum):
         return [
             found,
@@ -252,8 +247,8 @@ async def check_vllm(vllm: str | None, model: str) -> list[Check]:
             ),
         ]
     detail = f"{shown} (known good for {model_name}: >={minimum})"
-    if version[:2] > _required_version(NEWEST_TRIED_VLLM)[:2]:
-        detail += f"; newer than the newest tried here ({NEWEST_TRIED_VLLM})"
+    if version[:2] > _required_version(VLLM_RANGE.newest_tried)[:2]:
+        detail += f"; newer than the newest tried here ({VLLM_RANGE.newest_tried})"
     return [found, Check("vLLM version", True, detail)]
 
 

@@ -58,6 +58,7 @@ from .errors import (
     PasswordRequiredError,
     UnsupportedFormatError,
 )
+from .tasks import DEFAULT_DPI
 
 __all__ = ["SUPPORTED_SUFFIXES", "Document", "find_documents", "open_document"]
 
@@ -170,7 +171,7 @@ class Document:
     def render(
         self,
         number: int,
-        dpi: int = 144,
+        dpi: int = DEFAULT_DPI,
         *,
         timeout: float | None = None,
         fit: Callable[[int, int], tuple[int, int]] | None = None,

@@ -20,10 +20,7 @@ multi-frame TIFF, an EPUB) has its page images kept in the journal (`keeps_page_
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -164,23 +161,9 @@ def _write_searchable(export: DocumentExport, path: Path) -> None:
         if layout.number in numbering
     ]
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _utf8_named(source) as readable:
-        searchable_pdf.write_searchable_pdf(
-            readable, placed, path, text_layer=export.text_layer, password=export.password
-        )
-
-
-@contextlib.contextmanager
-def _utf8_named(source: Path | list[Path]) -> Iterator[Path | list[Path]]:
-    """`source`, a PDF whose name is not UTF-8 (kept by Python as surrogate escapes) reached
-    through a link of a UTF-8 name: MuPDF takes file names as UTF-8 only."""
-    if not isinstance(source, Path) or not any("\ud800" <= c <= "\udfff" for c in str(source)):
-        yield source
-        return
-    with tempfile.TemporaryDirectory(prefix="ocrdesk-source-") as tmp:
-        link = Path(tmp) / "source.pdf"
-        os.symlink(os.path.abspath(source), link)
-        yield link
+    searchable_pdf.write_searchable_pdf(
+        source, placed, path, text_layer=export.text_layer, password=export.password
+    )
 
 
 def _formats(*entries: ExportFormat) -> dict[str, ExportFormat]:

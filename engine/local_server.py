@@ -60,7 +60,14 @@ from types import TracebackType
 from typing import IO, Any, NoReturn, TypeVar
 
 from .errors import EngineStartError
-from .tasks import DEFAULT_MODEL, FAMILIES, LOGITS_PROCESSOR, family_by_architecture, family_of
+from .tasks import (
+    DEFAULT_MODEL,
+    FAMILIES,
+    LOGITS_PROCESSOR,
+    ModelFamily,
+    family_by_architecture,
+    family_of,
+)
 from .vllm_log import MASK, classify_failure, known_failure, mask_secret, status_from_line
 
 try:  # openai >= 3 depends on `httpx2`, older ones on `httpx`: the same API under two names
@@ -78,6 +85,7 @@ __all__ = [
     "build_command",
     "free_port",
     "httpx",
+    "model_family",
     "needs_trust_remote_code",
     "resolve_vllm",
 ]
@@ -170,18 +178,35 @@ def needs_trust_remote_code(model: str) -> bool:
     with an `auto_map` (custom code). A hub id, which we cannot read without the network, decides
     by its name: "DeepSeek-OCR-2" (also "-ocr2", any case).
     """
-    folder = Path(model).expanduser()
-    config_file = folder / "config.json"
-    if config_file.is_file():
-        try:
-            config = json.loads(config_file.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            config = {}
-        architectures = config.get("architectures") or [] if isinstance(config, dict) else []
-        family = family_by_architecture(architectures)
-        custom_code = isinstance(config, dict) and config.get("auto_map")
+    config = _folder_config(model)
+    if config is not None:
+        family = family_by_architecture(config.get("architectures") or [])
+        custom_code = config.get("auto_map")
         return bool(family is not None and FAMILIES[family].trust_remote_code and custom_code)
     return FAMILIES[family_of(model)].trust_remote_code
+
+
+def model_family(model: str) -> ModelFamily:
+    """The family of a model to serve: a local folder's by its config.json's architecture, a hub
+    id's (or a folder whose config names no known architecture) by its name."""
+    config = _folder_config(model)
+    if config is not None:
+        found = family_by_architecture(config.get("architectures") or [])
+        if found is not None:
+            return found
+    return family_of(model)
+
+
+def _folder_config(model: str) -> dict[str, Any] | None:
+    """The config.json of a local model folder; None for a hub id (or an unreadable config)."""
+    config_file = Path(model).expanduser() / "config.json"
+    if not config_file.is_file():
+        return None
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return config if isinstance(config, dict) else {}
 
 
 def build_command(config: LocalServerConfig, port: int) -> list[str]:

@@ -164,19 +164,26 @@ def _utf8(path: str) -> bool:
     return True
 
 
+def open_file(path: str | os.PathLike[str], kind: str) -> Any:
+    """The fitz document of the file at `path`, read as `kind` ("pdf", "png", ...).
+
+    MuPDF takes file names as UTF-8 only; a name with other bytes (kept by Python as surrogate
+    escapes) is opened by Python and handed over as bytes."""
+    name = os.fspath(path)
+    if _utf8(name):
+        return _fitz.open(name, filetype=kind)
+    with open(name, "rb") as file:
+        return _fitz.open(stream=file.read(), filetype=kind)
+
+
 def _open(source: Source) -> Any:
     """The opened, authenticated fitz document (the caller holds LOCK or is a render process)."""
     label = source.kind.upper()
     try:
         if source.data is not None:
             doc = _fitz.open(stream=source.data, filetype=source.kind)
-        elif source.path is not None and not _utf8(source.path):
-            # MuPDF takes file names as UTF-8 only; a name with other bytes (kept by Python as
-            # surrogate escapes) is opened by Python and handed over as bytes.
-            with open(source.path, "rb") as file:
-                doc = _fitz.open(stream=file.read(), filetype=source.kind)
         else:
-            doc = _fitz.open(source.path, filetype=source.kind)
+            doc = open_file(source.path or "", source.kind)
     except MemoryError as exc:
         raise MuPDFError("out of memory") from exc
     except Exception as exc:
@@ -458,6 +465,7 @@ class _Pool:
         self._starting = 0
         self.in_process = False  # no render process could start: MuPDF runs here
         self._local: dict[str, Any] = {}
+        self._forgotten: set[str] = set()  # tokens of documents closed
 
     def busy(self) -> int:
         """Render processes at work now."""
@@ -466,10 +474,19 @@ class _Pool:
 
     def call(self, op: str, source: Source, args: tuple[Any, ...], seconds: float) -> Any:
         if self.in_process:
+            self._refuse_closed(source.token)
             return self._call_here(op, source, args)
         worker = self._acquire(source.token)
         if worker is None:
+            self._refuse_closed(source.token)
             return self._call_here(op, source, args)
+        try:
+            # Closed before this call had a render process: `forget` found none to stop. Once
+            # the process is ours (its token set), a `forget` kills it instead.
+            self._refuse_closed(source.token)
+        except MuPDFError:
+            self._release(worker)
+            raise
         known = source.token in worker.known
         sent = dataclasses.astuple(dataclasses.replace(source, data=None) if known else source)
         with self._cond:
@@ -497,6 +514,11 @@ class _Pool:
             return reply[1]
         width, height, stride = reply[1]
         return RenderedPage(width, height, stride, raw)
+
+    def _refuse_closed(self, token: str) -> None:
+        with self._cond:
+            if token in self._forgotten:
+                raise MuPDFError("the document was closed")
 
     def _acquire(self, token: str) -> _Process | None:
         with self._cond:
@@ -545,6 +567,7 @@ class _Pool:
 
     def forget(self, token: str) -> None:
         with self._cond:
+            self._forgotten.add(token)  # a token is one opening of a document: never reused
             for worker in self._idle + self._busy:
                 if token in worker.known:
                     worker.drops.append(token)

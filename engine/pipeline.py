@@ -45,7 +45,7 @@ from .images import model_size
 from .pagerange import parse_page_range
 from .parser import StreamParser
 from .results import Block, PageResult, PageStatus
-from .tasks import ModelFamily, Sampling, Task, prompt_text
+from .tasks import DEFAULT_DPI, ModelFamily, Sampling, Task, prompt_text
 
 
 @dataclass
@@ -56,7 +56,7 @@ class ConvertOptions:
     family: ModelFamily | None = None  # None: guessed from the served model's name
     prompt: str | None = None  # the custom prompt, or the text to locate
     sampling: Sampling = field(default_factory=Sampling)
-    dpi: int = 144
+    dpi: int = DEFAULT_DPI
     concurrency: int = 16
     # Until the first page of the run finishes, at most this many pages are in flight; then
     # `concurrency`. The server decodes every page in flight in lockstep, so with all pages sent

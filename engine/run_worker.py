@@ -359,7 +359,11 @@ class _WorkerMain:
         if spec.paused:
             job.control.pause()
         export = DocumentExport(
-            spec.export_folder, source=spec.export_source, model=spec.model, task=spec.task
+            spec.export_folder,
+            source=spec.export_source,
+            model=spec.model,
+            task=spec.task,
+            origin=spec.source,  # the searchable PDF and a pasted image's copy are made from it
         )
         export.results.update(spec.skip)
         self.jobs[spec.key] = job

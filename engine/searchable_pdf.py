@@ -121,7 +121,7 @@ def _images_pdf(images: list[Path], path: Path) -> None:
 
 def _open(path: Path, password: str | None) -> Any:
     try:
-        doc = _fitz.open(str(path), filetype="pdf")
+        doc = mupdf.open_file(path, "pdf")
     except Exception as exc:
         raise mupdf.MuPDFError(f"cannot be read as PDF ({mupdf.short_reason(exc)})") from exc
     if doc.needs_pass and not doc.authenticate(password or ""):

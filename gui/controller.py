@@ -24,7 +24,7 @@ from PySide6.QtGui import QImage
 
 from ocrdesk.engine import ConvertOptions, LocalServer, Task
 from ocrdesk.gui.engine_link import EngineLink, EngineState
-from ocrdesk.gui.library import DocItem, Library, PageState
+from ocrdesk.gui.library import DocItem, ExportOutcome, Library, PageState
 from ocrdesk.gui.run_session import RunSession
 
 log = logging.getLogger(__name__)
@@ -158,7 +158,7 @@ class Controller(QObject):
     async def render_thumbnail(self, doc_id: int, number: int, width: int = 120) -> QImage | None:
         return await self.library.render_thumbnail(doc_id, number, width)
 
-    async def export(self, doc_ids: list[int], out_root: Path) -> list[Path]:
+    async def export(self, doc_ids: list[int], out_root: Path) -> ExportOutcome:
         """Write the documents' results to `out_root/<stem>/` in the engine's layout."""
         return await self.library.export(
             doc_ids, out_root, self.link.model, self.session.options.task.value

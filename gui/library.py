@@ -28,6 +28,7 @@ from ocrdesk.engine import (
     Block,
     Document,
     DocumentExport,
+    ExportFailed,
     JobSpec,
     OCRDeskError,
     PageResult,
@@ -44,6 +45,15 @@ from ocrdesk.gui.qimage import pil_to_qimage
 log = logging.getLogger(__name__)
 
 Spawn = Callable[[Coroutine[Any, Any, Any]], "asyncio.Task[Any]"]
+
+
+@dataclass
+class ExportOutcome:
+    """What an export of documents did: the folders written, and one line for each file or
+    folder that could not be (the other formats and documents were written)."""
+
+    folders: list[Path] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -242,11 +252,13 @@ class Library(QObject):
 
     # -- exports -------------------------------------------------------------------------------
 
-    async def export(self, doc_ids: list[int], out_root: Path, model: str, task: str) -> list[Path]:
+    async def export(
+        self, doc_ids: list[int], out_root: Path, model: str, task: str
+    ) -> ExportOutcome:
         """Write the documents' results to `out_root/<stem>/` in the engine's layout; `model`
         and `task` name what made results that have no export of their own yet."""
         taken: set[str] = set()
-        folders = []
+        outcome = ExportOutcome()
         for doc_id in doc_ids:
             item = self.docs.get(doc_id)
             if item is None:
@@ -260,10 +272,17 @@ class Library(QObject):
                 source=item.source if isinstance(item.source, str) else item.name,
                 model=model or (item.export.model if item.export else ""),
                 task=item.export.task if item.export else task,
+                origin=item.source or None,  # a path, or a pasted image's bytes
             )
-            await asyncio.to_thread(_write_export, export, item, results)
-            folders.append(folder)
-        return folders
+            try:
+                await asyncio.to_thread(_write_export, export, item, results)
+            except ExportFailed as exc:
+                outcome.problems.extend(f"{item.name}: {reason}" for reason in exc.reasons)
+            except OSError as exc:
+                outcome.problems.append(f"{item.name}: could not write {folder}: {exc.strerror}")
+                continue
+            outcome.folders.append(folder)
+        return outcome
 
     # -- history -------------------------------------------------------------------------------
 

@@ -58,12 +58,14 @@ from ocrdesk.engine import (
     figure_boxes,
 )
 from ocrdesk.gui.controller import Controller, DocItem, EngineState
+from ocrdesk.gui.help import AboutDialog, ShortcutsDialog
 from ocrdesk.gui.page_view import Legend, PageView
 from ocrdesk.gui.plain_text import tooltip
 from ocrdesk.gui.qimage import pil_to_qimage
 from ocrdesk.gui.queue_view import QueueView
 from ocrdesk.gui.recent import RecentFiles, RecentMenu
 from ocrdesk.gui.result_view import ResultView
+from ocrdesk.gui.search import BlockSource, SearchBar
 from ocrdesk.gui.settings import Settings
 from ocrdesk.gui.thumbnails import ThumbnailStrip
 from ocrdesk.resources import RESOURCES
@@ -149,6 +151,10 @@ class MainWindow(QMainWindow):
         centre = QWidget(self)
         centre_layout = QVBoxLayout(centre)
         centre_layout.setContentsMargins(0, 0, 0, 0)
+        self.search_bar = SearchBar(self)
+        self._search_doc: int | None = None  # the document the find bar searches
+        self.search_bar.matchChosen.connect(self._search_match)
+        centre_layout.addWidget(self.search_bar)
         centre_layout.addLayout(nav)
         self.thumbs = ThumbnailStrip(self)
         self.thumbs.setFixedWidth(130)
@@ -184,7 +190,20 @@ class MainWindow(QMainWindow):
         self.copy_doc_action = self._action("Copy document markdown", None, self.copy_document)
         self.open_folder_action = self._action("Open output folder", None, self.open_output)
         self.settings_action = self._action("&Settings…", "Ctrl+,", self.open_settings)
-        self.quit_action = self._action("&Quit", QKeySequence.StandardKey.Quit, self.close)
+        # Ctrl+Q on every platform: QKeySequence.Quit is empty on some desktops (GNOME, Windows).
+        self.quit_action = self._action("&Quit", "Ctrl+Q", self.close)
+        self.find_action = self._action("&Find…", QKeySequence.StandardKey.Find, self.open_find)
+        self.find_next_action = self._action(
+            "Find next", QKeySequence.StandardKey.FindNext, lambda: self.search_bar.step(1)
+        )
+        self.find_prev_action = self._action(
+            "Find previous",
+            QKeySequence.StandardKey.FindPrevious,
+            lambda: self.search_bar.step(-1),
+        )
+        self.shortcuts_action = self._action("&Keyboard shortcuts", "F1", self.show_shortcuts)
+        self.about_action = self._action("&About OCRDesk", None, self.show_about)
+        self.about_action.setMenuRole(QAction.MenuRole.AboutRole)
         self.remove_action = self._action("Remove from queue", "Del", self.remove_selected)
         self.retry_action = self._action("Retry failed pages", "Ctrl+Shift+R", self.retry_selected)
         self.pause_action = self._action("&Pause document", "Ctrl+Shift+P", self.pause_selected)
@@ -240,8 +259,11 @@ class MainWindow(QMainWindow):
         ):  # fmt: skip
             menu.addSeparator() if entry is None else menu.addAction(entry)
         edit = self.menuBar().addMenu("&Edit")
-        for action in (self.copy_page_action, self.copy_doc_action, self.remove_action):
-            edit.addAction(action)
+        for entry in (
+            self.copy_page_action, self.copy_doc_action, self.remove_action, None,
+            self.find_action, self.find_next_action, self.find_prev_action,
+        ):  # fmt: skip
+            edit.addSeparator() if entry is None else edit.addAction(entry)
         view = self.menuBar().addMenu("&View")
         for entry in (
             self.prev_page_action, self.next_page_action, None, self.zoom_in_action,
@@ -256,6 +278,9 @@ class MainWindow(QMainWindow):
             self.retry_action, None, self.engine_start_action, self.engine_stop_action,
         ):  # fmt: skip
             run_menu.addSeparator() if entry is None else run_menu.addAction(entry)
+        help_menu = self.menuBar().addMenu("&Help")
+        help_menu.addAction(self.shortcuts_action)
+        help_menu.addAction(self.about_action)
 
         bar = QToolBar("Main", self)
         bar.setObjectName("main-toolbar")
@@ -640,6 +665,9 @@ class MainWindow(QMainWindow):
         self.result_view.show_source(
             lambda: self._result_source(doc_id, number), f"{item.name} — page {number}"
         )
+        if self.search_bar.isVisible() and self._search_doc != doc_id:
+            self._search_doc = doc_id
+            self.search_bar.set_document(self._search_source(doc_id), number)
         cached = self._images.get((doc_id, number))
         if cached is not None:
             self.page_view.set_image(cached)
@@ -859,6 +887,42 @@ class MainWindow(QMainWindow):
         self.page_view.highlight(target, center=True)
         self.result_view.highlight(target, scroll=True)
 
+    # -- find and help -------------------------------------------------------------------------
+
+    def open_find(self) -> None:
+        """Open the find bar over the document shown (Ctrl+F)."""
+        if self.current is None:
+            self.search_bar.open(None)
+            return
+        doc_id, number = self.current
+        self._search_doc = doc_id
+        self.search_bar.open(self._search_source(doc_id), number)
+
+    def _search_source(self, doc_id: int) -> BlockSource:
+        def blocks() -> dict[int, list[Block]]:
+            item = self.controller.docs.get(doc_id)
+            if item is None:
+                return {}
+            self.controller.flush_deltas()
+            return {n: p.result.blocks if p.result else p.blocks() for n, p in item.pages.items()}
+
+        return blocks
+
+    def _search_match(self, number: int, index: int) -> None:
+        doc_id = self._search_doc
+        if doc_id is None or doc_id not in self.controller.docs:
+            return
+        if self.current != (doc_id, number):
+            self.show_page(doc_id, number)
+        self.page_view.highlight(index, center=True)
+        self.result_view.highlight(index, scroll=True)
+
+    def show_shortcuts(self) -> None:
+        ShortcutsDialog(self, self).exec()
+
+    def show_about(self) -> None:
+        AboutDialog(self.controller.model or None, self).exec()
+
     def _box_hovered(self, index: int) -> None:
         self.result_view.highlight(index, scroll=True)
 
@@ -887,12 +951,35 @@ class MainWindow(QMainWindow):
 
     def export_to(self, doc_ids: list[int], folder: Path) -> asyncio.Task[Any]:
         async def go() -> list[Path]:
-            folders = await self.controller.export(doc_ids, folder)
+            outcome = await self.controller.export(doc_ids, folder)
             self.last_export = folder
-            self.statusBar().showMessage(f"Exported {len(folders)} document(s) to {folder}", 10000)
-            return folders
+            done = f"Exported {len(outcome.folders)} document(s) to {folder}"
+            if outcome.problems:
+                self.statusBar().showMessage(
+                    f"{done}; {len(outcome.problems)} file(s) could not be written", 15000
+                )
+                self._export_problems(outcome.problems)
+            else:
+                self.statusBar().showMessage(done, 10000)
+            return outcome.folders
 
         return self.controller.spawn(go())
+
+    def _export_problems(self, problems: list[str]) -> None:
+        """Say which files an export could not write (not modal: the run goes on)."""
+        from PySide6.QtWidgets import QMessageBox
+
+        box = QMessageBox(
+            QMessageBox.Icon.Warning,
+            "Export incomplete",
+            "Some files could not be written; the others were.",
+            QMessageBox.StandardButton.Close,
+            self,
+        )
+        box.setObjectName("export-problems")
+        box.setDetailedText("\n".join(problems))
+        box.setInformativeText(tooltip(problems[0]) if len(problems) == 1 else "")
+        box.open()
 
     def copy_page(self) -> None:
         if self.current is None:

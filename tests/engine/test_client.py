@@ -137,12 +137,13 @@ async def test_a_huge_answer_is_stopped_and_fails_its_page(tmp_path: Path) -> No
         server.fail_next("huge")
         events = await run(ModelClient(server.url, backoff=0.01), pdf, sampling=sampling)
         sent = server.huge_sent
+    # the first request gets the huge answer; which page that is, the render order decides
     (bad,) = failed(events)
-    assert bad.result.number == 1
     assert "not a page" in (bad.result.error or "")
     assert len(bad.result.raw) <= 2000 * MAX_CHARS_PER_TOKEN
     assert sent < 20_000_000  # the client stopped reading; the server never finished
-    assert [e.result.number for e in finished(events)] == [2]  # the next page went on
+    others = [e.result.number for e in finished(events)]
+    assert others == [3 - bad.result.number]  # the other page went on
 
 
 # --------------------------------------------------------------------------- bounded waits

@@ -179,7 +179,6 @@ def test_file_name_with_undecodable_bytes_opens(
     assert (tmp_path / "out" / "caf\ufffd" / "caf\ufffd.md").is_file()
 
 
-
 def test_layout_draws_a_bounded_number_of_boxes() -> None:
     """Past MAX_DRAWN_BOXES, boxes are not drawn: a runaway answer costs a bounded time."""
     cap = export.MAX_DRAWN_BOXES

@@ -160,7 +160,7 @@ WORKER_SCRIPT = """
 import json, sys, time
 from pathlib import Path
 from ocrdesk import engine
-from ocrdesk.engine import ClientSpec, ConvertOptions, JobSpec, RunWorker
+from ocrdesk.engine import ClientSpec, ConvertOptions, JobSpec, RunWorker, protocol as p
 
 pdf, out = Path(sys.argv[2]), Path(sys.argv[3])
 worker = RunWorker.spawn()
@@ -169,14 +169,14 @@ worker.run(ClientSpec(sys.argv[1]), ConvertOptions(), [
 ])
 messages = []
 deadline = time.monotonic() + 90
-while not any(m[0] == "end" for m in messages) and time.monotonic() < deadline:
+while not any(isinstance(m, p.Ended) for m in messages) and time.monotonic() < deadline:
     messages += worker.receive()
     time.sleep(0.02)
 worker.close()
 print(json.dumps({
     "engine": engine.__file__,
-    "pages": sorted(m[2] for m in messages if m[0] == "page"),
-    "end": [m[1] for m in messages if m[0] == "end"],
+    "pages": sorted(m.result.number for m in messages if isinstance(m, p.PageDone)),
+    "end": [m.error for m in messages if isinstance(m, p.Ended)],
     "exit": worker.exit_code(),
 }))
 """
