@@ -239,7 +239,11 @@ def build_parser(
         help=f"PDF render DPI (default {DEFAULT_DPI})",
     )
     conv.add_argument(
-        "--concurrency", type=_positive, default=16, help="pages in flight at once (default 16)"
+        "--concurrency",
+        type=_positive,
+        default=None,
+        help="pages in flight at once (default: as many as the server runs at once, read from "
+        "its /metrics while the run goes; 64 for a server without them)",
     )
     conv.add_argument(
         "--first-window",
@@ -485,7 +489,8 @@ async def convert(args: argparse.Namespace) -> int:
         truncated: list[str] = []
         stats = _Stats()
         unwritten: dict[int, int] = {}  # id(job) -> pages whose journal entry was not written
-        async for event in Pipeline(pool, options).run(jobs):
+        pipeline = Pipeline(pool, options)
+        async for event in pipeline.run(jobs):
             stats.see(event)
             failure = (
                 await asyncio.to_thread(sink.handle, event)
@@ -531,6 +536,7 @@ async def convert(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
         summary = stats.summary()
+        summary["in_flight_limits"] = pipeline.limits
         if server_start_seconds is not None:
             summary["server_start_seconds"] = round(server_start_seconds, 1)
         if not args.quiet and summary["pages"]:
@@ -728,6 +734,9 @@ class _Stats:
             figures.append(f"first page after {s['first_page_seconds']:.1f} s")
         if s["output_tokens_per_second"] is not None:
             figures.append(f"{s['output_tokens_per_second']:.0f} output tokens/s")
+        limits = s.get("in_flight_limits") or []
+        if len(limits) > 1:
+            figures.append(f"up to {max(limits)} pages in flight (found from the server's load)")
         return head + ", ".join(figures)
 
 

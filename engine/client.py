@@ -29,7 +29,13 @@ from typing import Any
 
 import openai
 
+from .concurrency import ServerLoad, combine, parse_metrics
 from .errors import ServerError, ServerUnavailableError
+
+try:  # openai >= 3 depends on `httpx2`, older ones on `httpx`: the same API under two names
+    import httpx
+except ImportError:  # pragma: no cover - depends on the installed openai
+    import httpx2 as httpx  # type: ignore[no-redef]
 from .tasks import Sampling, build_messages
 
 log = logging.getLogger(__name__)
@@ -56,6 +62,8 @@ MAX_CHARS_PER_TOKEN = 32
 MAX_BYTES_PER_TOKEN = 1024
 #: The longest `Retry-After` honoured; a server asking for more is retried after this.
 MAX_RETRY_AFTER_SECONDS = 120.0
+#: The most seconds a look at the server's /metrics may take (the concurrency tuner's).
+METRICS_SECONDS = 2.0
 
 
 @dataclass
@@ -210,6 +218,7 @@ class ModelClient:
         self.first_token_timeout = first_token_timeout
         self.busy = 0
         self.send_vllm_xargs = True
+        self.has_metrics = True  # until /metrics is missing or has no vLLM gauges
         self.on_connection_error = on_connection_error
         self._api_key = api_key or "EMPTY"
         self._timeout = timeout
@@ -419,6 +428,26 @@ class ModelClient:
             raise _StreamedError(openai.APIConnectionError(request=None), streamed=bool(parts))  # type: ignore[arg-type]
         return "".join(parts), finish, tokens, first
 
+    async def load(self) -> ServerLoad | None:
+        """The server's load from its Prometheus /metrics (vLLM serves them beside /v1); None
+        when it has none (then never asked again) or did not answer in time."""
+        if not self.has_metrics:
+            return None
+        url = self.url.removesuffix("/v1") + "/metrics"
+        try:
+            response: httpx.Response = await self._client.get(
+                url, cast_to=httpx.Response, options={"timeout": METRICS_SECONDS}
+            )
+        except openai.APIStatusError:
+            self.has_metrics = False
+            return None
+        except (openai.OpenAIError, httpx.HTTPError, OSError):
+            return None
+        load = parse_metrics(response.text)
+        if load is None:
+            self.has_metrics = False
+        return load
+
     async def close(self) -> None:
         await self._client.close()
 
@@ -463,6 +492,15 @@ class ServerPool:
 
     def pick(self) -> ModelClient:
         return min(self.clients, key=lambda c: c.busy)
+
+    @property
+    def in_flight(self) -> int:
+        """Requests this pool has sent and not yet had answered."""
+        return sum(c.busy for c in self.clients)
+
+    async def load(self) -> ServerLoad | None:
+        """The servers' summed load; None if any of them gives no metrics."""
+        return combine(await asyncio.gather(*(c.load() for c in self.clients)))
 
     async def close(self) -> None:
         await asyncio.gather(*(c.close() for c in self.clients))

@@ -3,7 +3,8 @@
     events = Pipeline(pool, options).run(jobs)
     async for event in events: ...   # DocumentOpened, PageStarted, PageDelta, PageFinished, ...
 
-Pages of all documents share one bound: at most `options.concurrency` pages are rendered, sent or
+Pages of all documents share one bound: at most `options.concurrency` pages (by default a count
+found from the server's load, engine/concurrency.py) are rendered, sent or
 waiting for the consumer at any moment, so a 2,000-page PDF costs no more memory than a 20-page
 one, and many one-page documents still keep the server busy. A page's slot is released only after
 the consumer has taken its PageFinished (or PageFailed) event, so a slow consumer (the exporter
@@ -38,6 +39,7 @@ from typing import Literal
 
 from PIL import Image
 
+from . import concurrency
 from .client import ServerPool
 from .documents import Document, open_document
 from .errors import DocumentError, OCRDeskError
@@ -57,7 +59,9 @@ class ConvertOptions:
     prompt: str | None = None  # the custom prompt, or the text to locate
     sampling: Sampling = field(default_factory=Sampling)
     dpi: int = DEFAULT_DPI
-    concurrency: int = 16
+    # Pages in flight at once; None (the default): found while the run goes, from the server's
+    # load (engine/concurrency.py), between 1 and concurrency.MAX_LIMIT.
+    concurrency: int | None = None
     # Until the first page of the run finishes, at most this many pages are in flight; then
     # `concurrency`. The server decodes every page in flight in lockstep, so with all pages sent
     # at once the first one finishes only with the whole batch (15-18 s for 64 pages on an H100,
@@ -279,6 +283,7 @@ class _SendWindow:
     def __init__(self, opening: int, concurrency: int) -> None:
         self._free = asyncio.Semaphore(opening)
         self._held = concurrency - opening
+        self.opened = False  # a request has ended: the window is `concurrency` wide now
 
     async def __aenter__(self) -> None:
         await self._free.acquire()
@@ -287,6 +292,7 @@ class _SendWindow:
         for _ in range(1 + self._held):
             self._free.release()
         self._held = 0
+        self.opened = True
 
 
 class Pipeline:
@@ -295,8 +301,10 @@ class Pipeline:
     def __init__(self, pool: ServerPool, options: ConvertOptions | None = None) -> None:
         self.pool = pool
         self.options = options or ConvertOptions()
-        if self.options.concurrency < 1:
+        if self.options.concurrency is not None and self.options.concurrency < 1:
             raise ValueError("concurrency must be at least 1")
+        #: The in-flight limits the run went through, in order (one entry for a fixed one).
+        self.limits: list[int] = []
         if self.options.first_window is not None and self.options.first_window < 1:
             raise ValueError("first_window must be at least 1")
 
@@ -311,11 +319,12 @@ class Pipeline:
         """Convert `jobs` in order, pages of several documents overlapping; yield every event."""
         feed = jobs if isinstance(jobs, JobFeed) else JobFeed(jobs)
         queue: asyncio.Queue[Event | None] = asyncio.Queue()
-        opening = min(
-            self.options.first_window or self.options.concurrency, self.options.concurrency
-        )
-        slots = asyncio.Semaphore(self.options.concurrency)
-        window = _SendWindow(opening, self.options.concurrency)
+        fixed = self.options.concurrency
+        ceiling = fixed or concurrency.MAX_LIMIT
+        opening = min(self.options.first_window or ceiling, ceiling)
+        slots = concurrency.AdaptiveLimit(fixed or concurrency.AUTO_START)
+        self.limits = [slots.limit]
+        window = _SendWindow(opening, ceiling)
         tasks: set[asyncio.Task[None]] = set()
         states: dict[int, _DocState] = {}
         active: list[_DocState] = []  # opened documents with pages not started yet
@@ -432,7 +441,19 @@ class Pipeline:
                 feed.ended = True
                 queue.put_nowait(None)
 
+        async def tune() -> None:
+            while True:
+                await asyncio.sleep(concurrency.TICK)
+                if not window.opened:
+                    continue
+                load = await self.pool.load()
+                limit = concurrency.next_limit(slots.limit, self.pool.in_flight, load)
+                if limit != slots.limit:
+                    slots.set_limit(limit)
+                    self.limits.append(limit)
+
         producer = asyncio.create_task(produce())
+        tuner = asyncio.create_task(tune()) if fixed is None else None
         try:
             while True:
                 event = await queue.get()
@@ -444,6 +465,8 @@ class Pipeline:
             await producer
         finally:
             producer.cancel()
+            if tuner is not None:
+                tuner.cancel()
             for task in list(tasks):
                 task.cancel()
             with contextlib.suppress(BaseException):

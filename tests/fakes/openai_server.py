@@ -25,11 +25,17 @@ otherwise good stream, "huge" the answer ignores max_tokens and streams the outp
 in chunks of ~64 kB of text until `huge_chars` characters (an attribute, 20,000,000 by default:
 the 20 MB answer of issue 17) have gone out, unless the client stops reading first.
 
+A scheduler like vLLM's, on demand: with `max_running=N`, at most N streams produce tokens at
+once and the others wait (headers sent, nothing more) in arrival order; GET /metrics answers
+vLLM's Prometheus gauges `vllm:num_requests_running`, `vllm:num_requests_waiting` and
+`vllm:kv_cache_usage_perc` (`metrics=False`: 404, as a server without them). `max_running_seen`
+is the most streams ever running at once, `max_waiting_seen` the most ever waiting.
+
 As a process (the repository root as cwd):
 
     python -m tests.fakes.openai_server [--host H] [--port P] [--api-key K] [--model NAME]
         [--outputs-dir DIR | --outputs FILE...] [--token-delay S] [--tokens-per-chunk N]
-        [--reject-vllm-xargs]
+        [--reject-vllm-xargs] [--max-running N]
 
 prints `READY http://H:PORT/v1` once listening and serves until SIGTERM or SIGINT (exit 0).
 """
@@ -160,6 +166,8 @@ class FakeOpenAIServer:
         token_delay: float = 0.0,
         tokens_per_chunk: int = 1,
         reject_vllm_xargs: bool = False,
+        max_running: int | None = None,
+        metrics: bool = True,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
@@ -183,6 +191,13 @@ class FakeOpenAIServer:
         self.refused: list[dict[str, Any]] = []
         self.in_flight = 0
         self.max_in_flight = 0
+        self.max_running = max_running
+        self.metrics = metrics
+        self.running = 0  # streams producing tokens now (all of them without max_running)
+        self.waiting = 0
+        self.max_running_seen = 0
+        self.max_waiting_seen = 0
+        self._scheduler: asyncio.Semaphore | None = None
         self.completed = 0
         #: The Retry-After header of the "429" fault.
         self.retry_after = "0"
@@ -293,7 +308,10 @@ class FakeOpenAIServer:
     async def _startup(self) -> None:
         self._release = asyncio.Event()
         app = web.Application(client_max_size=256 * 1024 * 1024, middlewares=[self._auth])
+        if self.max_running is not None:
+            self._scheduler = asyncio.Semaphore(self.max_running)
         app.router.add_get("/health", self._health)
+        app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/v1/models", self._models)
         app.router.add_post("/v1/chat/completions", self._chat)
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
@@ -334,6 +352,38 @@ class FakeOpenAIServer:
 
     async def _health(self, request: web.Request) -> web.Response:
         return web.Response(status=200)
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        if not self.metrics:
+            return web.Response(status=404, text="Not Found")
+        labels = f'{{engine="0",model_name="{self.model}"}}'
+        capacity = self.max_running or max(1, self.running)
+        lines = [
+            "# TYPE vllm:num_requests_running gauge",
+            f"vllm:num_requests_running{labels} {float(self.running)}",
+            "# TYPE vllm:num_requests_waiting gauge",
+            f"vllm:num_requests_waiting{labels} {float(self.waiting)}",
+            "# TYPE vllm:kv_cache_usage_perc gauge",
+            f"vllm:kv_cache_usage_perc{labels} {min(1.0, self.running / capacity) * 0.5}",
+        ]
+        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+
+    async def _scheduled(self) -> None:
+        """Wait for a place among the running streams (`max_running`), then hold it."""
+        if self._scheduler is not None:
+            self.waiting += 1
+            self.max_waiting_seen = max(self.max_waiting_seen, self.waiting)
+            try:
+                await self._scheduler.acquire()
+            finally:
+                self.waiting -= 1
+        self.running += 1
+        self.max_running_seen = max(self.max_running_seen, self.running)
+
+    def _unscheduled(self) -> None:
+        self.running -= 1
+        if self._scheduler is not None:
+            self._scheduler.release()
 
     async def _models(self, request: web.Request) -> web.Response:
         card = {
@@ -604,6 +654,22 @@ class FakeOpenAIServer:
             }
         )
         await response.prepare(request)
+        await self._scheduled()
+        try:
+            return await self._stream_tokens(request, response, body, tokens, finish, usage, fault)
+        finally:
+            self._unscheduled()
+
+    async def _stream_tokens(
+        self,
+        request: web.Request,
+        response: web.StreamResponse,
+        body: dict[str, Any],
+        tokens: Sequence[str],
+        finish: str,
+        usage: dict[str, int],
+        fault: str | None,
+    ) -> web.StreamResponse:
         head = json.dumps(
             {
                 "id": f"chatcmpl-{uuid.uuid4().hex}",
@@ -680,6 +746,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--token-delay", type=float, default=0.0)
     parser.add_argument("--tokens-per-chunk", type=int, default=1)
     parser.add_argument("--reject-vllm-xargs", action="store_true")
+    parser.add_argument("--max-running", type=int, default=None)
     return parser.parse_args(argv)
 
 
@@ -710,6 +777,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         token_delay=args.token_delay,
         tokens_per_chunk=args.tokens_per_chunk,
         reject_vllm_xargs=args.reject_vllm_xargs,
+        max_running=args.max_running,
         host=args.host,
         port=args.port,
     )

@@ -1,0 +1,187 @@
+"""How many pages to keep in flight when no `--concurrency` is given: the in-flight count that
+keeps the server's scheduler full, found while the run goes on.
+
+A vLLM server decodes every request it runs in one batch per step: more requests in flight give
+more pages per second until its scheduler is full (`--max-num-seqs`, or the KV cache), and past
+that they only wait in its queue (costing the client memory and the first page its latency).
+Measured on the H200 (shared/gpu/RESULTS.md, issue 18): 16 in flight gave 3.1 pages/s, 64 gave
+5.2-5.6 and 256 gave 5.3-5.8, for a batch-256 ceiling of 5.4-5.6. So the right count is "what the
+server runs at once, and a little more so that it never waits for the next page", and that number
+depends on the server, the model and the pages, so it is read from the server while the run goes:
+
+- vLLM's Prometheus `/metrics` say how many requests it runs and how many wait, and how full its
+  KV cache is (`parse_metrics`). `next_limit` grows the limit while everything sent runs and the
+  cache has room, and shrinks it to what runs plus a margin once requests queue up.
+- A server without `/metrics` (or one that refuses it) gets `BLIND_LIMIT`, the count measured to
+  give 0.96x of the best on the H200 without queueing pages far past what any single GPU runs.
+
+`AdaptiveLimit` is the asyncio semaphore whose size `next_limit` sets. Nothing here does I/O:
+the client reads `/metrics` (`ModelClient.load`), the pipeline calls `next_limit` each `TICK`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+__all__ = [
+    "AUTO_START",
+    "BLIND_LIMIT",
+    "MAX_LIMIT",
+    "TICK",
+    "AdaptiveLimit",
+    "ServerLoad",
+    "combine",
+    "next_limit",
+    "parse_metrics",
+]
+
+#: The limit the tuner starts from once the first page is back.
+AUTO_START = 16
+#: The most pages in flight the tuner ever allows: each holds its page image and its encoded
+#: request in the client (about 5 MB at the model's working size), so 256 cost about 1.3 GB; the
+#: H200 gained nothing measurable past 256 (5.26-5.84 pages/s against 5.23-5.63 at 64).
+MAX_LIMIT = 256
+#: Without metrics: 64 gave 5.23-5.63 pages/s on the H200 against 5.26-5.84 at 256 (0.96x).
+BLIND_LIMIT = 64
+#: Seconds between two looks at the server's load.
+TICK = 0.5
+#: Requests waiting in the server's queue that are welcome: the next pages, ready the moment a
+#: running one ends. Beyond max(MIN_MARGIN, running / MARGIN_SHARE) they only wait.
+MIN_MARGIN = 4
+MARGIN_SHARE = 8
+#: A KV cache fuller than this stops growth: vLLM would start preempting requests.
+KV_FULL = 0.9
+
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)", re.M)
+_RUNNING = ("vllm:num_requests_running",)
+_WAITING = ("vllm:num_requests_waiting",)
+_KV = ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc")  # the name before vLLM 0.10
+
+
+@dataclass(frozen=True)
+class ServerLoad:
+    """What a server is doing now: requests running and waiting, and its KV cache use (0..1,
+    None when it does not say)."""
+
+    running: int
+    waiting: int
+    kv_usage: float | None = None
+
+
+def parse_metrics(text: str) -> ServerLoad | None:
+    """The load in a Prometheus text page of a vLLM server; None when it has no vLLM gauges.
+
+    A data-parallel server reports each engine with its own label: running and waiting are
+    summed over them, the KV cache use is the fullest engine's."""
+    sums: dict[str, float] = {}
+    kv: list[float] = []
+    for name, _labels, value in _SAMPLE.findall(text):
+        try:
+            number = float(value)
+        except ValueError:
+            continue
+        if name in _RUNNING or name in _WAITING:
+            sums[name] = sums.get(name, 0.0) + number
+        elif name in _KV:
+            kv.append(number)
+    if _RUNNING[0] not in sums:
+        return None
+    return ServerLoad(
+        running=round(sums[_RUNNING[0]]),
+        waiting=round(sums.get(_WAITING[0], 0.0)),
+        kv_usage=max(kv) if kv else None,
+    )
+
+
+def combine(loads: Iterable[ServerLoad | None]) -> ServerLoad | None:
+    """The pool's load: the servers' summed; None if any server gives none (blind)."""
+    running = waiting = 0
+    kv: list[float] = []
+    for load in loads:
+        if load is None:
+            return None
+        running += load.running
+        waiting += load.waiting
+        if load.kv_usage is not None:
+            kv.append(load.kv_usage)
+    return ServerLoad(running, waiting, max(kv) if kv else None)
+
+
+def margin(running: int) -> int:
+    """Requests a server may have waiting without any of them waiting in vain."""
+    return max(MIN_MARGIN, running // MARGIN_SHARE)
+
+
+def next_limit(limit: int, in_flight: int, load: ServerLoad | None) -> int:
+    """The next in-flight limit, from the current one, the requests this client has in flight
+    and the server's load (None: the server gives no metrics)."""
+    if load is None:
+        return BLIND_LIMIT
+    room = margin(load.running)
+    extra = load.waiting - room
+    if extra > 0:  # the scheduler is full: what waits past the margin was sent too early
+        return max(MIN_MARGIN, limit - extra)
+    full = load.kv_usage is not None and load.kv_usage >= KV_FULL
+    # Nothing waits although (nearly) every slot is sent: the server has room for more. Between
+    # no request waiting and a margin's worth, the limit holds (no see-saw round the knee).
+    if load.waiting == 0 and in_flight >= limit - room and not full:
+        return min(MAX_LIMIT, limit * 2)
+    return limit
+
+
+class AdaptiveLimit:
+    """An asyncio semaphore whose size can change while it is held (`set_limit`).
+
+    Shrinking never takes a slot back: holders release as usual, and no one new acquires until
+    fewer than the new limit are held. Waiters are served first come, first served."""
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError("the limit must be at least 1")
+        self._limit = limit
+        self._held = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    @property
+    def limit(self) -> int:
+        return self._limit
+
+    @property
+    def held(self) -> int:
+        return self._held
+
+    def set_limit(self, limit: int) -> None:
+        self._limit = max(1, limit)
+        self._wake()
+
+    async def acquire(self) -> None:
+        if self._held < self._limit and not self._waiters:
+            self._held += 1
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # granted just as it was cancelled: hand the slot on
+            else:
+                self._waiters.remove(waiter)
+            raise
+
+    def release(self) -> None:
+        if self._held <= 0:
+            raise ValueError("release() without acquire()")
+        self._held -= 1
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters and self._held < self._limit:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                self._held += 1
+                waiter.set_result(None)
