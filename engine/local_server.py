@@ -570,7 +570,10 @@ class LocalServer:
             self.pid = int(found.group(1))
             return
         status = status_from_line(line)
-        if status is not None and status != "ready":  # "ready" is ours to say, after the checks
+        # "ready" is ours to say, after the checks; once said it stays: with several API server
+        # processes, the others log their start-up after the first pages are answered.
+        ready = self.current.state is ServerState.READY
+        if status is not None and status != "ready" and not ready:
             self._set_state(ServerState.STARTING, status)
 
     async def _drain_log(self) -> None:

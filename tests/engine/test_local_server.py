@@ -261,6 +261,25 @@ async def test_the_state_is_typed_with_its_message_beside_it(config: LocalServer
     assert server.status == f"failed: {caught.value.reason}"  # the text form, as before
 
 
+async def test_ready_stays_ready_when_more_api_servers_log_their_start(
+    config: LocalServerConfig,
+) -> None:
+    config.env["FAKE_VLLM_LATE_API_SERVERS"] = "3"
+    states: list[ServerStatus] = []
+    async with LocalServer(config, on_state=states.append) as server:
+        assert server.state is ServerState.READY
+        ready_at = len(states)
+        await chat(server)  # the first answer: the fake's other API servers start now
+        for _ in range(200):
+            if sum("Starting vLLM API server" in line for line in server._lines) >= 4:
+                break
+            await asyncio.sleep(0.02)
+        assert sum("Starting vLLM API server" in line for line in server._lines) >= 4
+        await asyncio.sleep(0.1)  # the log reader has taken the lines
+        assert server.current == ServerStatus(ServerState.READY)
+        assert states[ready_at:] == []
+
+
 def test_a_status_reads_as_the_text_a_person_sees() -> None:
     assert str(ServerStatus(ServerState.STARTING, "loading weights")) == "loading weights"
     assert str(ServerStatus(ServerState.READY)) == "ready"

@@ -16,6 +16,8 @@ FAKE_VLLM_START_DELAY=S      seconds of "start-up" before it listens, spread ove
 FAKE_VLLM_NEVER_READY=1      print the start-up lines, then never listen (/health never answers)
 FAKE_VLLM_CRASH_AT_START=T   print the text T (a log snippet; "{api_key}" in it becomes the
                              key) and exit 1 before listening
+FAKE_VLLM_LATE_API_SERVERS=N after the first chat request is answered, log the start of N more
+                             API server processes (as vLLM's --api-server-count ones do)
 FAKE_VLLM_CRASH_AFTER=N      os._exit(1) after N completed chat requests, but only the first
                              time: it leaves FAKE_VLLM_STATE_DIR/crashed, and a restarted fake
                              that finds the marker runs normally
@@ -121,6 +123,19 @@ def main(argv: list[str]) -> None:
     server.start()
     _log(f"Starting vLLM API server 0 on http://{host}:{port}")
     print("(APIServer) INFO:     Application startup complete.", flush=True)
+
+    late = int(env.get("FAKE_VLLM_LATE_API_SERVERS", "0"))
+    if late:  # vLLM's other API server processes log their start once the first is serving
+
+        def log_late_servers() -> None:
+            while server.completed < 1:
+                time.sleep(0.02)
+            for n in range(1, late + 1):
+                _log(f"Starting vLLM API server {n} on http://{host}:{port}")
+                pid = os.getpid() + n
+                print(f"(APIServer pid={pid}) INFO:     Started server process", flush=True)
+
+        threading.Thread(target=log_late_servers, daemon=True).start()
 
     crash_after = int(env.get("FAKE_VLLM_CRASH_AFTER", "0"))
     marker = state / "crashed"
