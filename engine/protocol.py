@@ -105,6 +105,7 @@ class JobSpec:
     skip: dict[int, PageResult] = field(default_factory=dict)
     paused: bool = False
     pages: str | None = None  # a page range ("3,7-9"); None: all pages not in `skip`
+    password: str | None = field(default=None, repr=False)  # an encrypted PDF's
 
 
 # -- host to worker ------------------------------------------------------------------------------

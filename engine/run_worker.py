@@ -354,7 +354,11 @@ class _WorkerMain:
 
     def job(self, spec: JobSpec) -> DocumentJob:
         job = DocumentJob(
-            source=spec.source, name=spec.name, pages=spec.pages, skip=dict(spec.skip)
+            source=spec.source,
+            name=spec.name,
+            pages=spec.pages,
+            password=spec.password,
+            skip=dict(spec.skip),
         )
         if spec.paused:
             job.control.pause()

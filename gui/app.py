@@ -24,7 +24,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -65,20 +65,28 @@ def build(
 ) -> tuple[Controller, MainWindow]:
     """The controller and window, with the engine connecting and `files` being queued.
 
+    With `history`, what earlier sessions left comes back too: their exports, and the queued
+    documents they did not finish. `server` is in force for this session only (Settings shows
+    it; it is saved only when the person changes the engine there).
+
     Needs a running qasync loop (the controller starts asyncio tasks)."""
     from ocrdesk.gui.controller import Controller
     from ocrdesk.gui.main_window import MainWindow
-    from ocrdesk.gui.settings import Settings
+    from ocrdesk.gui.settings import QueueState, Settings
 
     settings = settings or Settings()
     controller = Controller()
+    state = QueueState.load(settings.state_path)
+    controller.keep_queue(state)
+    if server:
+        settings.override_server(server, api_key or settings.api_key())
     window = MainWindow(controller, settings)
     if server:
-        controller.use_remote(server, api_key or settings.api_key())
+        controller.use_remote(server, settings.api_key())
     else:
         window.apply_engine_settings()
     if history:
-        controller.load_history(Path(settings.get("output/folder")))
+        controller.load_history(Path(settings.get("output/folder")), state.queued)
     if files:
         window.open_paths(files)
     # The cyclic garbage collector stops every thread while it scans; a full (generation 2)
@@ -139,6 +147,7 @@ class StopSignals:
     def __init__(self) -> None:
         self.requested = False
         self._window: QWidget | None = None
+        self._close: Callable[[], Any] | None = None
         self._previous: dict[int, Any] = {}
 
     def install(self) -> None:
@@ -152,22 +161,26 @@ class StopSignals:
         self._previous.clear()
 
     def attach(self, window: QWidget) -> None:
-        """From now on a signal closes `window`; one that came earlier closes it at once."""
+        """From now on a signal closes `window`; one that came earlier closes it at once.
+
+        A window with `close_now` is closed with it: a signal does not wait for a person to
+        answer "quit during a run?"."""
         from PySide6.QtCore import QTimer
 
         self._window = window
+        self._close = getattr(window, "close_now", None) or window.close
         ticker = QTimer(window)
         ticker.timeout.connect(lambda: None)
         ticker.start(200)
         if self.requested:
-            QTimer.singleShot(0, window.close)
+            QTimer.singleShot(0, self._close)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.requested = True
-        if self._window is not None:
+        if self._close is not None:
             from PySide6.QtCore import QTimer
 
-            QTimer.singleShot(0, self._window.close)
+            QTimer.singleShot(0, self._close)
 
 
 def run(files: list[str], *, server: str | None = None, api_key: str | None = None) -> int:

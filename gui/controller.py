@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from ocrdesk.engine import ConvertOptions, LocalServer, Task
 from ocrdesk.gui.engine_link import EngineLink, EngineState
 from ocrdesk.gui.library import DocItem, ExportOutcome, Library, PageState
 from ocrdesk.gui.run_session import RunSession
+from ocrdesk.gui.settings import QueueState
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ class Controller(QObject):
     pageChanged = Signal(int, int)  # doc id, page: status or result
     pageBoxes = Signal(int, int, list)  # doc id, page, [(index, Block)] newly boxed
     pageText = Signal(int, int)  # doc id, page: streamed text grew
+    passwordNeeded = Signal(int, bool)  # doc id, whether the password given was wrong
     engineStatus = Signal(object, str)  # EngineState, detail
     runningChanged = Signal(bool)
     statsChanged = Signal(str)
@@ -54,6 +56,8 @@ class Controller(QObject):
             (self.library.docAdded, self.docAdded),
             (self.library.docChanged, self.docChanged),
             (self.library.docRemoved, self.docRemoved),
+            (self.library.passwordNeeded, self.passwordNeeded),
+            (self.library.message, self.message),
             (self.session.pages.pageChanged, self.pageChanged),
             (self.session.pages.pageBoxes, self.pageBoxes),
             (self.session.pages.pageText, self.pageText),
@@ -152,6 +156,23 @@ class Controller(QObject):
     def remove(self, doc_id: int) -> None:
         self.library.remove(doc_id)
 
+    def clear_finished(self) -> int:
+        return self.library.clear_finished()
+
+    def unlock(self, doc_id: int, password: str) -> asyncio.Task[Any] | None:
+        return self.library.unlock(doc_id, password)
+
+    def keep_queue(self, state: QueueState) -> None:
+        """From now on removals are kept in `state`; at `save_queue` the unfinished queue."""
+        self.library.state = state
+
+    def save_queue(self) -> None:
+        """Keep the unfinished documents of the queue for the next start."""
+        state = self.library.state
+        if state is not None:
+            state.queued = self.library.queued_paths()
+            state.save()
+
     async def render_page(self, doc_id: int, number: int) -> Image.Image | None:
         return await self.library.render_page(doc_id, number)
 
@@ -164,8 +185,8 @@ class Controller(QObject):
             doc_ids, out_root, self.link.model, self.session.options.task.value
         )
 
-    def load_history(self, folder: Path) -> asyncio.Task[Any]:
-        return self.library.load_history(folder)
+    def load_history(self, folder: Path, queued: Sequence[str] = ()) -> asyncio.Task[Any]:
+        return self.library.load_history(folder, queued)
 
     # -- the run -------------------------------------------------------------------------------
 
@@ -181,6 +202,9 @@ class Controller(QObject):
         self, options: ConvertOptions, doc_ids: list[int] | None = None, only_failed: bool = False
     ) -> bool:
         return self.session.start(options, doc_ids, only_failed)
+
+    def run_again(self, options: ConvertOptions, doc_ids: list[int]) -> bool:
+        return self.session.run_again(options, doc_ids)
 
     def stop(self) -> None:
         self.session.stop()

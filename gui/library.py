@@ -5,6 +5,11 @@ Opening files and rendering pages happen in worker threads (asyncio.to_thread), 
 thread. A page that streams keeps the engine's own `StreamParser` (`PageState.stream`): its
 blocks, and so the index every drawn box links to, are the parser's, exactly as the final parse
 will give them; nothing here parses or guesses again.
+
+A file is queued once (a second drop of it is refused with a message). What outlives a session
+is in `QueueState`: the unfinished documents are queued again at the next start (`queued_paths`,
+`load_history(..., queued)`), and a removed document's export folder is left out of history (its
+files are never deleted). An encrypted PDF asks for its password (`passwordNeeded`, `unlock`).
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +38,7 @@ from ocrdesk.engine import (
     OCRDeskError,
     PageResult,
     PageStatus,
+    PasswordRequiredError,
     StreamParser,
     export_folder,
     find_documents,
@@ -41,6 +47,7 @@ from ocrdesk.engine import (
     read_exports,
 )
 from ocrdesk.gui.qimage import pil_to_qimage
+from ocrdesk.gui.settings import QueueState
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +117,20 @@ class DocItem:
     run_done: int = 0
     job: JobSpec | None = None  # set while the document is part of the running pipeline
     paused: bool = False
+    password: str | None = None  # an encrypted PDF's, as the person gave it
+    locked: bool = False  # an encrypted PDF waiting for its password
+
+    @property
+    def path(self) -> Path | None:
+        """The file this document is, resolved (None for pasted bytes or a missing source)."""
+        if isinstance(self.source, bytes) or not self.source:
+            return None
+        return Path(self.source).resolve()
+
+    @property
+    def complete(self) -> bool:
+        """Opened, not in a run, and every page has a result to keep."""
+        return bool(self.pages) and self.job is None and self.done == len(self.pages)
 
     @property
     def stem(self) -> str:
@@ -153,6 +174,9 @@ class Library(QObject):
     # A document left the queue while it was part of the run: the run must cancel it.
     removedFromRun = Signal(int)
     opened = Signal(int)  # doc id: opened and its pages known (it may join a running run)
+    # doc id, whether a password was given and was wrong: the document waits for `unlock`.
+    passwordNeeded = Signal(int, bool)
+    message = Signal(str)
 
     def __init__(self, spawn: Spawn, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -160,6 +184,7 @@ class Library(QObject):
         self.docs: dict[int, DocItem] = {}
         self.order: list[int] = []
         self.output_folder = Path.home() / "OCRDesk"  # where a run's exports go
+        self.state: QueueState | None = None  # what outlives the session (set by the app)
         self._ids = itertools.count(1)
 
     # -- documents -----------------------------------------------------------------------------
@@ -174,7 +199,21 @@ class Library(QObject):
             item = self._new_item(Path(error.source).name or error.source, error.source)
             item.error = error.reason
             self.docChanged.emit(item.id)
-        opens = [self._open(self._new_item(path.name, str(path))) for path in files]
+        queued = {item.path for item in self.docs.values()}
+        fresh: list[Path] = []
+        again: list[Path] = []
+        for path in files:
+            resolved = path.resolve()
+            (again if resolved in queued else fresh).append(path)
+            queued.add(resolved)
+        if again:
+            # Two rows of one file would write one export folder; Run again re-runs a file.
+            self.message.emit(
+                f"{again[0].name} is already in the queue"
+                if len(again) == 1
+                else f"{len(again)} files already in the queue were not added again"
+            )
+        opens = [self._open(self._new_item(path.name, str(path))) for path in fresh]
         await asyncio.gather(*opens)
 
     def add_bytes(self, data: bytes, name: str) -> asyncio.Task[Any]:
@@ -191,7 +230,14 @@ class Library(QObject):
     async def _open(self, item: DocItem) -> None:
         item.opened = asyncio.get_running_loop().create_future()
         try:
-            document = await asyncio.to_thread(open_document, item.source, name=item.name)
+            document = await asyncio.to_thread(
+                open_document, item.source, name=item.name, password=item.password
+            )
+        except PasswordRequiredError:
+            wrong = item.password is not None
+            item.error = "wrong password" if wrong else "encrypted: needs its password"
+            item.locked = True
+            self.passwordNeeded.emit(item.id, wrong)
         except OCRDeskError as exc:
             item.error = getattr(exc, "reason", None) or str(exc)
         else:
@@ -205,10 +251,24 @@ class Library(QObject):
         if item.document is not None:
             self.opened.emit(item.id)
 
+    def unlock(self, doc_id: int, password: str) -> asyncio.Task[Any] | None:
+        """Open the encrypted document again with `password` (a wrong one asks again)."""
+        item = self.docs.get(doc_id)
+        if item is None or not item.locked:
+            return None
+        item.password, item.error, item.locked = password, None, False
+        self.docChanged.emit(doc_id)
+        return self.spawn(self._open(item))
+
     def remove(self, doc_id: int) -> None:
+        """Take the document out of the queue, and out of history at the next start (its
+        export folder is left as it is)."""
         item = self.docs.pop(doc_id, None)
         if item is None:
             return
+        if item.export is not None and self.state is not None:
+            self.state.remove([item.export.folder])
+            self.state.save()
         self.order.remove(doc_id)
         if item.job is not None:
             self.removedFromRun.emit(doc_id)
@@ -216,6 +276,37 @@ class Library(QObject):
             document, item.document = item.document, None
             self.spawn(asyncio.to_thread(document.close))
         self.docRemoved.emit(doc_id)
+
+    def clear_finished(self) -> int:
+        """Remove the documents whose every page is done, from the queue and from history
+        (their exports stay on disk). Returns how many."""
+        ids = [doc_id for doc_id in self.order if self.docs[doc_id].complete]
+        for doc_id in ids:
+            self.remove(doc_id)
+        return len(ids)
+
+    def reset(self, doc_id: int) -> bool:
+        """Put every page of a finished (or earlier session's) document back to waiting, for
+        Run again. False when it cannot run (not opened, or part of the run)."""
+        item = self.docs.get(doc_id)
+        if item is None or item.document is None or item.job is not None or item.error:
+            return False
+        item.pages = {n: PageState(n) for n in range(1, item.document.page_count + 1)}
+        item.from_history = False
+        item.run_started, item.run_done = None, 0
+        self.docChanged.emit(doc_id)
+        return True
+
+    def queued_paths(self) -> list[str]:
+        """The files of the queued documents that are not finished, in queue order."""
+        paths = []
+        for doc_id in self.order:
+            item = self.docs[doc_id]
+            if item.path is None or item.error or item.from_history:
+                continue
+            if not item.pages or item.done < len(item.pages):
+                paths.append(str(item.path))
+        return paths
 
     async def render_page(self, doc_id: int, number: int) -> Image.Image | None:
         """The page image at the document's run DPI, rendered in a worker thread."""
@@ -282,17 +373,25 @@ class Library(QObject):
                 outcome.problems.append(f"{item.name}: could not write {folder}: {exc.strerror}")
                 continue
             outcome.folders.append(folder)
+        if self.state is not None and outcome.folders:
+            self.state.restore(outcome.folders)
+            self.state.save()
         return outcome
 
     # -- history -------------------------------------------------------------------------------
 
-    def load_history(self, folder: Path) -> asyncio.Task[Any]:
-        """Show the documents exported to `folder` by earlier sessions."""
-        return self.spawn(self._load_history(folder))
+    def load_history(self, folder: Path, queued: Sequence[str] = ()) -> asyncio.Task[Any]:
+        """Show the documents exported to `folder` by earlier sessions (not those removed),
+        then queue again the `queued` files that are still there: one with an export of its
+        own goes on from it (its finished pages are kept)."""
+        return self.spawn(self._load_history(folder, list(queued)))
 
-    async def _load_history(self, folder: Path) -> None:
+    async def _load_history(self, folder: Path, queued: list[str]) -> None:
         entries = await asyncio.to_thread(read_exports, folder)
+        state = self.state
         for entry in entries:
+            if state is not None and state.is_removed(entry.folder):
+                continue
             source = entry.source if Path(entry.source).is_file() else None
             item = self._new_item(Path(entry.source).name or entry.folder.name, source or "")
             item.from_history = True
@@ -308,6 +407,22 @@ class Library(QObject):
             if source is not None:
                 await self._open_history_source(item, source, entry.results)
             self.docChanged.emit(item.id)
+        await self._requeue(queued)
+
+    async def _requeue(self, paths: list[str]) -> None:
+        present = [p for p in paths if Path(p).is_file()]  # a file that is gone stays gone
+        by_path = {item.path: item for item in self.docs.values() if item.path is not None}
+        new = []
+        for path in present:
+            item = by_path.get(Path(path).resolve())
+            if item is None:
+                new.append(path)
+            elif item.from_history and item.document is not None:
+                item.from_history = False  # its run goes on into its export folder
+                self.docChanged.emit(item.id)
+                self.opened.emit(item.id)
+        if new:
+            await self._add_paths(new)
 
     async def _open_history_source(
         self, item: DocItem, source: str, results: list[PageResult]

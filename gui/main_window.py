@@ -33,10 +33,12 @@ from PySide6.QtWidgets import (
     QComboBox,
     QFileDialog,
     QHBoxLayout,
+    QInputDialog,
     QLabel,
     QLineEdit,
     QMainWindow,
     QMenu,
+    QMessageBox,
     QPushButton,
     QSpinBox,
     QSplitter,
@@ -66,7 +68,7 @@ from ocrdesk.gui.queue_view import QueueView
 from ocrdesk.gui.recent import RecentFiles, RecentMenu
 from ocrdesk.gui.result_view import ResultView
 from ocrdesk.gui.search import BlockSource, SearchBar
-from ocrdesk.gui.settings import Settings
+from ocrdesk.gui.settings import ENGINE_KEYS, Settings
 from ocrdesk.gui.thumbnails import ThumbnailStrip
 from ocrdesk.resources import RESOURCES
 
@@ -123,6 +125,8 @@ class MainWindow(QMainWindow):
         self._boxes_wait = False  # the current page's boxes wait for its image
         self._loading: tuple[int, int] | None = None  # the page whose image is being rendered
         self._last_stats = 0.0
+        self._quitting = False  # a person said Quit during a run (or a signal closes it)
+        self._quit_box: QMessageBox | None = None
         self._build()
         self._connect()
         self._apply_settings()
@@ -189,6 +193,13 @@ class MainWindow(QMainWindow):
         self.copy_page_action = self._action("Copy page markdown", "Ctrl+Shift+C", self.copy_page)
         self.copy_doc_action = self._action("Copy document markdown", None, self.copy_document)
         self.open_folder_action = self._action("Open output folder", None, self.open_output)
+        self.clear_finished_action = self._action(
+            "C&lear finished documents", None, self.clear_finished
+        )
+        self.clear_finished_action.setToolTip(
+            "Remove finished documents from the queue and history (their exports stay)"
+        )
+        self.run_again_action = self._action("Run &again", None, self.run_again_selected)
         self.settings_action = self._action("&Settings…", "Ctrl+,", self.open_settings)
         # Ctrl+Q on every platform: QKeySequence.Quit is empty on some desktops (GNOME, Windows).
         self.quit_action = self._action("&Quit", "Ctrl+Q", self.close)
@@ -255,7 +266,7 @@ class MainWindow(QMainWindow):
         for entry in (
             self.open_action, self.recent_menu.menuAction(), self.paste_action, None,
             self.export_action, self.export_all_action, self.open_folder_action, None,
-            self.settings_action, None, self.quit_action,
+            self.clear_finished_action, None, self.settings_action, None, self.quit_action,
         ):  # fmt: skip
             menu.addSeparator() if entry is None else menu.addAction(entry)
         edit = self.menuBar().addMenu("&Edit")
@@ -275,7 +286,8 @@ class MainWindow(QMainWindow):
         run_menu = self.menuBar().addMenu("&Run")
         for entry in (
             self.run_action, self.stop_action, None, self.pause_action, self.cancel_doc_action,
-            self.retry_action, None, self.engine_start_action, self.engine_stop_action,
+            self.retry_action, self.run_again_action, None, self.engine_start_action,
+            self.engine_stop_action,
         ):  # fmt: skip
             run_menu.addSeparator() if entry is None else run_menu.addAction(entry)
         help_menu = self.menuBar().addMenu("&Help")
@@ -355,6 +367,7 @@ class MainWindow(QMainWindow):
         # A method, not a lambda: Qt drops the connection with the window, and the controller
         # (which outlives it) may still have a message to give while it closes.
         c.message.connect(self._show_message)
+        c.passwordNeeded.connect(self._ask_password)
         self.queue.selectionModel().currentChanged.connect(lambda *_: self._queue_current())
         self.queue.selectionModel().selectionChanged.connect(lambda *_: self._update_doc_actions())
         self.queue.customContextMenuRequested.connect(self._queue_menu)
@@ -366,17 +379,22 @@ class MainWindow(QMainWindow):
         self.legend.toggled.connect(self.page_view.set_label_visible)
         self.result_view.blockClicked.connect(self._block_clicked)
 
-    def _apply_settings(self) -> None:
-        task = (
-            Task(self.settings.get("run/task"))
-            if self.settings.get("run/task") in {t.value for t in Task}
-            else Task.MARKDOWN
-        )
-        self.task_combo.setCurrentIndex(list(TASK_TITLES).index(task))
-        self.family_combo.setCurrentIndex(
-            max(0, self.family_combo.findData(self.settings.get("run/family")))
-        )
-        self.dpi_spin.setValue(self.settings.get("run/dpi"))
+    def _apply_settings(self, changed: frozenset[str] | None = None) -> None:
+        """Show the settings in the tool bar: all of them, or only the `changed` keys (the
+        tool bar's task and DPI are the person's until the defaults change in Settings)."""
+        if changed is None or "run/task" in changed:
+            task = (
+                Task(self.settings.get("run/task"))
+                if self.settings.get("run/task") in {t.value for t in Task}
+                else Task.MARKDOWN
+            )
+            self.task_combo.setCurrentIndex(list(TASK_TITLES).index(task))
+        if changed is None:
+            self.family_combo.setCurrentIndex(
+                max(0, self.family_combo.findData(self.settings.get("run/family")))
+            )
+        if changed is None or "run/dpi" in changed:
+            self.dpi_spin.setValue(self.settings.get("run/dpi"))
         self.controller.output_folder = Path(self.settings.get("output/folder"))
 
     # -- engine status -------------------------------------------------------------------------
@@ -422,10 +440,14 @@ class MainWindow(QMainWindow):
         from ocrdesk.gui.settings_dialog import SettingsDialog
 
         dialog = SettingsDialog(self.settings, self)
-        dialog.accepted.connect(self.apply_engine_settings)
-        dialog.accepted.connect(self._apply_settings)
+        dialog.accepted.connect(lambda: self._settings_accepted(dialog.changed))
         dialog.open()
         self.settings_dialog = dialog
+
+    def _settings_accepted(self, changed: frozenset[str]) -> None:
+        if changed & ENGINE_KEYS:  # an unchanged engine is not restarted
+            self.apply_engine_settings()
+        self._apply_settings(changed)
 
     def apply_engine_settings(self) -> None:
         """(Re)connect the engine the settings describe."""
@@ -537,6 +559,25 @@ class MainWindow(QMainWindow):
                 return True
         return False
 
+    def _ask_password(self, doc_id: int, wrong: bool) -> None:
+        """An encrypted PDF: ask for its password (again, when the one given was wrong)."""
+        item = self.controller.docs.get(doc_id)
+        if item is None:
+            return
+        dialog = QInputDialog(self)
+        dialog.setObjectName("pdf-password")
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.setWindowTitle("Password")
+        dialog.setInputMode(QInputDialog.InputMode.TextInput)
+        dialog.setTextEchoMode(QLineEdit.EchoMode.Password)
+        ask = f"{item.name} is encrypted. Its password:"
+        dialog.setLabelText(tooltip(f"Wrong password. {ask}" if wrong else ask))
+        dialog.textValueSelected.connect(lambda text: self.controller.unlock(doc_id, text))
+        dialog.rejected.connect(
+            lambda: self.statusBar().showMessage(f"{item.name} is not opened: no password", 8000)
+        )
+        dialog.open()
+
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:
         mime = event.mimeData()
         if mime.hasUrls() or mime.hasImage():
@@ -594,8 +635,9 @@ class MainWindow(QMainWindow):
     def _queue_menu(self, pos: Any) -> None:
         menu = QMenu(self)
         for entry in (
-            self.run_action, self.pause_action, self.cancel_doc_action, self.retry_action, None,
-            self.export_action, self.copy_doc_action, None, self.remove_action,
+            self.run_action, self.pause_action, self.cancel_doc_action, self.retry_action,
+            self.run_again_action, None, self.export_action, self.copy_doc_action, None,
+            self.remove_action,
         ):  # fmt: skip
             menu.addSeparator() if entry is None else menu.addAction(entry)
         menu.popup(self.queue.viewport().mapToGlobal(pos))
@@ -635,6 +677,21 @@ class MainWindow(QMainWindow):
             any(d.count(PageStatus.FAILED) and d.job is None for d in docs)
         )
         self.remove_action.setEnabled(bool(docs))
+        self.run_again_action.setEnabled(
+            any(d.job is None and d.document is not None and d.done for d in docs)
+        )
+
+    def run_again_selected(self) -> None:
+        """Convert every page of the chosen documents again."""
+        ids = self._chosen_docs()
+        if ids:
+            self.controller.run_again(self.options(), ids)
+
+    def clear_finished(self) -> None:
+        count = self.controller.clear_finished()
+        self.statusBar().showMessage(
+            f"Cleared {count} finished document(s); their exports are kept.", 8000
+        )
 
     def retry_selected(self) -> None:
         """Convert again the failed pages (only those) of the chosen documents."""
@@ -998,11 +1055,49 @@ class MainWindow(QMainWindow):
     def open_output(self) -> None:
         folder = getattr(self, "last_export", None) or Path(self.settings.get("output/folder"))
         Path(folder).mkdir(parents=True, exist_ok=True)
-        QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder)))
+        if not QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder))):
+            self.statusBar().showMessage(f"No program could open the folder: it is {folder}", 15000)
 
     # -- closing -------------------------------------------------------------------------------
 
+    def close_now(self) -> None:
+        """Close without asking, even during a run (Quit was answered, or a stop signal)."""
+        self._quitting = True
+        self.close()
+
+    def _ask_quit(self) -> None:
+        if self._quit_box is not None:  # asked already: the same question, in front
+            self._quit_box.raise_()
+            return
+        box = self._quit_box = QMessageBox(
+            QMessageBox.Icon.Question,
+            "Quit OCRDesk?",
+            "A run is going on. Quit now?",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel,
+            self,
+        )
+        box.setObjectName("quit-during-run")
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        box.setInformativeText(
+            "Finished pages are kept; the documents not finished are queued again at the next "
+            "start."
+        )
+        box.button(QMessageBox.StandardButton.Yes).setText("Quit")
+        box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+        box.finished.connect(lambda _: self._quit_answered(box))
+        box.open()
+
+    def _quit_answered(self, box: QMessageBox) -> None:
+        self._quit_box = None
+        if box.clickedButton() is box.button(QMessageBox.StandardButton.Yes):
+            self.close_now()
+
     def closeEvent(self, event: QCloseEvent) -> None:
+        if self.controller.running and not self._quitting:
+            event.ignore()
+            self._ask_quit()
+            return
+        self.controller.save_queue()
         self.settings.set("run/task", self.task().value)
         self.settings.set("run/family", self.family_combo.currentData())
         self.settings.set("run/dpi", self.dpi_spin.value())

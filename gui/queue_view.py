@@ -1,8 +1,10 @@
 """The document queue: a list model over the controller's documents and a delegate that paints
-each row (name, page count, per-page status strip, progress with ETA, or the reason it failed)."""
+each row (name, page count, per-page status strip, progress with ETA, or the reason it failed).
+Two rows of files with one name show their folders too."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from PySide6.QtCore import (
@@ -39,6 +41,14 @@ def _fmt_eta(seconds: float) -> str:
     )
 
 
+def display_name(item: DocItem, docs: Iterable[DocItem]) -> str:
+    """The row's name: the file name, and its folder when another row has that name too."""
+    path = item.path
+    if path is None or not any(d.name == item.name and d.id != item.id for d in docs):
+        return item.name
+    return f"{item.name} — {path.parent.name or path.parent}"
+
+
 def progress_text(item: DocItem) -> str:
     """The row's third line: the error, or pages done with ETA."""
     if item.error:
@@ -72,6 +82,7 @@ class QueueModel(QAbstractListModel):
         controller.docAdded.connect(self._added)
         controller.docChanged.connect(self._changed)
         controller.docRemoved.connect(self._removed)
+        self._names: dict[int, str] = {}  # doc id -> name, to repaint rows that share one
         self._rows: list[int] = list(controller.order)
 
     def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008
@@ -84,7 +95,7 @@ class QueueModel(QAbstractListModel):
         if item is None:
             return None
         if role == Qt.ItemDataRole.DisplayRole:
-            return item.name
+            return display_name(item, self.controller.docs.values())
         if role == Qt.ItemDataRole.ToolTipRole:
             source = item.source if isinstance(item.source, str) else "pasted image"
             return tooltip(f"{source}\n{progress_text(item)}")
@@ -103,6 +114,16 @@ class QueueModel(QAbstractListModel):
         self.beginInsertRows(QModelIndex(), row, row)
         self._rows.append(doc_id)
         self.endInsertRows()
+        item = self.controller.docs.get(doc_id)
+        if item is not None:
+            self._names[doc_id] = item.name
+            self._namesakes(item.name)
+
+    def _namesakes(self, name: str) -> None:
+        """Repaint the rows called `name`: whether they show their folder has changed."""
+        for doc_id, other in self._names.items():
+            if other == name:
+                self._changed(doc_id)
 
     def _changed(self, doc_id: int) -> None:
         row = self.row_of(doc_id)
@@ -116,6 +137,9 @@ class QueueModel(QAbstractListModel):
             self.beginRemoveRows(QModelIndex(), row, row)
             self._rows.pop(row)
             self.endRemoveRows()
+        name = self._names.pop(doc_id, None)
+        if name is not None:
+            self._namesakes(name)
 
 
 def strip_colors(item: DocItem, slots: int) -> list[QColor]:
@@ -189,7 +213,8 @@ class QueueDelegate(QStyledItemDelegate):
         painter.setPen(text_color)
         count = f"{item.page_count} p." if item.page_count else ""
         metrics = painter.fontMetrics()
-        name = metrics.elidedText(item.name, Qt.TextElideMode.ElideMiddle, w - 50)
+        shown = index.data(Qt.ItemDataRole.DisplayRole) or item.name
+        name = metrics.elidedText(shown, Qt.TextElideMode.ElideMiddle, w - 50)
         painter.drawText(QRect(x, y, w - 48, 18), Qt.AlignmentFlag.AlignLeft, name)
         font.setBold(False)
         painter.setFont(font)

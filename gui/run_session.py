@@ -140,6 +140,34 @@ class RunSession(QObject):
         self._run_task = self.spawn(self._run(items, only_failed))
         return True
 
+    def run_again(self, options: ConvertOptions, doc_ids: list[int]) -> bool:
+        """Convert every page of these documents again (finished ones, or an earlier
+        session's), into their export folders. False if none of them can run."""
+        ids = []
+        for doc_id in doc_ids:
+            item = self.library.docs.get(doc_id)
+            if item is None or item.job is not None:
+                continue
+            folder = item.export.folder if item.export is not None else None
+            if not self.library.reset(doc_id):
+                continue
+            task = (self.options if self.running else options).task
+            item.export = (
+                None
+                if folder is None
+                else DocumentExport(
+                    folder,
+                    source=item.source if isinstance(item.source, str) else item.name,
+                    model=self.link.model,
+                    task=task.value,
+                )
+            )
+            ids.append(doc_id)
+        if not ids:
+            self.message.emit("nothing to run again")
+            return False
+        return self.start(options, ids)
+
     def stop(self) -> None:
         """Stop the whole run; pages in flight go back to waiting."""
         if self.worker is not None and self._run_end is not None and not self._run_end.done():
@@ -221,7 +249,12 @@ class RunSession(QObject):
             skip=skip,
             paused=item.paused,
             pages=pages,
+            password=item.password,
         )
+        state = self.library.state
+        if state is not None and state.is_removed(item.export.folder):
+            state.restore([item.export.folder])  # written again: history shows it again
+            state.save()
         item.run_started, item.run_done = time.monotonic(), 0
         item.job = job
         self.pages.join(item)
@@ -231,7 +264,12 @@ class RunSession(QObject):
         for item in items:
             if item.opened is not None:
                 await item.opened
-        taken: set[str] = set()
+        # Folders other documents of the queue write already: two rows never share one.
+        taken = {
+            d.export.folder.name
+            for d in self.library.docs.values()
+            if d.export is not None and d.export.folder.parent == self.library.output_folder
+        }
         jobs = []
         for item in items:
             if item.job is None and item.id in self.library.docs:

@@ -1,6 +1,14 @@
-"""The settings dialog: engine (local vLLM or remote server), default task, DPI, output folder."""
+"""The settings dialog: engine (local vLLM or remote server), default task, DPI, output folder.
+
+OK writes what the person changed, and `changed` names those keys, so that the window applies
+only them: an unchanged engine is not restarted, and the toolbar keeps the task chosen there. A
+server given with `--server` shows as the remote mode while it is in force; it is saved only
+when the person changes the engine here.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 from PySide6.QtWidgets import (
     QComboBox,
@@ -21,7 +29,8 @@ from PySide6.QtWidgets import (
 )
 
 from ocrdesk.engine import DEFAULT_MODEL, TASK_TITLES, Task
-from ocrdesk.gui.settings import Settings
+from ocrdesk.gui.plain_text import tooltip
+from ocrdesk.gui.settings import ENGINE_KEYS, Settings
 
 
 class SettingsDialog(QDialog):
@@ -31,6 +40,7 @@ class SettingsDialog(QDialog):
         super().__init__(parent)
         self.setWindowTitle("OCRDesk settings")
         self.settings = settings
+        self.changed: frozenset[str] = frozenset()  # the keys OK wrote
         s = settings
 
         self.local_radio = QRadioButton("Local vLLM server (started by OCRDesk)", self)
@@ -61,6 +71,15 @@ class SettingsDialog(QDialog):
         self.key_edit.setEchoMode(QLineEdit.EchoMode.Password)
         rf.addRow("Server URL", self.url_edit)
         rf.addRow("API key", self.key_edit)
+        self.override_note: QLabel | None = None
+        override = s.server_override
+        if override is not None:
+            self.override_note = QLabel("From --server, for this session only", self)
+            self.override_note.setObjectName("server-override")
+            self.override_note.setToolTip(
+                tooltip(f"{override}\nnot saved: change the engine here to replace and save it")
+            )
+            rf.addRow(self.override_note)
         if s.key_storage() != "keyring":
             note = QLabel("No system keyring is available: the key is stored in the settings file.")
             note.setWordWrap(True)
@@ -102,6 +121,22 @@ class SettingsDialog(QDialog):
         layout.addWidget(remote)
         layout.addWidget(run)
         layout.addWidget(buttons)
+        self._shown = self._values()
+
+    def _values(self) -> dict[str, Any]:
+        """What the fields say, by settings key."""
+        return {
+            "engine/mode": "local" if self.local_radio.isChecked() else "remote",
+            "engine/model": self.model_edit.text().strip() or DEFAULT_MODEL,
+            "engine/vllm": self.vllm_edit.text().strip(),
+            "engine/gpu_memory_utilization": self.gpu_spin.value(),
+            "engine/concurrency": self.concurrency_spin.value(),
+            "engine/url": self.url_edit.text().strip(),
+            "engine/api_key": self.key_edit.text(),
+            "run/task": Task(self.task_combo.currentData()).value,
+            "run/dpi": self.dpi_spin.value(),
+            "output/folder": self.output_edit.text().strip(),
+        }
 
     def _browse(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Output folder", self.output_edit.text())
@@ -110,15 +145,18 @@ class SettingsDialog(QDialog):
 
     def accept(self) -> None:
         s = self.settings
-        s.set("engine/mode", "local" if self.local_radio.isChecked() else "remote")
-        s.set("engine/model", self.model_edit.text().strip() or DEFAULT_MODEL)
-        s.set("engine/vllm", self.vllm_edit.text().strip())
-        s.set("engine/gpu_memory_utilization", self.gpu_spin.value())
-        s.set("engine/concurrency", self.concurrency_spin.value())
-        s.set("engine/url", self.url_edit.text().strip())
-        s.set_api_key(self.key_edit.text())
-        s.set("run/task", Task(self.task_combo.currentData()).value)
-        s.set("run/dpi", self.dpi_spin.value())
-        s.set("output/folder", self.output_edit.text().strip())
+        values = self._values()
+        changed = {key for key, value in values.items() if value != self._shown[key]}
+        if changed & ENGINE_KEYS and s.server_override is not None:
+            # The person chose an engine: the one from the command line ends, and all of what
+            # the engine fields show is saved (the URL shown was the override's, not saved yet).
+            s.end_override()
+            changed |= {k for k in ENGINE_KEYS if k in values}
+        for key in sorted(changed):
+            if key == "engine/api_key":
+                s.set_api_key(values[key])
+            else:
+                s.set(key, values[key])
         s.sync()
+        self.changed = frozenset(changed)
         super().accept()
