@@ -42,7 +42,7 @@ from .pipeline import (
     PageFinished,
     Pipeline,
 )
-from .results import PageStatus
+from .results import FlagKind, PageStatus
 from .searchable_pdf import TEXT_LAYER_MODES
 from .sink import HANDLED_EVENTS, ExportSink, describe_write_error
 from .tasks import DEFAULT_DPI, DEFAULT_MODEL, ModelFamily, Sampling, Task
@@ -253,6 +253,13 @@ def build_parser(
         help="pages in flight until the first page is done, so one comes back in about a single "
         "page's time (default 1; set it to --concurrency to send all pages at once)",
     )
+    conv.add_argument(
+        "--retry",
+        choices=("auto", "none"),
+        default="auto",
+        help="try a page flagged loop or garbage again with a harder n-gram setting and keep the "
+        "better attempt (auto, the default), or never",
+    )
     _add_format_options(conv)
     conv.add_argument("--resume", action="store_true", help="skip pages already done in OUTPUT")
     conv.add_argument("--password", default=None, help="password of encrypted PDFs")
@@ -378,6 +385,7 @@ def _options(args: argparse.Namespace) -> ConvertOptions:
         dpi=args.dpi,
         concurrency=args.concurrency,
         first_window=args.first_window,
+        retry=args.retry == "auto",
         image_format=args.image_format,
     )
 
@@ -487,6 +495,7 @@ async def convert(args: argparse.Namespace) -> int:
 
         progress = _Progress(args.quiet)
         truncated: list[str] = []
+        flagged: dict[FlagKind, list[str]] = {}  # pages to check, by why
         stats = _Stats()
         unwritten: dict[int, int] = {}  # id(job) -> pages whose journal entry was not written
         pipeline = Pipeline(pool, options)
@@ -519,6 +528,10 @@ async def convert(args: argparse.Namespace) -> int:
                     )
                 elif event.result.status is PageStatus.TRUNCATED:
                     truncated.append(f"{event.job.label}: page {event.result.number}")
+                for flag in event.result.flags:
+                    if flag.kind is not FlagKind.TRUNCATED:  # said on its own line below
+                        where = f"{printable(event.job.label)}: page {event.result.number}"
+                        flagged.setdefault(flag.kind, []).append(where)
             elif isinstance(event, DocumentFailed):
                 failed = True
                 progress.write(f"ocrdesk: {event.error}")
@@ -535,8 +548,12 @@ async def convert(args: argparse.Namespace) -> int:
                 f"ocrdesk: warning: {item} hit max_tokens (kept, flagged truncated)",
                 file=sys.stderr,
             )
+        for kind, pages in sorted(flagged.items(), key=lambda item: item[0].value):
+            shown = "; ".join(dict.fromkeys(pages))
+            print(f"ocrdesk: check ({kind.value}): {shown}", file=sys.stderr)
         summary = stats.summary()
         summary["in_flight_limits"] = pipeline.limits
+        summary["flagged_pages"] = {k.value: len(set(v)) for k, v in flagged.items()}
         if server_start_seconds is not None:
             summary["server_start_seconds"] = round(server_start_seconds, 1)
         if not args.quiet and summary["pages"]:

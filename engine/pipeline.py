@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import functools
 import io
 import time
@@ -39,14 +40,14 @@ from typing import Literal
 
 from PIL import Image
 
-from . import concurrency
-from .client import ServerPool
+from . import concurrency, retry, triage
+from .client import Completion, ModelClient, ServerPool
 from .documents import Document, open_document
 from .errors import DocumentError, OCRDeskError
 from .images import model_size
 from .pagerange import parse_page_range
 from .parser import StreamParser
-from .results import Block, PageResult, PageStatus
+from .results import Attempt, Block, BlockSource, PageResult, PageStatus, Strategy
 from .tasks import DEFAULT_DPI, ModelFamily, Sampling, Task, prompt_text
 
 
@@ -73,6 +74,12 @@ class ConvertOptions:
     jpeg_quality: int = 92
     # The most seconds one page may take to render; None: engine.mupdf.RENDER_SECONDS.
     render_timeout: float | None = None
+    # A page the triage flags is tried again where a retry can mend it (engine/retry.py).
+    retry: bool = True
+
+
+#: The finish_reason of an answer OCRDesk closed because it looped (engine/triage.py).
+LOOP_FINISH = "loop"
 
 
 class JobControl:
@@ -509,26 +516,90 @@ class Pipeline:
         queue: asyncio.Queue[Event | None],
         started: float,
     ) -> tuple[PageResult, Image.Image | None]:
+        """The page's attempts (engine/retry.py): the first, then one that fits its flags."""
         opts = self.options
-        width, height = image.size
         client = self.pool.pick()
-        queue.put_nowait(PageStarted(job, number, width, height, client.url))
+        queue.put_nowait(PageStarted(job, number, image.width, image.height, client.url))
+        attempts: list[tuple[Strategy, PageResult]] = []
+        strategy: Strategy | None = Strategy.FIRST
+        while strategy is not None:
+            if attempts:
+                queue.put_nowait(PageRestarted(job, number))  # the retry streams from nothing
+            sampling = retry.sampling_for(strategy, opts.sampling)
+            result = await self._attempt(client, job, number, image, url, prompt, sampling, queue)
+            if result.status is not PageStatus.FAILED:
+                result.flags = await asyncio.to_thread(triage.check_page, result, image, opts.task)
+            attempts.append((strategy, result))
+            if result.status is PageStatus.FAILED or not opts.retry:
+                break
+            strategy = retry.next_strategy([s for s, _ in attempts], result.flags)
+        kept = self._keep(attempts)
+        kept.seconds = time.monotonic() - started
+        return kept, image
+
+    @staticmethod
+    def _keep(attempts: list[tuple[Strategy, PageResult]]) -> PageResult:
+        """The best attempt that did not fail (the last one if all failed), with every attempt
+        recorded on it when there was more than one."""
+        usable = [(s, r) for s, r in attempts if r.status is not PageStatus.FAILED]
+        if not usable:
+            return attempts[-1][1]
+        index = retry.best_attempt([r for _, r in usable])
+        strategy, kept = usable[index]
+        if strategy is not Strategy.FIRST:
+            kept.blocks = [dataclasses.replace(b, source=BlockSource.RETRY) for b in kept.blocks]
+        if len(attempts) > 1:
+            kept.attempts = [
+                Attempt(s, r.raw, r.finish_reason, tuple(r.flags)) for s, r in attempts
+            ]
+        return kept
+
+    async def _attempt(
+        self,
+        client: ModelClient,
+        job: DocumentJob,
+        number: int,
+        image: Image.Image,
+        url: str,
+        prompt: str,
+        sampling: Sampling,
+        queue: asyncio.Queue[Event | None],
+    ) -> PageResult:
+        """One request for the page, closed early when the stream loops (`triage.LoopDetector`):
+        the text before the loop is the result, the raw text as received is kept whole."""
+        width, height = image.size
+        started = time.monotonic()
         parser = StreamParser(width, height, image_prefix(number))
+        detector = triage.LoopDetector()
+        loop: triage.LoopVerdict | None = None
+        request: asyncio.Future[Completion] | None = None
 
         def on_delta(text: str) -> None:
+            nonlocal loop
             queue.put_nowait(PageDelta(job, number, text, parser.feed(text)))
+            if loop is None and (verdict := detector.feed(text)) is not None:
+                loop = verdict
+                if request is not None:
+                    request.cancel()  # closes the HTTP stream: the server stops generating
 
         def on_restart() -> None:
-            nonlocal parser
+            nonlocal parser, detector
             parser = StreamParser(width, height, image_prefix(number))
+            detector = triage.LoopDetector()
             queue.put_nowait(PageRestarted(job, number))
 
+        request = asyncio.ensure_future(
+            client.complete(url, prompt, sampling, on_delta=on_delta, on_restart=on_restart)
+        )
+        completion: Completion | None = None
         try:
-            completion = await client.complete(
-                url, prompt, opts.sampling, on_delta=on_delta, on_restart=on_restart
-            )
+            completion = await request
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if loop is None or (task is not None and task.cancelling()):
+                raise
         except OCRDeskError as exc:
-            result = PageResult(
+            return PageResult(
                 number,
                 width,
                 height,
@@ -537,7 +608,32 @@ class Pipeline:
                 error=str(exc),
                 seconds=time.monotonic() - started,
             )
-            return result, image
+        if completion is None:  # closed at the loop
+            assert loop is not None
+            raw = parser.text
+            cut = StreamParser(width, height, image_prefix(number))
+            cut.feed(raw[: loop.start])
+            parsed = cut.finish()
+            finish: str | None = LOOP_FINISH
+            tokens = None
+        else:
+            raw = completion.text
+            parsed = parser.finish()
+            finish = completion.finish_reason
+            tokens = completion.output_tokens
+        status = PageStatus.TRUNCATED if finish == "length" else PageStatus.DONE
+        return PageResult(
+            number=number,
+            width=width,
+            height=height,
+            status=status,
+            raw=raw,
+            markdown=parsed.markdown,
+            blocks=parsed.blocks,
+            finish_reason=finish,
+            seconds=time.monotonic() - started,
+            output_tokens=tokens,
+        )
         parsed = parser.finish()
         status = PageStatus.TRUNCATED if completion.finish_reason == "length" else PageStatus.DONE
         result = PageResult(

@@ -1,7 +1,9 @@
-"""The results of OCR: blocks with boxes, one page's result, and its status."""
+"""The results of OCR: blocks with boxes, one page's result, its status, the flags that say why
+a person should look at it (engine/triage.py finds them) and the attempts made at it."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -24,6 +26,14 @@ class PageStatus(str, Enum):
 Box = tuple[float, float, float, float]
 
 
+class BlockSource(str, Enum):
+    """Where a block's text came from."""
+
+    MODEL = "model"  # the page's first answer
+    RETRY = "retry"  # a later attempt at the whole page (engine/retry.py)
+    REGION = "region"  # a region of the page OCRed on its own
+
+
 @dataclass(frozen=True)
 class Block:
     """One grounded block: its label, boxes in page-image pixels (x1 <= x2, y1 <= y2), and text.
@@ -35,6 +45,7 @@ class Block:
     label: str
     boxes: tuple[Box, ...]
     text: str
+    source: BlockSource = BlockSource.MODEL
 
     @property
     def box(self) -> Box | None:
@@ -43,9 +54,81 @@ class Block:
     def to_json(self) -> dict[str, Any]:
         box = [round(v, 1) for v in self.box] if self.box else None
         data: dict[str, Any] = {"label": self.label, "box": box, "text": self.text}
+        if self.source is not BlockSource.MODEL:
+            data["source"] = self.source.value
         if len(self.boxes) > 1:
             data["boxes"] = [[round(v, 1) for v in b] for b in self.boxes]
         return data
+
+
+class FlagKind(str, Enum):
+    """Why a page needs a person's look (the JSON value is the enum's value)."""
+
+    LOOP = "loop"
+    TRUNCATED = "truncated"
+    EMPTY = "empty"
+    UNCOVERED = "uncovered"
+    GARBAGE = "garbage"
+    LOW_CONFIDENCE = "low_confidence"
+
+
+@dataclass(frozen=True)
+class Flag:
+    """One reason to review a page: its kind, a sentence for a person, and where (page pixels)."""
+
+    kind: FlagKind
+    detail: str
+    box: Box | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"kind": self.kind.value, "detail": self.detail}
+        if self.box is not None:
+            data["box"] = [round(v, 1) for v in self.box]
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Flag:
+        box = data.get("box")
+        x1, y1, x2, y2 = (float(v) for v in box) if box else (0.0, 0.0, 0.0, 0.0)
+        return cls(
+            kind=FlagKind(data["kind"]),
+            detail=str(data.get("detail", "")),
+            box=(x1, y1, x2, y2) if box else None,
+        )
+
+
+class Strategy(str, Enum):
+    """How an attempt at a page was made (engine/retry.py chooses)."""
+
+    FIRST = "first"  # the run's own prompt and sampling
+    STRONGER_NGRAM = "stronger_ngram"  # the n-gram processor with a shorter n and a longer window
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One try at a page, kept in the JSON whichever attempt's text the page shows."""
+
+    strategy: Strategy
+    raw: str
+    finish_reason: str | None
+    flags: tuple[Flag, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "strategy": self.strategy.value,
+            "raw": self.raw,
+            "finish_reason": self.finish_reason,
+            "flags": [f.to_json() for f in self.flags],
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Attempt:
+        return cls(
+            strategy=Strategy(data.get("strategy", Strategy.FIRST.value)),
+            raw=str(data.get("raw", "")),
+            finish_reason=data.get("finish_reason"),
+            flags=tuple(Flag.from_json(f) for f in data.get("flags") or []),
+        )
 
 
 @dataclass
@@ -75,6 +158,9 @@ class PageResult:
     error: str | None = None
     seconds: float = 0.0
     output_tokens: int | None = None
+    flags: list[Flag] = field(default_factory=list)  # what remains to check after any retries
+    # Every attempt when there was more than one (the text shown is the best one's).
+    attempts: list[Attempt] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -87,6 +173,8 @@ class PageResult:
             "raw": self.raw,
             "markdown": self.markdown,
             "blocks": [b.to_json() for b in self.blocks],
+            "flags": [f.to_json() for f in self.flags],
+            "attempts": [a.to_json() for a in self.attempts],
         }
 
     @classmethod
@@ -98,7 +186,12 @@ class PageResult:
                 (float(x1), float(y1), float(x2), float(y2)) for x1, y1, x2, y2 in boxes_data
             )
             blocks.append(
-                Block(label=str(b.get("label", "")), boxes=boxes, text=str(b.get("text", "")))
+                Block(
+                    label=str(b.get("label", "")),
+                    boxes=boxes,
+                    text=str(b.get("text", "")),
+                    source=BlockSource(b.get("source", BlockSource.MODEL.value)),
+                )
             )
         return cls(
             number=int(data["number"]),
@@ -110,4 +203,6 @@ class PageResult:
             blocks=blocks,
             finish_reason=data.get("finish_reason"),
             error=data.get("error"),
+            flags=[Flag.from_json(f) for f in data.get("flags") or []],
+            attempts=[Attempt.from_json(a) for a in data.get("attempts") or []],
         )

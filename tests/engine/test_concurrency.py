@@ -14,7 +14,7 @@ from ocrdesk.engine.client import ModelClient, ServerPool
 from ocrdesk.engine.concurrency import AdaptiveLimit, ServerLoad, next_limit, parse_metrics
 from ocrdesk.engine.pipeline import ConvertOptions, DocumentJob, PageFinished, Pipeline
 from tests.engine.helpers import make_pdf
-from tests.fakes.openai_server import FakeOpenAIServer
+from tests.fakes.openai_server import FakeOpenAIServer, prose
 
 # The shape of vLLM 0.24's /metrics (two data-parallel engines), trimmed to the gauges read and
 # a few neighbours that must not be mistaken for them.
@@ -103,7 +103,7 @@ async def _run(server: FakeOpenAIServer, pdf: Path) -> tuple[Pipeline, int]:
 
 async def test_at_defaults_the_run_fills_the_server_without_flooding_it(tmp_path: Path) -> None:
     pdf = make_pdf(tmp_path / "many.pdf", 160)
-    text = "word " * 60
+    text = prose(60)
     with FakeOpenAIServer([text], token_delay=0.004, max_running=40) as server:
         pipeline, done = await _run(server, pdf)
         running, waiting = server.max_running_seen, server.max_waiting_seen
@@ -121,16 +121,16 @@ async def test_at_defaults_the_run_fills_the_server_without_flooding_it(tmp_path
 
 
 async def test_a_server_without_metrics_gets_the_blind_count(tmp_path: Path) -> None:
-    pdf = make_pdf(tmp_path / "some.pdf", 12)
-    with FakeOpenAIServer(["word " * 30], token_delay=0.01, metrics=False) as server:
-        pipeline, done = await _run(server, pdf)
-    assert done == 12
+    pdf = make_pdf(tmp_path / "some.pdf", 40)
+    with FakeOpenAIServer([prose(30)], token_delay=0.03, metrics=False) as server:
+        pipeline, done = await _run(server, pdf)  # 0.9 s a page: the tuner looks in that time
+    assert done == 40
     assert pipeline.limits == [cc.AUTO_START, cc.BLIND_LIMIT]
 
 
 async def test_a_fixed_concurrency_is_kept(tmp_path: Path) -> None:
     pdf = make_pdf(tmp_path / "some.pdf", 12)
-    with FakeOpenAIServer(["word " * 30], token_delay=0.005) as server:
+    with FakeOpenAIServer([prose(30)], token_delay=0.005) as server:
         pool = ServerPool([ModelClient(server.url)])
         pipeline = Pipeline(pool, ConvertOptions(concurrency=3))
         async for _ in pipeline.run([DocumentJob(pdf)]):

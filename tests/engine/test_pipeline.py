@@ -14,6 +14,7 @@ from ocrdesk.engine.client import ModelClient, ServerPool
 from ocrdesk.engine.images import model_canvas
 from ocrdesk.engine.parser import parse
 from ocrdesk.engine.pipeline import (
+    LOOP_FINISH,
     ConvertOptions,
     DocumentFailed,
     DocumentFinished,
@@ -252,15 +253,23 @@ async def test_bad_documents_fail_alone(tmp_path: Path) -> None:
 async def test_every_corpus_output_streams_to_the_same_parse(tmp_path: Path) -> None:
     outputs = [p.read_text(encoding="utf-8") for p in sorted(need(MODEL_OUTPUTS).glob("*.txt"))]
     pdf = make_pdf(tmp_path / "doc.pdf", len(outputs))
+    options = ConvertOptions(concurrency=1, retry=False)
     with FakeOpenAIServer(outputs, tokens_per_chunk=3) as server:
         pool = pool_for(server)
-        events = await collect(Pipeline(pool, ConvertOptions(concurrency=1)), [DocumentJob(pdf)])
+        events = await collect(Pipeline(pool, options), [DocumentJob(pdf)])
         await pool.close()
     finished = [e.result for e in events if isinstance(e, PageFinished)]
     assert len(finished) == len(outputs)
+    cut = []
     for result in finished:
+        if result.finish_reason == LOOP_FINISH:  # closed at its loop: parsed up to it
+            cut.append(result.number)
+            assert outputs[result.number - 1].startswith(result.raw)
+            continue
         whole = parse(result.raw, result.width, result.height, f"p{result.number:04d}_")
         assert result.blocks == whole.blocks and result.markdown == whole.markdown
+    names = sorted(p.name for p in MODEL_OUTPUTS.glob("*.txt"))
+    assert [names[n - 1][:2] for n in cut] == ["06", "07", "15"]  # the recorded loops
 
 
 async def test_a_large_page_is_sent_at_what_the_model_uses(tmp_path: Path) -> None:

@@ -20,9 +20,9 @@ from ocrdesk.engine.pipeline import (
     Pipeline,
 )
 from tests.engine.helpers import make_pdf
-from tests.fakes.openai_server import FakeOpenAIServer
+from tests.fakes.openai_server import FakeOpenAIServer, prose
 
-TEXT = "Some words of a page. " * 20
+TEXT = prose(100)
 
 
 def pool_for(server: FakeOpenAIServer) -> ServerPool:

@@ -31,11 +31,11 @@ from ocrdesk.engine.protocol import (
 )
 from ocrdesk.engine.run_worker import ClientSpec, JobSpec, RunWorker, report_of
 from tests.engine.helpers import make_pdf
-from tests.fakes.openai_server import FakeOpenAIServer
+from tests.fakes.openai_server import FakeOpenAIServer, prose
 
 TEXT = (
     "<|ref|>title<|/ref|><|det|>[[80, 40, 920, 90]]<|/det|>\n# A heading\n\n"
-    "<|ref|>text<|/ref|><|det|>[[80, 120, 920, 400]]<|/det|>\n" + "Words of a page. " * 30
+    "<|ref|>text<|/ref|><|det|>[[80, 120, 920, 400]]<|/det|>\n" + prose(120)
 )
 OPTIONS = ConvertOptions(concurrency=2)
 

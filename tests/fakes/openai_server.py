@@ -50,6 +50,7 @@ import contextlib
 import copy
 import functools
 import json
+import random
 import re
 import signal
 import sys
@@ -101,6 +102,60 @@ _MAGIC = (
 )
 
 Outputs = Sequence[str] | Callable[[dict[str, Any]], str] | None
+
+
+_WORDS = [
+    "the",
+    "of",
+    "page",
+    "scan",
+    "table",
+    "figure",
+    "line",
+    "text",
+    "model",
+    "result",
+    "margin",
+    "column",
+    "header",
+    "footer",
+    "note",
+    "paper",
+    "word",
+    "letter",
+    "number",
+    "date",
+    "name",
+    "value",
+    "report",
+    "chapter",
+    "section",
+    "index",
+    "entry",
+    "record",
+    "field",
+    "sample",
+    "level",
+    "point",
+    "measure",
+    "series",
+    "volume",
+    "issue",
+    "author",
+    "title",
+    "summary",
+    "method",
+    "source",
+    "data",
+]
+
+
+def prose(words: int, seed: int = 0) -> str:
+    """`words` words of made-up text that never repeats itself the way a model's loop does (the
+    triage's loop detector would rightly cut "Words of a page. " * 40 short)."""
+    rng = random.Random(seed)
+    picked = [rng.choice(_WORDS) for _ in range(words)]
+    return " ".join(w + ("." if i % 11 == 10 else "") for i, w in enumerate(picked)) + "."
 
 
 def corpus_outputs() -> list[str]:

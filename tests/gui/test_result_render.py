@@ -20,6 +20,7 @@ from PySide6.QtTest import QTest
 
 from ocrdesk.engine import PageStatus
 from tests.engine.helpers import make_pdf
+from tests.fakes.openai_server import prose
 from tests.gui.conftest import arun, js, wait_until
 from tests.gui.test_run_control import add
 from tests.gui.test_window import wait_until_async
@@ -50,7 +51,7 @@ RAW = (
 
 STREAM = "".join(
     f"<|ref|>text<|/ref|><|det|>[[60, {60 + 110 * k}, 940, {150 + 110 * k}]]<|/det|>\n"
-    + f"Paragraph {k + 1} of the streamed page, with a few words to stream. " * 2
+    + f"Paragraph {k + 1} of the streamed page: {prose(24, seed=k)}"
     + "\n\n"
     for k in range(8)
 )
@@ -337,7 +338,8 @@ def test_streaming_boxes_and_throttled_redraws(launch: Any, qtbot: Any, tmp_path
     assert len(window.page_view.boxes) == 8
     until_dom(window, qtbot, blocks, 8)
     last = "document.querySelector('[data-block=\"7\"]').innerText"
-    until_dom(window, qtbot, f"{last}.trim().endsWith('a few words to stream.')", True)
+    ending = prose(24, seed=7).split()[-1]  # the last paragraph's last word
+    until_dom(window, qtbot, f"{last}.trim().endsWith('{ending}')", True)
     assert view.page.js_errors == []
 
 

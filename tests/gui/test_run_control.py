@@ -15,11 +15,11 @@ from PySide6.QtTest import QTest
 
 from ocrdesk.engine import PageStatus
 from tests.engine.helpers import make_pdf
-from tests.fakes.openai_server import FakeOpenAIServer
+from tests.fakes.openai_server import FakeOpenAIServer, prose
 from tests.gui.conftest import arun, wait_until
 from tests.gui.test_window import drop
 
-TEXT = "<|ref|>text<|/ref|><|det|>[[100, 100, 900, 300]]<|/det|>\n" + "Words of a page. " * 40
+TEXT = "<|ref|>text<|/ref|><|det|>[[100, 100, 900, 300]]<|/det|>\n" + prose(160)
 
 
 @pytest.fixture

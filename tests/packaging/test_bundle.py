@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from ocrdesk.engine import ConvertOptions, __version__
+from ocrdesk.engine import ConvertOptions, __version__, protocol
 from ocrdesk.engine.run_worker import FROZEN_FLAG, ClientSpec, JobSpec, RunWorker
 from ocrdesk.gui import platform_check
 from tests.conftest import REPO
@@ -129,21 +129,23 @@ def test_installed_conversion_worker(installed: list[Path], tmp_path: Path) -> N
     --ocrdesk-run-worker FD (packaging/ocrdesk_main.py) converts a document and writes it."""
     pdf = make_pdf(tmp_path / "report.pdf", 2)
     worker = RunWorker.spawn([str(INSTALLED), FROZEN_FLAG])
-    messages: list[tuple[object, ...]] = []
+    messages: list[object] = []
     try:
         with FakeOpenAIServer([PAGE_TEXT], token_delay=0) as server:
             out = tmp_path / "out"
             job = JobSpec(1, str(pdf), pdf.name, out, str(pdf), server.model, "markdown")
             worker.run(ClientSpec(server.url, api_key=server.api_key), ConvertOptions(), [job])
             deadline = time.monotonic() + 120
-            while not any(m[0] == "end" for m in messages) and time.monotonic() < deadline:
+            ended = False
+            while not ended and time.monotonic() < deadline:
                 assert not worker.gone, f"the worker died: exit {worker.exit_code()}"
                 messages.extend(worker.receive())
+                ended = any(isinstance(m, protocol.Ended) for m in messages)
                 time.sleep(0.02)
     finally:
         worker.close()
-    assert ("end", None) in messages, messages[-5:]
-    assert sorted(m[2] for m in messages if m[0] == "page") == [1, 2]
+    assert protocol.Ended(None) in messages, messages[-5:]
+    assert sorted(m.result.number for m in messages if isinstance(m, protocol.PageDone)) == [1, 2]
     assert (tmp_path / "out" / "out.md").is_file()
     assert worker.exit_code() == 0
 

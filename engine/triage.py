@@ -1,0 +1,681 @@
+"""Triage checks: find pages whose OCR went wrong, while they stream and once they are done.
+
+Every check is a pure function (or, for loops, a small streaming object) that returns `Flag`s:
+
+- `loop`: `LoopDetector` is fed the stream's deltas and says at which character a repetition
+  became certain, so the request can be closed there (`LoopVerdict`); `check_loop` also flags a
+  finished page whose section headings repeat (the model re-reading the page from the top).
+- `truncated`: the server stopped at max_tokens (finish_reason `length`).
+- `empty`: no text (or only tags and markup) although the page image has ink (`ink_share`).
+- `uncovered`: grounding output whose boxes leave a sizeable region of ink uncovered
+  (`uncovered_regions`: downscaled ink mask minus the boxes, dilated, connected components).
+- `garbage`: replacement or control characters, a script the rest of the text does not use, and
+  boxes the model wrote malformed (x1 >= x2, y1 >= y2, a value over 999, no coordinates at all).
+- `low_confidence`: a block whose mean token probability (`block_confidences`) is under
+  `LOW_CONFIDENCE`.
+
+The thresholds are named constants below; the numbers in their comments were measured on
+../shared/corpus (pages/ and model-outputs/) by tests/engine/test_triage.py and
+benchmarks/bench_triage.py. Nothing here imports Qt or does I/O: images come in as PIL images.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections import Counter, deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from math import exp
+
+from PIL import Image, ImageChops, ImageDraw, ImageFilter
+
+from .parser import DET_OPEN, EOS_TOKEN, StreamParser, pixel_box, strip_tags
+from .results import Box, Flag, FlagKind, PageResult
+from .tasks import Task
+
+__all__ = [
+    "EMPTY_INK_SHARE",
+    "LOW_CONFIDENCE",
+    "Flag",
+    "FlagKind",
+    "LoopDetector",
+    "LoopVerdict",
+    "block_confidences",
+    "check_empty",
+    "check_garbage",
+    "check_loop",
+    "check_low_confidence",
+    "check_page",
+    "check_truncated",
+    "check_uncovered",
+    "find_loop",
+    "ink_share",
+    "malformed_boxes",
+    "uncovered_regions",
+]
+
+
+# Loops ---------------------------------------------------------------------------------------
+
+# The detector looks at K-character grams of the stream (whitespace runs read as one space). A
+# gram "repeats" when the same gram occurred at most LOOP_MAX_UNIT grams before: a unit of up to
+# LOOP_MAX_UNIT characters repeating makes every gram after its first copy repeat. A loop is
+# certain when LOOP_SHARE of the last LOOP_WINDOW counted grams repeat. Measured (K=12, window
+# 600, benchmarks/bench_triage.py): the clean outputs of the corpus peak at 0.46 (01's HTML table
+# and lecture-006's formulas), the recorded loops reach 0.89 (06, whose pmatrix copies vary
+# their indices) and 1.00 (07).
+LOOP_GRAM = 12
+LOOP_MAX_UNIT = 300
+LOOP_WINDOW = 600
+LOOP_SHARE = 0.75
+# Grams made only of these characters are table scaffolding (`<td></td>`, `<tr>`, `|---|`, `| |`,
+# `| - |`): legitimate rows of empty cells repeat them by nature, so they are not counted at all.
+_FILLER = frozenset("<>/tdhr|-: ")
+# The grounding tags repeat on every block: their grams are not counted either.
+_TAG_CHARS = frozenset("<|>/refdt[]0123456789, ")
+_WHITESPACE = re.compile(r"\s+")
+# A count: COUNT_RUN numbers in a row, each the last plus the same non-zero step, at most
+# COUNT_GAP characters apart ("2091 \\ 2092 \\ ..." to the token limit: lecture-354, DeepSeek-OCR
+# #257). The longest such run in the clean outputs of the corpus is 4 (lecture-015).
+COUNT_RUN = 40
+COUNT_GAP = 8
+# A markdown heading (`#` line) of at least this many words written a second time: the model
+# started the page over (DeepSeek-OCR-2 #28, ollama #13345 = corpus 15). No clean output of the
+# corpus repeats a heading of three words or more; lecture-354 repeats "### Bsp:" legitimately.
+REPEATED_HEADING_WORDS = 3
+# A line longer than this is no heading (its text is not kept while it streams).
+HEADING_MAX = 200
+_HEADING = re.compile(r"[ \t]*#{1,6}[ \t]+(.+?)[ \t#]*")
+# A gap of more than this many counted grams that do not repeat ends a loop region (a changed
+# character makes at most LOOP_GRAM grams new): the walk back to the loop's start stops there.
+LOOP_GAP = 2 * LOOP_GRAM
+
+
+@dataclass(frozen=True)
+class LoopVerdict:
+    """A repetition found in a stream.
+
+    `at`: characters fed when the loop became certain (close the request there). `start`: where
+    the second copy of the repeated unit begins (raw[:start] is the page's result: the text
+    before the loop plus one copy of the unit). `unit`: the repeated text (whitespace collapsed),
+    `period` its length in characters, `share` the share of repeating grams that made it certain.
+    A count ("1 \\\\ 2 \\\\ 3 ...") has period 0, `unit` says where it started and its step; a
+    repeated heading has the heading as `unit` and the distance between its copies as `period`.
+    """
+
+    at: int
+    start: int
+    unit: str
+    period: int
+    share: float
+
+    def flag(self) -> Flag:
+        unit = self.unit if len(self.unit) <= 60 else self.unit[:57] + "..."
+        what = f"repeats {unit!r} (every {self.period} characters)" if self.period else unit
+        return Flag(
+            FlagKind.LOOP,
+            f"the output {what} from character {self.start}; certain at character {self.at}",
+        )
+
+
+class LoopDetector:
+    """Find a repetition loop in a stream of deltas, in linear time and bounded memory.
+
+    `feed(delta)` returns a `LoopVerdict` the first time a loop is certain (and the same one
+    for every later call), else None. Memory is O(LOOP_MAX_UNIT + LOOP_WINDOW) whatever the
+    length of the stream.
+    """
+
+    def __init__(self) -> None:
+        self._fed = 0  # raw characters fed
+        self._space = False  # the last normalized character was a collapsed whitespace run
+        self._n = 0  # normalized characters so far
+        # The last normalized characters with the raw offset each came from (bounded).
+        self._keep = LOOP_WINDOW + LOOP_MAX_UNIT + LOOP_GRAM
+        self._chars: deque[str] = deque(maxlen=self._keep)
+        self._offsets: deque[int] = deque(maxlen=self._keep)
+        self._tail = ""  # the last LOOP_GRAM - 1 normalized characters
+        self._seen: dict[str, int] = {}  # gram -> normalized index where it last ended
+        self._order: deque[tuple[int, str]] = deque()  # the same, oldest first, for eviction
+        self._window: deque[tuple[int, int]] = deque()  # (index, distance or 0) of counted grams
+        self._repeats = 0
+        self._distances: Counter[int] = Counter()
+        self.verdict: LoopVerdict | None = None
+        self.peak = 0  # the most repeating grams a full window has held (for the benchmark)
+        self._digits: list[str] = []  # the number being read
+        self._number_at = 0  # raw offset where it started
+        self._last: int | None = None  # the last number read, its end, the step, the run
+        self._last_end = 0
+        self._step = 0
+        self._run = 0
+        self._run_at = 0  # raw offset of the run's first number
+        self.longest_count = 0  # the longest count seen (for the benchmark)
+        self._prev_at = 0  # raw offset where the last number started
+        self._line: list[str] = []  # the raw line being read, while it may be a heading
+        self._line_len = 0
+        self._line_at = 0  # raw offset where it starts
+        self._headings: dict[str, int] = {}  # heading -> raw offset of its first line
+
+    @property
+    def fed(self) -> int:
+        """Raw characters fed so far."""
+        return self._fed
+
+    def feed(self, delta: str) -> LoopVerdict | None:
+        if self.verdict is not None or not delta:
+            return self.verdict
+        base = self._fed
+        self._fed += len(delta)
+        if verdict := self._lines(delta, base):
+            self.verdict = verdict
+            return verdict
+        norm: list[str] = []
+        offsets: list[int] = []
+        pos = 0
+        for m in _WHITESPACE.finditer(delta):
+            for k in range(pos, m.start()):
+                norm.append(delta[k])
+                offsets.append(base + k)
+            if m.start() > pos:
+                self._space = False
+            if not self._space:
+                norm.append(" ")
+                offsets.append(base + m.start())
+                self._space = True
+            pos = m.end()
+        if pos < len(delta):
+            for k in range(pos, len(delta)):
+                norm.append(delta[k])
+                offsets.append(base + k)
+            self._space = False
+        return self._scan("".join(norm), offsets)
+
+    def _lines(self, delta: str, base: int) -> LoopVerdict | None:
+        """Follow the raw lines of `delta`: a heading seen before is a loop."""
+        pos = 0
+        while True:
+            nl = delta.find("\n", pos)
+            piece = delta[pos:] if nl < 0 else delta[pos:nl]
+            if self._line_len <= HEADING_MAX:
+                self._line.append(piece)
+            self._line_len += len(piece)
+            if nl < 0:
+                return None
+            line, at = "".join(self._line), self._line_at
+            self._line, self._line_len, self._line_at = [], 0, base + nl + 1
+            pos = nl + 1
+            if len(line) > HEADING_MAX or not (m := _HEADING.fullmatch(line)):
+                continue
+            heading = _WHITESPACE.sub(" ", m.group(1))
+            if len(heading.split()) < REPEATED_HEADING_WORDS:
+                continue
+            first = self._headings.setdefault(heading, at)
+            if first != at:
+                return LoopVerdict(
+                    at=base + nl + 1, start=at, unit=heading, period=at - first, share=1.0
+                )
+
+    def _scan(self, text: str, offsets: list[int]) -> LoopVerdict | None:
+        s = self._tail + text
+        lead = len(self._tail)
+        seen, order, window, distances = self._seen, self._order, self._window, self._distances
+        for k, ch in enumerate(text):
+            self._chars.append(ch)
+            self._offsets.append(offsets[k])
+            i = self._n
+            self._n += 1
+            if "0" <= ch <= "9":
+                if not self._digits:
+                    self._number_at = offsets[k]
+                self._digits.append(ch)
+            elif self._digits and (verdict := self._number(i)):
+                self.verdict = verdict
+                return verdict
+            end = lead + k + 1
+            if end < LOOP_GRAM:
+                continue
+            gram = s[end - LOOP_GRAM : end]
+            last = seen.get(gram)
+            seen[gram] = i
+            order.append((i, gram))
+            while order[0][0] < i - LOOP_MAX_UNIT:
+                old_i, old = order.popleft()
+                if seen.get(old) == old_i:
+                    del seen[old]
+            chars = set(gram)
+            if chars <= _FILLER or chars <= _TAG_CHARS:
+                continue
+            distance = i - last if last is not None else 0
+            window.append((i, distance))
+            if distance:
+                self._repeats += 1
+                distances[distance] += 1
+            if len(window) > LOOP_WINDOW:
+                _, gone = window.popleft()
+                if gone:
+                    self._repeats -= 1
+                    distances[gone] -= 1
+            if len(window) < LOOP_WINDOW:
+                continue
+            if self._repeats > self.peak:
+                self.peak = self._repeats
+            if self._repeats >= LOOP_SHARE * LOOP_WINDOW:
+                self.verdict = self._verdict()
+                return self.verdict
+        self._tail = s[-(LOOP_GRAM - 1) :]
+        return None
+
+    def _number(self, i: int) -> LoopVerdict | None:
+        """A number ended before normalized index `i`: extend or restart the count."""
+        gap = i - len(self._digits) - self._last_end
+        value = int("".join(self._digits[:18]))
+        self._digits = []
+        step = value - self._last if self._last is not None else 0
+        if self._last is not None and gap <= COUNT_GAP and step:
+            if step == self._step and self._run:
+                self._run += 1
+            else:
+                self._step, self._run, self._run_at = step, 2, self._prev_at
+        else:
+            self._run = 0
+        self._last, self._last_end, self._prev_at = value, i, self._number_at
+        self.longest_count = max(self.longest_count, self._run)
+        if self._run < COUNT_RUN:
+            return None
+        return LoopVerdict(
+            at=self._offsets[-1] + 1,
+            start=self._run_at,
+            unit=f"counts from {value - (self._run - 1) * step} by {step}",
+            period=0,
+            share=1.0,
+        )
+
+    def _verdict(self) -> LoopVerdict:
+        period = max(self._distances.items(), key=lambda kv: kv[1])[0]
+        # The loop's second copy starts with the oldest repeating gram of the window that no gap
+        # of more than LOOP_GAP new grams separates from the newest.
+        first = self._n - 1
+        gap = 0
+        for index, distance in reversed(self._window):
+            if distance:
+                first, gap = index, 0
+            else:
+                gap += 1
+                if gap > LOOP_GAP:
+                    break
+        kept = self._n - len(self._chars)  # normalized index of self._chars[0]
+        second = max(period, first - LOOP_GRAM + 1 - kept)
+        chars = "".join(self._chars)
+        return LoopVerdict(
+            at=self._offsets[-1] + 1,
+            start=self._offsets[second] if second < len(self._offsets) else self._fed,
+            unit=chars[second - period : second],
+            period=period,
+            share=self._repeats / LOOP_WINDOW,
+        )
+
+
+def find_loop(text: str, delta_size: int = 0) -> LoopVerdict | None:
+    """`LoopDetector` over a whole text (in deltas of `delta_size` characters; 0: at once)."""
+    detector = LoopDetector()
+    if delta_size <= 0:
+        return detector.feed(text)
+    for k in range(0, len(text), delta_size):
+        if verdict := detector.feed(text[k : k + delta_size]):
+            return verdict
+    return None
+
+
+def check_loop(page: PageResult) -> list[Flag]:
+    """`loop` flag of a finished page: the `LoopDetector` over its raw text."""
+    verdict = find_loop(page.raw)
+    return [verdict.flag()] if verdict else []
+
+
+# Truncated -----------------------------------------------------------------------------------
+
+
+def check_truncated(page: PageResult) -> list[Flag]:
+    """`truncated` when the server stopped at max_tokens."""
+    if page.finish_reason == "length":
+        return [Flag(FlagKind.TRUNCATED, "the output stopped at the token limit (max_tokens)")]
+    return []
+
+
+# Ink -----------------------------------------------------------------------------------------
+
+# Ink is measured on the page scaled to INK_WIDTH pixels wide (strokes of the lecture pages, 5 to
+# 8 pixels at 2183 and 3520 wide, stay a pixel or more): a pixel is ink when it is darker than its
+# paper by more than INK_CONTRAST grey levels. The paper is the brightest INK_PAPER_CELL-pixel
+# average around it (local, so that photographed pages with shadows, grey paper and squared
+# paper, whose grid lines are ~25 levels under the paper, do not read as ink). Measured: the six
+# lecture pages have 3.8 % to 6.9 % ink, a blank page 0 %.
+INK_WIDTH = 1000
+INK_PAPER_CELL = 16
+INK_CONTRAST = 60
+# `empty` needs this share of ink on the page: a tenth of the least inked lecture page (3.8 %).
+EMPTY_INK_SHARE = 0.004
+
+
+def ink_mask(image: Image.Image, width: int = INK_WIDTH) -> Image.Image:
+    """A mode "L" mask (255 = ink) of `image` scaled to `width` pixels wide."""
+    grey = image.convert("L")
+    small = grey.resize(
+        (width, max(1, round(grey.height * width / grey.width))), Image.Resampling.BOX
+    )
+    cell = INK_PAPER_CELL
+    coarse = small.resize(
+        (max(1, small.width // cell), max(1, small.height // cell)), Image.Resampling.BOX
+    )
+    paper = coarse.filter(ImageFilter.MaxFilter(3)).resize(small.size, Image.Resampling.BILINEAR)
+    contrast = ImageChops.subtract(paper, small)
+    return contrast.point(lambda v: 255 if v > INK_CONTRAST else 0)
+
+
+def ink_share(image: Image.Image) -> float:
+    """Share (0..1) of the page's pixels that are ink (see `ink_mask`)."""
+    mask = ink_mask(image)
+    return mask.histogram()[255] / (mask.width * mask.height)
+
+
+# Tags, HTML markup and table rules: what is left of a page that says nothing.
+_MARKUP = re.compile(r"<[^<>]{0,200}>|[|\-:#*_`$\\{}\[\]()]")
+
+
+def check_empty(page: PageResult, image: Image.Image) -> list[Flag]:
+    """`empty` when the output has no word or number while the page has ink."""
+    text = _MARKUP.sub("", strip_tags(page.raw))
+    if any(ch.isalnum() for ch in text):
+        return []
+    share = ink_share(image)
+    if share < EMPTY_INK_SHARE:
+        return []
+    return [Flag(FlagKind.EMPTY, f"no text was read from a page with {share:.1%} ink")]
+
+
+# Uncovered -----------------------------------------------------------------------------------
+
+# The ink mask is cut in cells of UNCOVERED_CELL mask pixels (a cell is inked when
+# UNCOVERED_CELL_INK of it is ink); the cells under a box, grown by UNCOVERED_MARGIN cells (the
+# model's boxes are tight), are cleared. A closing (dilate, then erode, 3 x 3 cells) makes the
+# strokes of a word one solid patch; an opening (erode, then dilate) then removes what is
+# thinner than 3 cells: frame lines, table rules and underlines, which would otherwise join the
+# text of several blocks into one region. What is left is dilated by UNCOVERED_JOIN cells
+# (words to one region) and split in 8-connected components; a component holding
+# UNCOVERED_MIN_CELLS inked cells or more is a region that no box covers.
+UNCOVERED_CELL = 4
+UNCOVERED_CELL_INK = 0.1
+UNCOVERED_MARGIN = 1
+UNCOVERED_JOIN = 2
+# Measured (benchmarks/bench_triage.py) on the five lecture pages whose output is clean: the
+# largest region no box covers has 107 cells (the handwritten page label "Ana 3" of
+# lecture-024, which the model skipped), the next 15 ("qed" on lecture-006). A title or a table
+# removed from an output leaves 277 to 1754 cells; a one-line formula can leave under 100 (the
+# benchmark prints the share of removed blocks found).
+UNCOVERED_MIN_CELLS = 150
+
+
+def _components(grid: bytes, cols: int, rows: int) -> list[tuple[int, int, int, int, list[int]]]:
+    """8-connected components of the non-zero cells: (c1, r1, c2, r2, cells) each."""
+    done = bytearray(len(grid))
+    found: list[tuple[int, int, int, int, list[int]]] = []
+    start = 0
+    size = len(grid)
+    while True:
+        while start < size and (not grid[start] or done[start]):
+            start += 1
+        if start >= size:
+            return found
+        done[start] = 1
+        stack = [start]
+        cells = []
+        c1, r1, c2, r2 = cols, rows, 0, 0
+        while stack:
+            p = stack.pop()
+            cells.append(p)
+            r, c = divmod(p, cols)
+            c1, c2, r1, r2 = min(c1, c), max(c2, c), min(r1, r), max(r2, r)
+            for rr in (r - 1, r, r + 1):
+                if 0 <= rr < rows:
+                    for cc in (c - 1, c, c + 1):
+                        q = rr * cols + cc
+                        if 0 <= cc < cols and grid[q] and not done[q]:
+                            done[q] = 1
+                            stack.append(q)
+        found.append((c1, r1, c2, r2, cells))
+
+
+def uncovered_regions(
+    image: Image.Image, boxes: Iterable[Box], min_cells: int = UNCOVERED_MIN_CELLS
+) -> list[tuple[Box, int]]:
+    """Regions of ink that no box covers: (box in `image` pixels, inked cells), largest first.
+
+    `boxes` are in the pixels of `image` (as `Block.boxes` are for the image that was sent).
+    """
+    mask = ink_mask(image)
+    cell = UNCOVERED_CELL
+    cols, rows = max(1, mask.width // cell), max(1, mask.height // cell)
+    level = round(255 * UNCOVERED_CELL_INK)
+    cells = mask.resize((cols, rows), Image.Resampling.BOX).point(
+        lambda v: 255 if v >= level else 0
+    )
+    sx, sy = cols / image.width, rows / image.height
+    draw = ImageDraw.Draw(cells)
+    m = UNCOVERED_MARGIN
+    for x1, y1, x2, y2 in boxes:
+        draw.rectangle(
+            (int(x1 * sx) - m, int(y1 * sy) - m, int(x2 * sx) + m, int(y2 * sy) + m), fill=0
+        )
+    closed = cells.filter(ImageFilter.MaxFilter(3)).filter(ImageFilter.MinFilter(3))
+    opened = closed.filter(ImageFilter.MinFilter(3)).filter(ImageFilter.MaxFilter(3))
+    inked = opened.tobytes()
+    grown = opened.filter(ImageFilter.MaxFilter(2 * UNCOVERED_JOIN + 1)).tobytes()
+    regions: list[tuple[Box, int]] = []
+    for c1, r1, c2, r2, members in _components(grown, cols, rows):
+        count = sum(1 for p in members if inked[p])
+        if count >= min_cells:
+            box = (
+                c1 / sx,
+                r1 / sy,
+                min(image.width, (c2 + 1) / sx),
+                min(image.height, (r2 + 1) / sy),
+            )
+            regions.append((box, count))
+    regions.sort(key=lambda region: -region[1])
+    return regions
+
+
+def check_uncovered(page: PageResult, image: Image.Image) -> list[Flag]:
+    """`uncovered` for each sizeable region of ink outside every box of a grounded page.
+
+    A page without a single box (the model gave none) has nothing to compare with and gets no
+    such flag. `image` is the image that was sent; it is scaled to page.width if it differs.
+    """
+    boxes = [box for block in page.blocks for box in block.boxes]
+    if not boxes:
+        return []
+    if page.width and page.height and image.size != (page.width, page.height):
+        image = image.resize((page.width, page.height), Image.Resampling.BOX)
+    return [
+        Flag(FlagKind.UNCOVERED, f"a region of ink that no block covers ({cells} cells)", box)
+        for box, cells in uncovered_regions(image, boxes)
+    ]
+
+
+# Garbage -------------------------------------------------------------------------------------
+
+# A page is garbage when at least GARBAGE_MIN_BAD replacement or control characters make up
+# GARBAGE_SHARE of its visible characters (clean outputs of the corpus have none).
+GARBAGE_SHARE = 0.02
+GARBAGE_MIN_BAD = 3
+# A script other than Latin and Greek (formulas use Greek letters in any language) with at least
+# FOREIGN_MIN_LETTERS letters but under FOREIGN_SHARE of the page's letters is foreign to it.
+FOREIGN_MIN_LETTERS = 5
+FOREIGN_SHARE = 0.05
+_ANY_SCRIPT = frozenset({"LATIN", "GREEK"})
+_DET_BOX = re.compile(re.escape(DET_OPEN) + r"\s*(\[\[.*?\]\]|[^<]{0,40})")
+_NUM = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
+
+
+def _script(ch: str) -> str:
+    """The script of a letter, from its Unicode name ("CJK UNIFIED IDEOGRAPH-4E00" -> "CJK")."""
+    name = unicodedata.name(ch, "")
+    if name.startswith(("CJK", "HIRAGANA", "KATAKANA")):
+        return "CJK"
+    return name.split(" ", 1)[0]
+
+
+def scripts(text: str) -> Counter[str]:
+    """Letters of `text` by script."""
+    return Counter(_script(ch) for ch in text if ch.isalpha())
+
+
+def malformed_boxes(raw: str, width: int, height: int) -> list[tuple[str, Box | None]]:
+    """Boxes as the model wrote them that break the format: (what, pixel box where one exists).
+
+    The parser repairs these (clamps to 0..999, orders corners, drops a `<|det|>` without
+    coordinates), so only the raw text still shows them.
+    """
+    found: list[tuple[str, Box | None]] = []
+    for m in _DET_BOX.finditer(raw):
+        body = m.group(1)
+        if not body.startswith("[["):
+            found.append((f"a {DET_OPEN} without coordinates ({body[:20]!r})", None))
+            continue
+        for part in body[2:-2].split("], ["):
+            values = [float(v) for v in _NUM.findall(part)]
+            if len(values) < 4:
+                found.append((f"a box with {len(values)} numbers ({part[:30]!r})", None))
+                continue
+            x1, y1, x2, y2 = values[:4]
+            problems = []
+            if max(values[:4]) > 999 or min(values[:4]) < 0:
+                problems.append("a value outside 0..999")
+            if x1 >= x2:
+                problems.append("x1 >= x2")
+            if y1 >= y2:
+                problems.append("y1 >= y2")
+            if problems:
+                what = f"box {[round(v) for v in values[:4]]}: {', '.join(problems)}"
+                found.append((what, pixel_box(values, width, height)))
+    return found
+
+
+def check_garbage(page: PageResult, others: Mapping[str, int] | None = None) -> list[Flag]:
+    """`garbage` flags: replacement/control characters, a foreign script, malformed boxes.
+
+    `others`: letters by script in the rest of the document (`scripts()` of the other pages); a
+    script they use is not foreign to this page.
+    """
+    flags: list[Flag] = []
+    text = strip_tags(page.raw)
+    visible = [ch for ch in text if not ch.isspace()]
+    bad = sum(
+        1 for ch in visible if ch == "\ufffd" or unicodedata.category(ch) in ("Cc", "Cs", "Co")
+    )
+    if visible and bad >= GARBAGE_MIN_BAD and bad >= GARBAGE_SHARE * len(visible):
+        flags.append(
+            Flag(
+                FlagKind.GARBAGE,
+                f"{bad} replacement or control characters ({bad / len(visible):.0%})",
+            )
+        )
+    letters = scripts(text)
+    total = sum(letters.values())
+    main = max(letters, key=letters.__getitem__).lower() if letters else ""
+    for script, n in letters.items():
+        if script in _ANY_SCRIPT or (others and others.get(script)):
+            continue
+        if n >= FOREIGN_MIN_LETTERS and n < FOREIGN_SHARE * total:
+            what = f"{n} letters of {script.lower()} script in a {main} page"
+            flags.append(Flag(FlagKind.GARBAGE, what))
+    for what, box in malformed_boxes(page.raw, page.width, page.height):
+        flags.append(Flag(FlagKind.GARBAGE, f"malformed box: {what}", box))
+    return flags
+
+
+# Confidence ----------------------------------------------------------------------------------
+
+# A block whose mean token probability is under this is low confidence. (No recorded logprobs
+# exist in the corpus yet; 0.5 means the model's average pick was a coin toss.)
+LOW_CONFIDENCE = 0.5
+# A token holding (a piece of) a tag or the end-of-sentence token is no text of a block.
+_TAG_PIECE = re.compile(r"<\||\|>|" + re.escape(EOS_TOKEN))
+
+
+def block_confidences(
+    tokens: Sequence[tuple[str, float]], width: int = 0, height: int = 0
+) -> list[float | None]:
+    """Each block's mean token probability (0..1; None for a block with no text token).
+
+    `tokens`: (text, logprob) in stream order, their texts adding up to the raw output. The list
+    is aligned with `parse(raw, width, height).blocks`. Tokens of tags and coordinates count for
+    no block; the text tokens after a box count for that box's block, those before the first box
+    for the untagged lead block.
+    """
+    parser = StreamParser(width, height)
+    sums: dict[int, list[float]] = {}
+    current = 0
+    for text, logprob in tokens:
+        closed = parser.feed_indexed(text)
+        if closed:
+            current = closed[-1][0]
+            continue
+        if len(parser.settled_text) < len(parser.text) or _TAG_PIECE.search(text):
+            continue  # a tag, or coordinates still being read
+        if text.strip():
+            acc = sums.setdefault(current, [0.0, 0.0])
+            acc[0] += exp(logprob)
+            acc[1] += 1
+    blocks = parser.finish().blocks
+    return [sums[i][0] / sums[i][1] if i in sums else None for i in range(len(blocks))]
+
+
+def check_low_confidence(confidences: Sequence[float | None], page: PageResult) -> list[Flag]:
+    """`low_confidence` for each block under LOW_CONFIDENCE (its box where it has one)."""
+    flags = []
+    for index, value in enumerate(confidences):
+        if value is not None and value < LOW_CONFIDENCE:
+            block = page.blocks[index] if index < len(page.blocks) else None
+            label = block.label if block else "block"
+            flags.append(
+                Flag(
+                    FlagKind.LOW_CONFIDENCE,
+                    f"{label} {index + 1}: mean token probability {value:.2f}",
+                    block.box if block else None,
+                )
+            )
+    return flags
+
+
+# All of them ---------------------------------------------------------------------------------
+
+# The tasks whose boxes are meant to cover every text of the page.
+_WHOLE_PAGE_TASKS = frozenset({Task.MARKDOWN, Task.OCR})
+
+
+def check_page(
+    result: PageResult,
+    image: Image.Image | None,
+    task: Task,
+    *,
+    confidences: Sequence[float | None] | None = None,
+    others: Mapping[str, int] | None = None,
+) -> list[Flag]:
+    """Every check that applies to a finished page, its flags in the order of `FlagKind`.
+
+    `image`: the image that was sent (None: the checks that need it are skipped). `uncovered`
+    applies to the tasks that ground the whole page (markdown, grounded OCR), not to Locate.
+    `confidences`: per block, from `block_confidences` (None: the server gave no logprobs).
+    `others`: letters by script of the document's other pages (`scripts()`), for `garbage`.
+    """
+    flags = check_loop(result) + check_truncated(result)
+    if image is not None:
+        flags += check_empty(result, image)
+        if task in _WHOLE_PAGE_TASKS:
+            flags += check_uncovered(result, image)
+    flags += check_garbage(result, others)
+    if confidences is not None:
+        flags += check_low_confidence(confidences, result)
+    return flags
