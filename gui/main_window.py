@@ -55,6 +55,7 @@ from ocrdesk.engine import (
     Block,
     ConvertOptions,
     ModelFamily,
+    PageResult,
     PageStatus,
     Task,
     figure_boxes,
@@ -69,7 +70,7 @@ from ocrdesk.gui.recent import RecentFiles, RecentMenu
 from ocrdesk.gui.result_view import ResultView
 from ocrdesk.gui.search import BlockSource, SearchBar
 from ocrdesk.gui.settings import ENGINE_KEYS, Settings
-from ocrdesk.gui.thumbnails import ThumbnailStrip
+from ocrdesk.gui.thumbnails import CHECK_COLOR, ThumbnailStrip
 from ocrdesk.resources import RESOURCES
 
 #: The model menu: auto (from the served model's name), then every family of the registry.
@@ -77,6 +78,13 @@ MODEL_CHOICES: list[tuple[str, ModelFamily | None]] = [
     ("Model: auto", None),
     *((spec.title, family) for family, spec in FAMILIES.items()),
 ]
+
+
+def check_text(result: PageResult | None) -> str:
+    """Why a person should look at a page ("loop, uncovered"), empty when there is no reason."""
+    if result is None:
+        return ""
+    return ", ".join(dict.fromkeys(f.kind.value for f in result.flags))
 
 
 def figure_urls(image: Image.Image, blocks: list[Block]) -> dict[int, str]:
@@ -160,6 +168,15 @@ class MainWindow(QMainWindow):
         self.search_bar.matchChosen.connect(self._search_match)
         centre_layout.addWidget(self.search_bar)
         centre_layout.addLayout(nav)
+        self.check_label = QLabel(self)
+        self.check_label.setObjectName("page-checks")
+        self.check_label.setTextFormat(Qt.TextFormat.PlainText)
+        self.check_label.setWordWrap(True)
+        self.check_label.setStyleSheet(
+            f"background: {CHECK_COLOR.name()}; color: white; padding: 3px 6px;"
+        )
+        self.check_label.hide()
+        centre_layout.addWidget(self.check_label)
         self.thumbs = ThumbnailStrip(self)
         self.thumbs.setFixedWidth(130)
         pages = QHBoxLayout()
@@ -251,6 +268,12 @@ class MainWindow(QMainWindow):
         self.prev_block_action = self._action(
             "Previous block", "Ctrl+Up", lambda: self.step_block(-1)
         )
+        self.next_check_action = self._action(
+            "Next page to check", "F8", lambda: self.step_check(1)
+        )
+        self.prev_check_action = self._action(
+            "Previous page to check", "Shift+F8", lambda: self.step_check(-1)
+        )
         self.log_action = self._action("Engine &log", "Ctrl+L", self.show_log)
         self.engine_start_action = self._action("Start &engine", None, self.apply_engine_settings)
         self.engine_stop_action = self._action(
@@ -280,6 +303,7 @@ class MainWindow(QMainWindow):
             self.prev_page_action, self.next_page_action, None, self.zoom_in_action,
             self.zoom_out_action, self.actual_size_action, self.fit_width_action,
             self.fit_page_action, None, self.next_block_action, self.prev_block_action, None,
+            self.next_check_action, self.prev_check_action, None,
             self.raw_action, self.log_action,
         ):  # fmt: skip
             view.addSeparator() if entry is None else view.addAction(entry)
@@ -464,7 +488,8 @@ class MainWindow(QMainWindow):
                     "model": s.get("engine/model"),
                     "vllm": s.get("engine/vllm") or None,
                     "gpu_memory_utilization": s.get("engine/gpu_memory_utilization"),
-                    "max_num_seqs": s.get("engine/concurrency"),
+                    # A fixed count also caps the local server; auto leaves vLLM its own.
+                    "max_num_seqs": s.get("engine/concurrency") or None,
                 }
             )
 
@@ -492,7 +517,7 @@ class MainWindow(QMainWindow):
             family=self.family(),
             prompt=prompt if task.needs_prompt else None,
             dpi=self.dpi_spin.value(),
-            concurrency=max(1, int(self.settings.get("engine/concurrency"))),
+            concurrency=int(self.settings.get("engine/concurrency")) or None,  # 0: auto
         )
 
     def run(self) -> None:
@@ -767,6 +792,36 @@ class MainWindow(QMainWindow):
         item = self.controller.docs.get(self.current[0])
         page = item.pages.get(self.current[1]) if item else None
         self.page_view.set_blocks(page.blocks() if page is not None else [])
+        self._show_checks(page.result if page is not None else None)
+
+    def _show_checks(self, result: PageResult | None) -> None:
+        """The page's flags over the page (engine/triage.py), and the regions they point at."""
+        flags = result.flags if result is not None else []
+        self.check_label.setText(
+            "Check this page: " + "; ".join(f"{f.kind.value}: {f.detail}" for f in flags)
+        )
+        self.check_label.setToolTip(tooltip("\n".join(f.detail for f in flags)))
+        self.check_label.setVisible(bool(flags))
+        self.page_view.set_marks([f.box for f in flags if f.box is not None])
+
+    def step_check(self, step: int) -> None:
+        """Show the next (1) or previous (-1) page with flags, across the queue's documents."""
+        pages = [
+            (doc_id, number)
+            for doc_id in self.controller.order
+            for number, page in sorted(self.controller.docs[doc_id].pages.items())
+            if page.result is not None and page.result.flags
+        ]
+        if not pages:
+            self.statusBar().showMessage("No page to check", 5000)
+            return
+        here = self.current or (self.controller.order[0], 0)
+        order = {key: i for i, key in enumerate(self.controller.order)}
+        rank = lambda key: (order.get(key[0], -1), key[1])  # noqa: E731
+        later = [p for p in pages if rank(p) > rank(here)]
+        earlier = [p for p in pages if rank(p) < rank(here)]
+        target = (later or pages)[0] if step > 0 else (earlier or pages)[-1]
+        self.show_page(*target)
 
     async def _load_image(self, doc_id: int, number: int, token: int) -> None:
         try:
@@ -861,7 +916,7 @@ class MainWindow(QMainWindow):
             lambda n: self.controller.render_thumbnail(doc_id, n),
         )
         for number, page in item.pages.items():
-            self.thumbs.set_status(number, page.status)
+            self.thumbs.set_status(number, page.status, check_text(page.result))
 
     def _thumb_chosen(self, number: int) -> None:
         if self.current is not None and self.current[1] != number:
@@ -882,7 +937,7 @@ class MainWindow(QMainWindow):
         if self.thumbs.doc_id == doc_id:
             page = self.controller.docs[doc_id].pages.get(number)
             if page is not None:
-                self.thumbs.set_status(number, page.status)
+                self.thumbs.set_status(number, page.status, check_text(page.result))
         if self.current != (doc_id, number):
             return
         page = self.controller.docs[doc_id].pages[number]

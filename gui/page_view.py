@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
 
 from ocrdesk.engine import Block, label_color
 from ocrdesk.gui.plain_text import tooltip
+from ocrdesk.gui.thumbnails import CHECK_COLOR
 
 
 def qcolor(label: str, alpha: int = 255) -> QColor:
@@ -86,6 +87,7 @@ class PageView(QGraphicsView):
         self._pixmap = QGraphicsPixmapItem(self._page)
         self._pixmap.setTransformationMode(Qt.TransformationMode.SmoothTransformation)
         self.boxes: list[BoxItem] = []
+        self.marks: list[QGraphicsRectItem] = []  # regions a flag points at (engine/triage.py)
         self.hidden_labels: set[str] = set()
         self.highlighted: int | None = None
         self.fit_mode: str | None = "page"  # "page", "width", or None (free zoom)
@@ -115,10 +117,28 @@ class PageView(QGraphicsView):
 
     # -- boxes ---------------------------------------------------------------------------------
 
+    def set_marks(self, regions: list[tuple[float, float, float, float]]) -> None:
+        """Outline, dashed, the regions of the page a flag points at (an `uncovered` region)."""
+        for item in self.marks:
+            self.scene().removeItem(item)
+        self.marks = []
+        pen = QPen(CHECK_COLOR, 3, Qt.PenStyle.DashLine)
+        pen.setCosmetic(True)
+        for x1, y1, x2, y2 in regions:
+            item = QGraphicsRectItem(QRectF(x1, y1, x2 - x1, y2 - y1), self._page)
+            item.setPen(pen)
+            item.setBrush(
+                QBrush(QColor(CHECK_COLOR.red(), CHECK_COLOR.green(), CHECK_COLOR.blue(), 40))
+            )
+            item.setZValue(20)
+            item.setToolTip("Not covered by any box: the model may have missed text here")
+            self.marks.append(item)
+
     def clear_boxes(self) -> None:
         for item in self.boxes:
             self.scene().removeItem(item)
         self.boxes = []
+        self.set_marks([])
         self.highlighted = None
         self.labelsChanged.emit([])
 

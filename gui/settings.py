@@ -63,7 +63,10 @@ DEFAULTS: dict[str, tuple[Any, type]] = {
     "engine/model": (DEFAULT_MODEL, str),  # local: hub id or folder
     "engine/vllm": ("", str),  # local: vllm executable ("" = find it)
     "engine/gpu_memory_utilization": (0.9, float),
-    "engine/concurrency": (16, int),
+    "engine/concurrency": (
+        0,
+        int,
+    ),  # pages in flight; 0: found from the server (engine/concurrency.py)
     "engine/url": ("", str),  # remote: base URL
     "run/task": ("markdown", str),
     "run/family": ("auto", str),  # "auto", "deepseek-ocr", "deepseek-ocr-2"

@@ -56,7 +56,12 @@ class SettingsDialog(QDialog):
         self.gpu_spin.setSingleStep(0.05)
         self.gpu_spin.setValue(s.get("engine/gpu_memory_utilization"))
         self.concurrency_spin = QSpinBox(self)
-        self.concurrency_spin.setRange(1, 512)
+        self.concurrency_spin.setRange(0, 512)
+        self.concurrency_spin.setSpecialValueText("Auto (from the server's load)")
+        self.concurrency_spin.setToolTip(
+            "Pages in flight at once. Auto keeps as many as the server runs at once, read from "
+            "its metrics while the run goes."
+        )
         self.concurrency_spin.setValue(s.get("engine/concurrency"))
         lf.addRow("Model", self.model_edit)
         lf.addRow("vLLM executable", self.vllm_edit)

@@ -73,6 +73,8 @@ STATUS_COLORS: dict[PageStatus, QColor] = {
 }
 
 PageRole = Qt.ItemDataRole.UserRole + 1  # int, 1-based page number
+#: A finished page whose triage left flags on it: a person should look at it.
+CHECK_COLOR = QColor(142, 68, 173)
 StatusRole = Qt.ItemDataRole.UserRole + 2  # the engine.PageStatus's value, a str ("done")
 StatusColorRole = Qt.ItemDataRole.UserRole + 3  # QColor of the status mark
 ImageRole = Qt.ItemDataRole.UserRole + 4  # QImage, or None until rendered
@@ -94,6 +96,7 @@ class ThumbnailModel(QAbstractListModel):
         self.page_count = 0
         self.cache_limit = cache_limit
         self.status: dict[int, PageStatus] = {}
+        self.checks: dict[int, str] = {}  # page -> why to check it (its flags' kinds)
         self.images: OrderedDict[int, QImage] = OrderedDict()
         self.no_image: set[int] = set()  # render gave None or failed: not asked again
 
@@ -101,6 +104,7 @@ class ThumbnailModel(QAbstractListModel):
         self.beginResetModel()
         self.page_count = max(0, page_count)
         self.status = {}
+        self.checks = {}
         if not keep_images:
             self.images.clear()
             self.no_image.clear()
@@ -124,10 +128,16 @@ class ThumbnailModel(QAbstractListModel):
         index = self.index(page - 1, 0)
         self.dataChanged.emit(index, index, [ImageRole])
 
-    def set_status(self, page: int, status: PageStatus) -> None:
-        if not 1 <= page <= self.page_count or self.status.get(page) is status:
+    def set_status(self, page: int, status: PageStatus, check: str = "") -> None:
+        if not 1 <= page <= self.page_count:
+            return
+        if self.status.get(page) is status and self.checks.get(page, "") == check:
             return
         self.status[page] = status
+        if check:
+            self.checks[page] = check
+        else:
+            self.checks.pop(page, None)
         index = self.index(page - 1, 0)
         self.dataChanged.emit(
             index, index, [StatusRole, StatusColorRole, Qt.ItemDataRole.ToolTipRole]
@@ -149,6 +159,8 @@ class ThumbnailModel(QAbstractListModel):
         if role == StatusRole:  # PageStatus is a str Enum: through Qt it arrives as a str
             return self.status.get(page, PageStatus.WAITING).value
         if role == StatusColorRole:
+            if page in self.checks:
+                return CHECK_COLOR
             return STATUS_COLORS[self.status.get(page, PageStatus.WAITING)]
         if role == ImageRole:
             image = self.images.get(page)
@@ -156,7 +168,8 @@ class ThumbnailModel(QAbstractListModel):
                 self.images.move_to_end(page)
             return image
         if role == Qt.ItemDataRole.ToolTipRole:
-            return f"Page {page} — {self.status.get(page, PageStatus.WAITING).value}"
+            shown = f"Page {page} — {self.status.get(page, PageStatus.WAITING).value}"
+            return shown + (f"; check: {self.checks[page]}" if page in self.checks else "")
         if role == Qt.ItemDataRole.AccessibleTextRole:
             return f"Page {page}"
         return None
@@ -309,8 +322,9 @@ class ThumbnailStrip(QListView):
             self._quiet = False
         self._schedule()
 
-    def set_status(self, page: int, status: PageStatus) -> None:
-        self._model.set_status(page, PageStatus(status))
+    def set_status(self, page: int, status: PageStatus, check: str = "") -> None:
+        """`check`: why a person should look at the page (empty: no reason)."""
+        self._model.set_status(page, PageStatus(status), check)
 
     def status(self, page: int) -> PageStatus:
         return self._model.status.get(page, PageStatus.WAITING)

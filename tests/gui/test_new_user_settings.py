@@ -106,3 +106,22 @@ def test_ok_in_settings_keeps_the_toolbar_task(qloop: Any, qtbot: Any, settings:
         dialog.accept()
         assert window.task() is Task.OCR
         arun(qtbot, controller.close())
+
+
+def test_pages_at_once_is_found_from_the_server_unless_set(
+    qloop: Any, qtbot: Any, settings: Any
+) -> None:
+    from ocrdesk.gui.app import build
+
+    with FakeOpenAIServer(["text"]) as server:
+        controller, window = build([], server=server.url, settings=settings, history=False)
+        qtbot.addWidget(window)
+        assert settings.get("engine/concurrency") == 0
+        assert window.options().concurrency is None  # auto (engine/concurrency.py)
+        window.open_settings()
+        spin = window.settings_dialog.concurrency_spin
+        assert spin.text() == "Auto (from the server's load)"
+        window.settings_dialog.reject()
+        settings.set("engine/concurrency", 24)
+        assert window.options().concurrency == 24
+        arun(qtbot, controller.close())
