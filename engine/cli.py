@@ -32,6 +32,7 @@ from .errors import EngineStartError, OCRDeskError
 from .export import DocumentExport, ExportFailed, MathStyle, printable
 from .formats import DEFAULT_FORMATS, describe_formats, parse_formats
 from .local_server import LocalServer, LocalServerConfig
+from .pagerange import format_page_range
 from .pipeline import (
     ConvertOptions,
     DocumentFailed,
@@ -495,7 +496,7 @@ async def convert(args: argparse.Namespace) -> int:
 
         progress = _Progress(args.quiet)
         truncated: list[str] = []
-        flagged: dict[FlagKind, list[str]] = {}  # pages to check, by why
+        flagged: dict[FlagKind, dict[str, set[int]]] = {}  # kind -> document -> pages to check
         stats = _Stats()
         unwritten: dict[int, int] = {}  # id(job) -> pages whose journal entry was not written
         pipeline = Pipeline(pool, options)
@@ -530,8 +531,8 @@ async def convert(args: argparse.Namespace) -> int:
                     truncated.append(f"{event.job.label}: page {event.result.number}")
                 for flag in event.result.flags:
                     if flag.kind is not FlagKind.TRUNCATED:  # said on its own line below
-                        where = f"{printable(event.job.label)}: page {event.result.number}"
-                        flagged.setdefault(flag.kind, []).append(where)
+                        documents = flagged.setdefault(flag.kind, {})
+                        documents.setdefault(event.job.label, set()).add(event.result.number)
             elif isinstance(event, DocumentFailed):
                 failed = True
                 progress.write(f"ocrdesk: {event.error}")
@@ -548,12 +549,18 @@ async def convert(args: argparse.Namespace) -> int:
                 f"ocrdesk: warning: {item} hit max_tokens (kept, flagged truncated)",
                 file=sys.stderr,
             )
-        for kind, pages in sorted(flagged.items(), key=lambda item: item[0].value):
-            shown = "; ".join(dict.fromkeys(pages))
+        for kind, documents in sorted(flagged.items(), key=lambda item: item[0].value):
+            shown = "; ".join(
+                f"{printable(label)}: {'pages' if len(pages) > 1 else 'page'} "
+                f"{format_page_range(pages)}"
+                for label, pages in documents.items()
+            )
             print(f"ocrdesk: check ({kind.value}): {shown}", file=sys.stderr)
         summary = stats.summary()
         summary["in_flight_limits"] = pipeline.limits
-        summary["flagged_pages"] = {k.value: len(set(v)) for k, v in flagged.items()}
+        summary["flagged_pages"] = {
+            k.value: sum(len(pages) for pages in v.values()) for k, v in flagged.items()
+        }
         if server_start_seconds is not None:
             summary["server_start_seconds"] = round(server_start_seconds, 1)
         if not args.quiet and summary["pages"]:

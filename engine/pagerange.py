@@ -22,7 +22,7 @@ import re
 
 from .errors import PageRangeError
 
-__all__ = ["parse_page_range"]
+__all__ = ["format_page_range", "parse_page_range"]
 
 _PART = re.compile(r"^(?P<start>\d+)?\s*(?P<dash>-)?\s*(?P<end>\d+)?$")
 
@@ -76,3 +76,19 @@ def _parse_part(part: str, spec: str) -> tuple[int, int | None]:
     if end is not None and end < start:
         raise PageRangeError(f"page range {spec!r}: {part!r} runs backwards ({start} > {end})")
     return start, end
+
+
+def format_page_range(pages: list[int] | set[int]) -> str:
+    """The pages as this grammar writes them, shortest: {1, 2, 3, 7, 9, 10} -> "1-3,7,9-10"."""
+    parts: list[str] = []
+    run: list[int] = []
+    for page in sorted(set(pages)):
+        if run and page == run[-1] + 1:
+            run.append(page)
+            continue
+        if run:
+            parts.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+        run = [page]
+    if run:
+        parts.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+    return ",".join(parts)

@@ -79,3 +79,12 @@ def test_negative_page_count_is_a_programming_error() -> None:
 def test_a_range_that_selects_no_page_is_an_error(spec: str, count: int) -> None:
     with pytest.raises(PageRangeError, match=f"selects no page: the document has {count} pages"):
         parse_page_range(spec, count)
+
+
+def test_pages_are_written_back_in_the_grammar_shortest() -> None:
+    from ocrdesk.engine.pagerange import format_page_range
+
+    assert format_page_range({1, 2, 3, 7, 9, 10}) == "1-3,7,9-10"
+    assert format_page_range([5]) == "5" and format_page_range([]) == ""
+    pages = [1, 4, 5, 6, 20, 21, 40]
+    assert parse_page_range(format_page_range(pages), 40) == pages
