@@ -6,7 +6,9 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
+import pytest
 from PIL import Image
 
 from ocrdesk.engine.alto import ALTO_NAMESPACE, alto_document
@@ -181,3 +183,39 @@ def test_real_page_hocr_and_alto_hold_every_line() -> None:
     assert [
         " ".join(str(s.get("CONTENT")) for s in ln.findall(f"{ALTO}String")) for ln in alto_lines
     ] == [" ".join(line.text.split()) for line in lines]
+
+
+# The ALTO 4.4 schema (altoxml/schema, v4/alto-4-4.xsd) and the XLink schema it imports from
+# http://www.loc.gov/standards/xlink/xlink.xsd (the METS XLink Schema v. 2), both kept beside
+# the tests: nothing is fetched, the import is pointed at the local copy.
+ALTO_XSD = Path(__file__).resolve().parents[1] / "data" / "alto-4-4.xsd"
+XLINK_XSD = ALTO_XSD.with_name("alto-4-4-xlink.xsd")
+
+
+def _alto_schema() -> Any:
+    etree = pytest.importorskip("lxml.etree")
+    parser = etree.XMLParser(no_network=True, resolve_entities=False)
+    schema = etree.parse(str(ALTO_XSD), parser)
+    (imported,) = schema.getroot().findall("{http://www.w3.org/2001/XMLSchema}import")
+    imported.set("schemaLocation", XLINK_XSD.as_uri())
+    return etree.XMLSchema(schema)
+
+
+def test_alto_validates_against_the_alto_4_schema() -> None:
+    etree = pytest.importorskip("lxml.etree")
+    schema = _alto_schema()
+    with Image.open(PAGES / "lecture-006.jpg") as image:
+        width, height = image.size
+    raw = (PAGES / "lecture-006.raw.txt").read_text(encoding="utf-8")
+    real = layout_page(
+        PageResult(1, width, height, PageStatus.DONE, blocks=parse(raw, width, height).blocks)
+    )
+    for layouts in (_layouts(), [real], [PageLayout(1, 10, 10, ())]):
+        document = etree.fromstring(alto_document(layouts, source="scan.pdf").encode("utf-8"))
+        assert schema.validate(document), schema.error_log
+    # The check can fail: a TextLine without its String is not ALTO.
+    broken = etree.fromstring(alto_document(_layouts()).encode("utf-8"))
+    line = next(broken.iter(f"{ALTO}TextLine"))
+    for child in list(line):
+        line.remove(child)
+    assert not schema.validate(broken)
