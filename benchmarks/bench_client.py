@@ -8,8 +8,13 @@ Prints:
 - peak RSS of the `convert` process for a 20-page and a 2,000-page PDF: the pipeline keeps at most
   `--concurrency` pages in memory, so the two should be close.
 
+With `--logprobs`, only the ceiling, with token log-probabilities asked for and not, alternated
+for `--rounds` rounds against the same server (which streams vLLM's logprobs chunks when asked):
+what `Sampling.logprobs` costs the client (bigger chunks to decode, tokens to pair, each block's
+confidence).
+
 Usage: .venv/bin/python benchmarks/bench_client.py [--pages 100] [--big 2000] [--concurrency 16]
-       [--small 20] [--large 20] [--memory-only]
+       [--small 20] [--large 20] [--memory-only] [--logprobs [--rounds 3]]
        (--memory-only: skip the ceiling runs, peak RSS figures only; --large 0: no poster run)
 """
 
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -49,14 +55,26 @@ def make_pdf(path: Path, pages: int, size: tuple[float, float] = (595, 842)) -> 
 
 
 def run_convert(
-    pdf: Path, out: Path, server: FakeOpenAIServer, concurrency: int
+    pdf: Path,
+    out: Path,
+    server: FakeOpenAIServer,
+    concurrency: int,
+    logprobs: bool | None = None,
 ) -> tuple[float, int]:
-    """Wall seconds and peak RSS (KiB) of one `ocrdesk convert` process."""
+    """Wall seconds and peak RSS (KiB) of one `ocrdesk convert` process (`logprobs`: asked for
+    or not, through the request fields; None: the default)."""
     cmd = [
         sys.executable, "-m", "ocrdesk", "convert", str(pdf), "-o", str(out),
         "--server", server.url, "--api-key", server.api_key or "", "-q",
         "--concurrency", str(concurrency),
     ]  # fmt: skip
+    if logprobs is not None:
+        value = "true" if logprobs else "false"
+        cmd += ["--request-field", f"logprobs={value}"]
+        if logprobs:
+            cmd += ["--request-field", "top_logprobs=0"]
+        else:  # vLLM sends logprobs only with top_logprobs set: a null leaves them off
+            cmd += ["--request-field", "top_logprobs=null"]
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
     _, status, usage = os.wait4(proc.pid, 0)
@@ -74,12 +92,19 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--large", type=int, default=20, help="pages of the poster PDF (default 20)")
     ap.add_argument("--memory-only", action="store_true", help="skip the client-ceiling run")
+    ap.add_argument(
+        "--logprobs", action="store_true", help="the ceiling with logprobs on and off, alternated"
+    )
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of each with --logprobs")
     args = ap.parse_args()
     outputs = corpus_outputs()
     # file 11 is a real DeepSeek-OCR-2 grounded page (tables, captions): a typical page's output
     page_output = next((o for o in outputs if "<|ref|>table<|/ref|>" in o), None) or outputs[0]
     with tempfile.TemporaryDirectory() as tmp, FakeOpenAIServer([page_output]) as server:
         root = Path(tmp)
+        if args.logprobs:
+            logprobs_ceiling(root, server, args, len(page_output))
+            return
         if not args.memory_only:
             pdf = make_pdf(root / "ceiling.pdf", args.pages)
             seconds, rss = run_convert(pdf, root / "out1", server, args.concurrency)
@@ -108,6 +133,30 @@ def main() -> None:
             f"{args.big / s_big:.1f} pages/s)"
         )
         print(f"ratio {args.big}/{args.small} pages peak RSS: {rss_big / rss_small:.2f}")
+
+
+def logprobs_ceiling(
+    root: Path, server: FakeOpenAIServer, args: argparse.Namespace, chars: int
+) -> None:
+    """The client ceiling with logprobs on and off, alternated (`--rounds` of each)."""
+    pdf = make_pdf(root / "ceiling.pdf", args.pages)
+    rates: dict[bool, list[float]] = {True: [], False: []}
+    for round_ in range(args.rounds):
+        for logprobs in (False, True) if round_ % 2 == 0 else (True, False):
+            out = root / f"out-{round_}-{logprobs}"
+            seconds, rss = run_convert(pdf, out, server, args.concurrency, logprobs)
+            rates[logprobs].append(args.pages / seconds)
+            asked = server.requests[-1].get("logprobs") is True
+            print(
+                f"round {round_ + 1}, logprobs {'on ' if logprobs else 'off'}: {args.pages} pages "
+                f"in {seconds:.2f} s = {args.pages / seconds:.1f} pages/s; peak RSS "
+                f"{rss / 1024:.0f} MiB (asked: {asked})"
+            )
+    on, off = statistics.median(rates[True]), statistics.median(rates[False])
+    print(
+        f"client ceiling, median of {args.rounds}: logprobs off {off:.1f} pages/s, on {on:.1f} "
+        f"pages/s ({on / off:.2f}x; concurrency {args.concurrency}, {chars} chars per page)"
+    )
 
 
 if __name__ == "__main__":

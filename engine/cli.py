@@ -255,6 +255,12 @@ def build_parser(
         "page's time (default 1; set it to --concurrency to send all pages at once)",
     )
     conv.add_argument(
+        "--confidence",
+        action="store_true",
+        help="ask the server for token probabilities: each block gets a confidence (0..1) in the "
+        "JSON and a page with an unsure block the low_confidence flag",
+    )
+    conv.add_argument(
         "--retry",
         choices=("auto", "none"),
         default="auto",
@@ -376,6 +382,7 @@ def _options(args: argparse.Namespace) -> ConvertOptions:
         ngram_size=args.ngram_size,
         window_size=args.window_size,
         whitelist_token_ids=whitelist,
+        logprobs=args.confidence,
         extra_body=dict(args.request_field),
     )
     return ConvertOptions(

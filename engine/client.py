@@ -12,6 +12,13 @@ and the page is retried. An answer larger than any page can be (`MAX_CHARS_PER_T
 `MAX_BYTES_PER_TOKEN` times `max_tokens`) is stopped and fails its page. 429 and 503 answers are
 retried after their `Retry-After` (capped at `MAX_RETRY_AFTER_SECONDS`); an SSE line that is not
 JSON is retried like a cut stream.
+
+With `Sampling.logprobs` the request asks for each token's log-probability (`logprobs: true`,
+`top_logprobs: 0`: vLLM sends them only when `top_logprobs` is set). vLLM streams them as
+`choices[0].logprobs.content[*]` (`{"token", "logprob", "bytes", "top_logprobs"}`) beside each
+chunk's `delta.content`; `TokenLogprobs` pairs them with the text so that the pairs' texts add up
+to the answer (`Completion.token_logprobs`), which is what engine/triage.py's block confidences
+need.
 """
 
 from __future__ import annotations
@@ -41,6 +48,9 @@ from .tasks import Sampling, build_messages
 log = logging.getLogger(__name__)
 
 DeltaCallback = Callable[[str], None]
+#: (text, log-probability) of streamed tokens, in stream order.
+TokenLogprob = tuple[str, float]
+TokensCallback = Callable[[list[TokenLogprob]], None]
 
 #: Seconds to wait for the response headers. vLLM and SGLang send them once the request is
 #: checked, before decoding starts: well under a second on a local server, a few on a busy one.
@@ -76,6 +86,8 @@ class Completion:
     seconds: float
     first_token_seconds: float | None
     attempts: int
+    # (text, logprob) per token, the texts adding up to `text`; None when the server sent none.
+    token_logprobs: list[TokenLogprob] | None = None
 
 
 def api_base(url: str) -> str:
@@ -112,6 +124,74 @@ def retry_after(headers: Mapping[str, str] | None, now: float | None = None) -> 
     if seconds is None or seconds != seconds:  # NaN
         return None
     return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
+
+
+class TokenLogprobs:
+    """A stream's tokens paired with its text: `feed(delta, content)` per chunk, where `content`
+    is the chunk's `logprobs.content` list, returns the new (text, logprob) pairs.
+
+    The pairs' texts add up to the text fed, whatever the server sends. Most chunks' token
+    texts add up to their delta; where they do not (a character of several byte tokens is sent
+    as "\ufffd" tokens and a delta of "" until its last byte), the tokens that match no text
+    pass their log-probabilities on to the next text (a character's probability is the product
+    of its bytes'), and text that no token accounts for joins the next token's text (at the end
+    of the stream, the last pair's). `pairs` is everything so far; `seen`: any logprobs came.
+    """
+
+    def __init__(self) -> None:
+        self.pairs: list[TokenLogprob] = []
+        self.seen = False
+        self._carry = 0.0  # summed log-probabilities of tokens still waiting for their text
+        self._carried = False
+        self._pending = ""  # text that no token accounts for yet
+
+    def feed(self, delta: str, content: list[Any] | None) -> list[TokenLogprob]:
+        if content is None and not self.seen:
+            return []
+        self.seen = True
+        tokens = content or ()
+        new: list[TokenLogprob] = []
+        if not self._carried and not self._pending:
+            # The usual chunk: its tokens spell its delta exactly.
+            try:
+                quick = [(t["token"], float(t["logprob"])) for t in tokens]
+            except (TypeError, KeyError, ValueError):
+                quick = None
+            if quick is not None and "".join(text for text, _ in quick) == delta:
+                new = [pair for pair in quick if pair[0]]
+                self.pairs += new
+                return new
+        pos = 0
+        for entry in tokens:
+            token = entry.get("token") if isinstance(entry, dict) else None
+            logprob = entry.get("logprob") if isinstance(entry, dict) else None
+            if not isinstance(logprob, (int, float)) or isinstance(logprob, bool) or token == "":
+                continue  # no probability, or a token without text (the end of sentence)
+            if isinstance(token, str) and token and delta.startswith(token, pos):
+                new.append((self._pending + token, self._carry + logprob))
+                self._pending, self._carry, self._carried = "", 0.0, False
+                pos += len(token)
+            else:
+                self._carry += logprob
+                self._carried = True
+        rest = delta[pos:]
+        if rest and self._carried:
+            new.append((self._pending + rest, self._carry))
+            self._pending, self._carry, self._carried = "", 0.0, False
+        elif rest:
+            self._pending += rest
+        self.pairs += new
+        return new
+
+    def result(self) -> list[TokenLogprob] | None:
+        """All pairs, the text still pending joined to the last; None when no logprobs came."""
+        if not self.seen:
+            return None
+        if self._pending and self.pairs:
+            text, logprob = self.pairs[-1]
+            self.pairs[-1] = (text + self._pending, logprob)
+            self._pending = ""
+        return self.pairs
 
 
 class StreamDecodeError(Exception):
@@ -260,10 +340,12 @@ class ModelClient:
         *,
         on_delta: DeltaCallback | None = None,
         on_restart: Callable[[], None] | None = None,
+        on_tokens: TokensCallback | None = None,
     ) -> Completion:
-        """Stream one page's answer. `on_delta` gets text as it comes; `on_restart` is called when
-        a retry throws away what was streamed so far. Cancelling the awaiting task closes the
-        HTTP stream, so the server stops generating."""
+        """Stream one page's answer. `on_delta` gets text as it comes, `on_tokens` the tokens'
+        (text, logprob) pairs as they come (when the server sends logprobs); `on_restart` is
+        called when a retry throws away what was streamed so far. Cancelling the awaiting task
+        closes the HTTP stream, so the server stops generating."""
         self.busy += 1  # before any await, so a pool picking right after this call sees it
         try:
             model = await self.resolve_model()
@@ -276,11 +358,11 @@ class ModelClient:
                 streamed_any = False
                 wait: float | None = None  # what the server asked for (Retry-After)
                 try:
-                    text, finish, tokens, first = await self._stream_once(
-                        model, messages, sampling, on_delta, started
+                    text, finish, tokens, first, logprobs = await self._stream_once(
+                        model, messages, sampling, on_delta, on_tokens, started
                     )
                     return Completion(
-                        text, finish, tokens, time.monotonic() - started, first, attempt
+                        text, finish, tokens, time.monotonic() - started, first, attempt, logprobs
                     )
                 except openai.BadRequestError as exc:
                     if self.send_vllm_xargs and _rejects_vllm_xargs(exc):
@@ -326,11 +408,15 @@ class ModelClient:
         messages: list[dict[str, Any]],
         sampling: Sampling,
         on_delta: DeltaCallback | None,
+        on_tokens: TokensCallback | None,
         started: float,
-    ) -> tuple[str, str | None, int | None, float | None]:
+    ) -> tuple[str, str | None, int | None, float | None, list[TokenLogprob] | None]:
         extra: dict[str, Any] = {"skip_special_tokens": sampling.skip_special_tokens}
         if self.send_vllm_xargs:
             extra["vllm_xargs"] = sampling.vllm_xargs()
+        if sampling.logprobs:
+            extra["logprobs"] = True
+            extra["top_logprobs"] = 0
         extra.update(sampling.extra_body)
         # The SDK makes the request (auth, errors, timeouts); the answer's SSE lines are decoded
         # by SSEDecoder (see there why).
@@ -342,6 +428,7 @@ class ModelClient:
         finish: str | None = None
         tokens: int | None = None
         first: float | None = None
+        logprobs = TokenLogprobs()
         decoder = SSEDecoder()
         loop = asyncio.get_running_loop()
         request = self._client.chat.completions.with_streaming_response.create(  # type: ignore[call-overload]
@@ -402,6 +489,16 @@ class ModelClient:
                             tokens = usage.get("completion_tokens")
                         for choice in chunk.get("choices") or ():
                             delta = (choice.get("delta") or {}).get("content")
+                            held = choice.get("logprobs")
+                            content = held.get("content") if isinstance(held, dict) else None
+                            if not isinstance(content, list):
+                                content = None
+                            if content is not None or logprobs.seen:
+                                if not logprobs.seen and parts:  # text came before logprobs
+                                    logprobs.feed("".join(parts), [])
+                                pairs = logprobs.feed(delta or "", content)
+                                if pairs and on_tokens is not None:
+                                    on_tokens(pairs)
                             if delta:
                                 if first is None:
                                     first = time.monotonic() - started
@@ -426,7 +523,7 @@ class ModelClient:
         if finish is None:
             # The stream ended without a finish_reason: the connection was cut.
             raise _StreamedError(openai.APIConnectionError(request=None), streamed=bool(parts))  # type: ignore[arg-type]
-        return "".join(parts), finish, tokens, first
+        return "".join(parts), finish, tokens, first, logprobs.result()
 
     async def load(self) -> ServerLoad | None:
         """The server's load from its Prometheus /metrics (vLLM serves them beside /v1); None

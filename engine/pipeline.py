@@ -41,7 +41,7 @@ from typing import Literal
 from PIL import Image
 
 from . import concurrency, retry, triage
-from .client import Completion, ModelClient, ServerPool
+from .client import Completion, ModelClient, ServerPool, TokenLogprob
 from .documents import Document, open_document
 from .errors import DocumentError, OCRDeskError
 from .images import model_size
@@ -528,7 +528,11 @@ class Pipeline:
             sampling = retry.sampling_for(strategy, opts.sampling)
             result = await self._attempt(client, job, number, image, url, prompt, sampling, queue)
             if result.status is not PageStatus.FAILED:
-                result.flags = await asyncio.to_thread(triage.check_page, result, image, opts.task)
+                confidences = [b.confidence for b in result.blocks]
+                known = confidences if any(c is not None for c in confidences) else None
+                result.flags = await asyncio.to_thread(
+                    triage.check_page, result, image, opts.task, confidences=known
+                )
             attempts.append((strategy, result))
             if result.status is PageStatus.FAILED or not opts.retry:
                 break
@@ -566,13 +570,15 @@ class Pipeline:
         queue: asyncio.Queue[Event | None],
     ) -> PageResult:
         """One request for the page, closed early when the stream loops (`triage.LoopDetector`):
-        the text before the loop is the result, the raw text as received is kept whole."""
+        the text before the loop is the result, the raw text as received is kept whole. Where the
+        server sends token logprobs, each block gets its confidence (`triage.block_confidences`)."""
         width, height = image.size
         started = time.monotonic()
         parser = StreamParser(width, height, image_prefix(number))
         detector = triage.LoopDetector()
         loop: triage.LoopVerdict | None = None
         request: asyncio.Future[Completion] | None = None
+        streamed_tokens: list[TokenLogprob] = []  # what a stream closed at its loop had sent
 
         def on_delta(text: str) -> None:
             nonlocal loop
@@ -586,10 +592,18 @@ class Pipeline:
             nonlocal parser, detector
             parser = StreamParser(width, height, image_prefix(number))
             detector = triage.LoopDetector()
+            streamed_tokens.clear()
             queue.put_nowait(PageRestarted(job, number))
 
         request = asyncio.ensure_future(
-            client.complete(url, prompt, sampling, on_delta=on_delta, on_restart=on_restart)
+            client.complete(
+                url,
+                prompt,
+                sampling,
+                on_delta=on_delta,
+                on_restart=on_restart,
+                on_tokens=streamed_tokens.extend,
+            )
         )
         completion: Completion | None = None
         try:
@@ -616,11 +630,24 @@ class Pipeline:
             parsed = cut.finish()
             finish: str | None = LOOP_FINISH
             tokens = None
+            logprobs = streamed_tokens or None
+            end: int | None = loop.start
         else:
             raw = completion.text
             parsed = parser.finish()
             finish = completion.finish_reason
             tokens = completion.output_tokens
+            logprobs = completion.token_logprobs
+            end = None
+        if logprobs:
+            confidences = await asyncio.to_thread(
+                triage.block_confidences, logprobs, width, height, end
+            )
+            if len(confidences) == len(parsed.blocks):  # the same text parsed twice agrees
+                parsed.blocks = [
+                    dataclasses.replace(block, confidence=confidence)
+                    for block, confidence in zip(parsed.blocks, confidences, strict=True)
+                ]
         status = PageStatus.TRUNCATED if finish == "length" else PageStatus.DONE
         return PageResult(
             number=number,
@@ -634,18 +661,3 @@ class Pipeline:
             seconds=time.monotonic() - started,
             output_tokens=tokens,
         )
-        parsed = parser.finish()
-        status = PageStatus.TRUNCATED if completion.finish_reason == "length" else PageStatus.DONE
-        result = PageResult(
-            number=number,
-            width=width,
-            height=height,
-            status=status,
-            raw=completion.text,
-            markdown=parsed.markdown,
-            blocks=parsed.blocks,
-            finish_reason=completion.finish_reason,
-            seconds=time.monotonic() - started,
-            output_tokens=completion.output_tokens,
-        )
-        return result, image

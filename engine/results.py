@@ -40,12 +40,15 @@ class Block:
 
     A `<|det|>` may hold several boxes; `box` is the first (or None when the model gave none),
     `boxes` all of them. `text` is the block's text as the model wrote it, without tags.
+    `confidence` is the mean probability (0..1) of the block's text tokens (engine/triage.py's
+    `block_confidences`); None when the server sent no log-probabilities or the block has no text.
     """
 
     label: str
     boxes: tuple[Box, ...]
     text: str
     source: BlockSource = BlockSource.MODEL
+    confidence: float | None = None
 
     @property
     def box(self) -> Box | None:
@@ -53,7 +56,13 @@ class Block:
 
     def to_json(self) -> dict[str, Any]:
         box = [round(v, 1) for v in self.box] if self.box else None
-        data: dict[str, Any] = {"label": self.label, "box": box, "text": self.text}
+        confidence = round(self.confidence, 4) if self.confidence is not None else None
+        data: dict[str, Any] = {
+            "label": self.label,
+            "box": box,
+            "text": self.text,
+            "confidence": confidence,
+        }
         if self.source is not BlockSource.MODEL:
             data["source"] = self.source.value
         if len(self.boxes) > 1:
@@ -181,6 +190,7 @@ class PageResult:
     def from_json(cls, data: dict[str, Any]) -> PageResult:
         blocks = []
         for b in data.get("blocks", []):
+            confidence = b.get("confidence")  # null, or absent in journals older than it
             boxes_data = b.get("boxes") or ([b["box"]] if b.get("box") else [])
             boxes = tuple(
                 (float(x1), float(y1), float(x2), float(y2)) for x1, y1, x2, y2 in boxes_data
@@ -191,6 +201,7 @@ class PageResult:
                     boxes=boxes,
                     text=str(b.get("text", "")),
                     source=BlockSource(b.get("source", BlockSource.MODEL.value)),
+                    confidence=float(confidence) if confidence is not None else None,
                 )
             )
         return cls(

@@ -259,6 +259,13 @@ class Sampling:
     window_size: int = 90
     whitelist_token_ids: list[int] = field(default_factory=lambda: [128821, 128822])
     skip_special_tokens: bool = False
+    # Ask for each token's log-probability (`logprobs`, `top_logprobs: 0`): blocks get a
+    # confidence and pages the `low_confidence` flag (engine/triage.py). Off by default (CLI
+    # --confidence turns it on): the client ceiling (benchmarks/bench_client.py --logprobs, 100
+    # pages, 3 rounds alternated on a loaded 2-core machine) went from 3.3 to 3.0 pages/s (0.89x;
+    # rounds 0.75x to 1.0x), and on the GPU vLLM's API server, whose CPU already sets the pace
+    # there (shared/gpu/RESULTS.md), would serialize one more field per token: not measured yet.
+    logprobs: bool = False
     extra_body: dict[str, Any] = field(default_factory=dict)  # e.g. {"ignore_eos": True}
 
     def vllm_xargs(self) -> dict[str, Any]:

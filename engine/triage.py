@@ -605,23 +605,35 @@ _TAG_PIECE = re.compile(r"<\||\|>|" + re.escape(EOS_TOKEN))
 
 
 def block_confidences(
-    tokens: Sequence[tuple[str, float]], width: int = 0, height: int = 0
+    tokens: Sequence[tuple[str, float]], width: int = 0, height: int = 0, end: int | None = None
 ) -> list[float | None]:
     """Each block's mean token probability (0..1; None for a block with no text token).
 
     `tokens`: (text, logprob) in stream order, their texts adding up to the raw output. The list
-    is aligned with `parse(raw, width, height).blocks`. Tokens of tags and coordinates count for
-    no block; the text tokens after a box count for that box's block, those before the first box
-    for the untagged lead block.
+    is aligned with `parse(raw[:end], width, height).blocks` (`end`: where a stream closed at its
+    loop is cut; None: all of it). Tokens of tags and coordinates count for no block; the text
+    tokens after a box count for that box's block, those before the first box for the untagged
+    lead block.
     """
     parser = StreamParser(width, height)
     sums: dict[int, list[float]] = {}
     current = 0
+    fed = 0
     for text, logprob in tokens:
+        if end is not None:
+            if fed >= end:
+                break
+            text = text[: end - fed]
+            fed += len(text)
         closed = parser.feed_indexed(text)
         if closed:
             current = closed[-1][0]
             continue
+        if "|>" in text:
+            # A tag ended: a label read may have begun a block whose box never comes (a `<|det|>`
+            # without coordinates), which no closed box would tell. The block being read is
+            # the last of the snapshot (none yet: the lead's, index 0).
+            current = max(len(parser.snapshot().blocks) - 1, 0)
         if len(parser.settled_text) < len(parser.text) or _TAG_PIECE.search(text):
             continue  # a tag, or coordinates still being read
         if text.strip():

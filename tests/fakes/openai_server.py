@@ -15,6 +15,13 @@ request body and returns the text), cut into "tokens" the way a tokenizer would 
 (DeepSeek-OCR's special tags are single tokens), `tokens_per_chunk` tokens per streamed chunk with
 `token_delay` seconds between chunks, stopped at `max_tokens` with finish_reason "length".
 
+Token log-probabilities when the request asks for them as vLLM wants it (`logprobs: true` and
+`top_logprobs` set, e.g. 0): each chunk's `choices[0].logprobs.content` holds one
+`{"token", "logprob", "bytes", "top_logprobs": []}` per token, as vLLM streams them. They are
+made up but deterministic: `SURE_LOGPROB` for every token, `UNSURE_LOGPROB` for the tokens that
+overlap an occurrence of one of the strings in `unsure` (an attribute, settable any time), so a
+test can make chosen words of an output low-confidence.
+
 Faults on demand (`fail_next(mode, count)`), each taking the next chat request(s):
 "500" HTTP 500, "429" HTTP 429 with Retry-After: `retry_after` (an attribute, "0" unless set:
 seconds or an HTTP date), "400" HTTP 400, "cut" the stream starts and the connection is aborted
@@ -50,6 +57,7 @@ import contextlib
 import copy
 import functools
 import json
+import math
 import random
 import re
 import signal
@@ -84,6 +92,11 @@ DEFAULT_OUTPUT = (
 
 #: Fault modes that fail_next() takes.
 FAIL_MODES = ("500", "429", "400", "cut", "hang", "stall", "garbage", "huge")
+
+#: The made-up log-probability of a token (probability 0.97), and of a token of an `unsure` string
+#: (0.2: under engine.triage.LOW_CONFIDENCE, which tests show).
+SURE_LOGPROB = math.log(0.97)
+UNSURE_LOGPROB = math.log(0.2)
 
 #: Prompt tokens counted for each image (DeepSeek-OCR's base mode: 1024x1024 -> 256 tokens).
 IMAGE_TOKENS = 256
@@ -223,6 +236,7 @@ class FakeOpenAIServer:
         reject_vllm_xargs: bool = False,
         max_running: int | None = None,
         metrics: bool = True,
+        unsure: Sequence[str] = (),
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
@@ -233,6 +247,8 @@ class FakeOpenAIServer:
         self.token_delay = token_delay
         self.tokens_per_chunk = tokens_per_chunk
         self.reject_vllm_xargs = reject_vllm_xargs
+        #: Strings of the outputs whose tokens get UNSURE_LOGPROB (when logprobs are asked for).
+        self.unsure: Sequence[str] = tuple(unsure)
         self.host = host
         self.port = port
         self.url = ""
@@ -627,7 +643,9 @@ class FakeOpenAIServer:
                         "tool_calls": [],
                         "reasoning_content": None,
                     },
-                    "logprobs": None,
+                    "logprobs": (
+                        {"content": self._logprobs(tokens)} if self._wants_logprobs(body) else None
+                    ),
                     "finish_reason": finish,
                     "stop_reason": None,
                 }
@@ -643,6 +661,36 @@ class FakeOpenAIServer:
         response = web.json_response(answer)
         self.completed += 1
         return response
+
+    def _logprobs(self, tokens: Sequence[str]) -> list[dict[str, Any]]:
+        """vLLM's `logprobs.content` entries of `tokens` (see the module for the made-up values)."""
+        text = "".join(tokens)
+        spans = [
+            (m.start(), m.end())
+            for word in self.unsure
+            if word
+            for m in re.finditer(re.escape(word), text)
+        ]
+        entries = []
+        at = 0
+        for token in tokens:
+            end = at + len(token)
+            low = any(start < end and at < stop for start, stop in spans)
+            entries.append(
+                {
+                    "token": token,
+                    "logprob": UNSURE_LOGPROB if low else SURE_LOGPROB,
+                    "bytes": list(token.encode("utf-8")),
+                    "top_logprobs": [],
+                }
+            )
+            at = end
+        return entries
+
+    @staticmethod
+    def _wants_logprobs(body: dict[str, Any]) -> bool:
+        """vLLM sends token logprobs only when both fields are given."""
+        return bool(body.get("logprobs")) and body.get("top_logprobs") is not None
 
     @staticmethod
     def _prompt_tokens(record: dict[str, Any]) -> int:
@@ -745,9 +793,18 @@ class FakeOpenAIServer:
         if fault == "huge":
             return await self._huge(request, response, opening, closing, "".join(tokens))
         step = self.tokens_per_chunk
-        pieces = ["".join(tokens[i : i + step]) for i in range(0, len(tokens), step)]
+        groups = [tokens[i : i + step] for i in range(0, len(tokens), step)]
+        pieces = ["".join(group) for group in groups]
         if fault == "cut":
             pieces = pieces[: max(1, min(len(pieces) // 2, 8))] if pieces else []
+        # Each chunk's `"logprobs": ...` (vLLM's null when they were not asked for).
+        held = ["null"] * len(pieces)
+        if self._wants_logprobs(body):
+            entries = self._logprobs(tokens)
+            held = [
+                json.dumps({"content": entries[i * step : (i + 1) * step]})
+                for i in range(len(pieces))
+            ]
         delay = self.token_delay
         last = len(pieces) - 1
         for i, piece in enumerate(pieces):
@@ -762,11 +819,13 @@ class FakeOpenAIServer:
                 await response.write(b"data: <html><body>502 Bad Gateway</body></html>\n\n")
             if i == last and fault in (None, "garbage"):
                 tail = (
-                    f', "logprobs": null, "finish_reason": "{finish}", "stop_reason": null}}]}}\n\n'
+                    f', "logprobs": {held[i]}, "finish_reason": "{finish}", '
+                    '"stop_reason": null}]}\n\n'
                 )
                 await response.write(f"{opening}{delta}{tail}".encode())
             else:
-                await response.write(f"{opening}{delta}{closing}".encode())
+                logprobs = f', "logprobs": {held[i]}, "finish_reason": null}}]}}\n\n'
+                await response.write(f"{opening}{delta}{logprobs}".encode())
         if fault == "cut":
             await asyncio.sleep(0.01)  # let the client see the chunks before the connection drops
             raise ConnectionResetError("cut")
