@@ -16,6 +16,7 @@ from html import escape as html_escape
 from pathlib import Path
 from typing import Any
 
+import shiboken6
 from PIL import Image
 from PySide6.QtCore import QMimeData, Qt, QUrl, Signal
 from PySide6.QtGui import (
@@ -830,6 +831,8 @@ class MainWindow(QMainWindow):
         finally:
             if token == self._render_token:
                 self._loading = None
+        if not self._alive():
+            return
         if qimage is not None:
             self._cache_image(doc_id, number, qimage)
         if self.current != (doc_id, number):
@@ -846,6 +849,11 @@ class MainWindow(QMainWindow):
         if image is not None and token == self._render_token:
             self.controller.spawn(self._prefetch(doc_id, number))
             await self._load_figures(doc_id, number, image)
+
+    def _alive(self) -> bool:
+        """False once Qt has deleted the window's widgets: a render awaited while the window
+        closed comes back to nothing to draw on."""
+        return shiboken6.isValid(self) and shiboken6.isValid(self.page_view)
 
     def has_image_of(self, doc_id: int, number: int) -> bool:
         """Whether the page's image is at hand (shown at once when its page is)."""
@@ -879,7 +887,7 @@ class MainWindow(QMainWindow):
         if page.result.width and image.size != (page.result.width, page.result.height):
             image = image.resize((page.result.width, page.result.height))
         self._figures[(doc_id, number)] = await asyncio.to_thread(figure_urls, image, blocks)
-        if self.current == (doc_id, number):
+        if self._alive() and self.current == (doc_id, number):
             self.result_view.changed()
 
     def _result_source(self, doc_id: int, number: int) -> tuple[list[Block], str, dict[int, str]]:
@@ -969,7 +977,7 @@ class MainWindow(QMainWindow):
 
     async def _refigure(self, doc_id: int, number: int) -> None:
         image = await self.controller.render_page(doc_id, number)
-        if image is not None:
+        if image is not None and self._alive():
             await self._load_figures(doc_id, number, image)
 
     def _page_boxes(self, doc_id: int, number: int, pairs: list[tuple[int, Block]]) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 from PySide6.QtCore import (
     QAbstractListModel,
+    QItemSelectionModel,
     QModelIndex,
     QPersistentModelIndex,
     QRect,
@@ -259,5 +260,8 @@ class QueueView(QListView):
 
     def select_doc(self, doc_id: int) -> None:
         row = self.queue_model.row_of(doc_id)
-        if row >= 0:
-            self.setCurrentIndex(self.queue_model.index(row))
+        if row >= 0:  # that document alone: Del then removes it and nothing else
+            flags = QItemSelectionModel.SelectionFlag
+            self.selectionModel().setCurrentIndex(
+                self.queue_model.index(row), flags.ClearAndSelect | flags.Rows
+            )
