@@ -40,6 +40,7 @@ from ocrdesk.engine import (
     PageStatus,
     PasswordRequiredError,
     StreamParser,
+    atomic_write,
     export_folder,
     find_documents,
     open_document,
@@ -119,6 +120,7 @@ class DocItem:
     paused: bool = False
     password: str | None = None  # an encrypted PDF's, as the person gave it
     locked: bool = False  # an encrypted PDF waiting for its password
+    home: Path | None = None  # the export folder chosen before the run (a pasted image's)
 
     @property
     def path(self) -> Path | None:
@@ -217,8 +219,31 @@ class Library(QObject):
         await asyncio.gather(*opens)
 
     def add_bytes(self, data: bytes, name: str) -> asyncio.Task[Any]:
-        """Queue raw bytes (a pasted image) as a document called `name`."""
-        return self.spawn(self._open(self._new_item(name, data)))
+        """Queue raw bytes (a pasted image) as a document called `name`.
+
+        The image is kept as a file of its own document, in the folder its export is written
+        to (OUT/<stem>/<name>), so that history, export and a re-run have it after a restart;
+        where that folder cannot be written, the bytes are queued as they are (and said so)."""
+        return self.spawn(self._add_pasted(data, name))
+
+    async def _add_pasted(self, data: bytes, name: str) -> None:
+        taken = {d.home.name for d in self.docs.values() if d.home is not None} | {
+            d.export.folder.name for d in self.docs.values() if d.export is not None
+        }
+        folder = await asyncio.to_thread(_free_folder, self.output_folder, Path(name).stem, taken)
+        path = folder / Path(name).name
+        try:
+            await asyncio.to_thread(_keep_file, path, data)
+        except OSError as exc:
+            self.message.emit(
+                f"the pasted image is not kept on disk ({exc.strerror}: {folder}); "
+                "it is lost when OCRDesk closes"
+            )
+            await self._open(self._new_item(name, data))
+            return
+        item = self._new_item(name, str(path))
+        item.home = folder
+        await self._open(item)
 
     def _new_item(self, name: str, source: str | bytes) -> DocItem:
         item = DocItem(next(self._ids), name, source)
@@ -468,3 +493,14 @@ def _write_export(export: DocumentExport, item: DocItem, results: list[PageResul
                     image = image.resize((result.width, result.height))
         export.add_page(result, image)
     export.finish()
+
+
+def _free_folder(out_root: Path, stem: str, taken: set[str]) -> Path:
+    """An export folder for a new document: not used in this session nor on disk."""
+    on_disk = {p.name for p in out_root.iterdir()} if out_root.is_dir() else set()
+    return export_folder(out_root, stem, taken | on_disk)
+
+
+def _keep_file(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, data)

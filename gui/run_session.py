@@ -233,7 +233,7 @@ class RunSession(QObject):
         item.dpi = self.options.dpi
         if item.export is None:
             item.export = DocumentExport(
-                export_folder(self.library.output_folder, item.stem, taken),
+                item.home or export_folder(self.library.output_folder, item.stem, taken),
                 source=item.source if isinstance(item.source, str) else item.name,
                 model=self.link.model,
                 task=self.options.task.value,
@@ -269,7 +269,7 @@ class RunSession(QObject):
             d.export.folder.name
             for d in self.library.docs.values()
             if d.export is not None and d.export.folder.parent == self.library.output_folder
-        }
+        } | {d.home.name for d in self.library.docs.values() if d.home is not None}
         jobs = []
         for item in items:
             if item.job is None and item.id in self.library.docs:

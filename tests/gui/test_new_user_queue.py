@@ -7,6 +7,7 @@ says so when nothing could open it."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -14,6 +15,9 @@ from typing import Any
 
 import pymupdf
 import pytest
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QColor, QGuiApplication, QImage
+from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QInputDialog, QLineEdit, QMessageBox
 
 from ocrdesk.engine import PageStatus
@@ -299,3 +303,34 @@ def test_open_output_folder_says_so_when_nothing_opens_it(
     window.open_output()
     message = window.statusBar().currentMessage()
     assert "could open" in message and str(app.settings.get("output/folder")) in message
+
+
+# -- item 5: a pasted image is kept as a file of its own document, in its export folder, so its
+# JSON names a file, its layout PDF is written and history shows it on its image after a restart
+
+
+def test_a_pasted_image_is_a_file_of_its_own_document(app: App, qtbot: Any) -> None:
+    controller, window = app.start(history=False)
+    image = QImage(320, 200, QImage.Format.Format_RGB32)
+    image.fill(QColor("white"))
+    QGuiApplication.clipboard().setImage(image)
+    QTest.keyClick(window, Qt.Key.Key_V, Qt.KeyboardModifier.ControlModifier)
+    arun(qtbot, wait_until(lambda: controller.order, what="pasted"))
+    item = controller.docs[controller.order[0]]
+    arun(qtbot, wait_until(lambda: item.page_count == 1, what="opened"))
+    kept = Path(item.source)
+    assert kept.is_file() and kept.name == item.name and kept.read_bytes()[:4] == b"\x89PNG"
+    run_to_end(qtbot, controller, window)
+    folder = item.export.folder
+    assert kept.parent == folder  # in its own export folder
+    data = json.loads((folder / f"{folder.name}.json").read_text(encoding="utf-8"))
+    assert data["source"] == str(kept)
+    assert (folder / f"{folder.name}.layout.pdf").is_file()
+    app.quit(controller, window)
+
+    controller, window = app.start()  # history brings it back with its image
+    arun(qtbot, wait_until(lambda: controller.order, what="history"))
+    again = controller.docs[controller.order[0]]
+    assert again.name == kept.name and again.source == str(kept)
+    arun(qtbot, wait_until(lambda: again.document is not None, what="image reopened"))
+    app.quit(controller, window)
