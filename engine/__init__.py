@@ -43,7 +43,13 @@ from .export import (
     read_exports,
 )
 from .formats import DEFAULT_FORMATS, FORMATS, ExportFormat, parse_formats
-from .local_server import LocalServer, LocalServerConfig, ServerState, ServerStatus
+from .local_server import (
+    LocalServer,
+    LocalServerConfig,
+    ServerState,
+    ServerStatus,
+    default_vllm,
+)
 from .pagerange import parse_page_range
 from .parser import EOS_TOKEN, StreamParser, parse, strip_tags
 from .pipeline import (
@@ -154,6 +160,7 @@ __all__ = [
     "__version__",
     "atomic_write",
     "clean_html",
+    "default_vllm",
     "export_folder",
     "family_of",
     "figure_boxes",

@@ -83,6 +83,7 @@ __all__ = [
     "ServerState",
     "ServerStatus",
     "build_command",
+    "default_vllm",
     "free_port",
     "httpx",
     "model_family",
@@ -94,8 +95,8 @@ log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 NOT_FOUND_FIX = (
-    "install vLLM in its own environment and set OCRDESK_VLLM/--vllm/settings to its `vllm` "
-    "executable, or use a remote server with --server"
+    "install vLLM in its own environment and point OCRDESK_VLLM or --vllm (the window: Settings, "
+    "vLLM executable) at its `vllm` executable, or use a remote server with --server"
 )
 _WATCHDOG = Path(__file__).with_name("watchdog.py")
 _WATCHDOG_PID = re.compile(r"\[ocrdesk-watchdog\] started pid (\d+)")
@@ -168,6 +169,16 @@ def resolve_vllm(vllm: str | None = None) -> list[str]:
     """
     value = vllm or os.environ.get("OCRDESK_VLLM") or "vllm"
     return shlex.split(value)
+
+
+def default_vllm() -> str | None:
+    """What runs when no vLLM executable is set, as a person reads it: $OCRDESK_VLLM's value, or
+    the path of `vllm` on PATH; None when neither is there."""
+    env = os.environ.get("OCRDESK_VLLM")
+    if env:
+        return f"{env} (from OCRDESK_VLLM)"
+    found = shutil.which("vllm")
+    return f"{found} (found on PATH)" if found else None
 
 
 def needs_trust_remote_code(model: str) -> bool:

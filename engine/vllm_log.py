@@ -132,8 +132,8 @@ _RULES: tuple[_Rule, ...] = (
     _Rule(
         (r"No module named '?vllm'?(?!\.)",),
         "vLLM is not installed in the Python environment the server command runs",
-        "install vLLM in its own environment and set OCRDESK_VLLM/--vllm/settings to that "
-        "environment's `vllm` executable",
+        "install vLLM in its own environment and point OCRDESK_VLLM or --vllm (the window: "
+        "Settings, vLLM executable) at that environment's `vllm` executable",
     ),
     _Rule(
         (

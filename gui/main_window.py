@@ -444,8 +444,11 @@ class MainWindow(QMainWindow):
         self.engine_start_action.setEnabled(
             state in (EngineState.STOPPED, EngineState.ERROR, EngineState.NONE)
         )
+        # Stopping is for the local vLLM (it frees the GPU); a remote server is not ours to stop.
+        local = self.controller.local is not None
+        self.engine_stop_action.setVisible(local)
         self.engine_stop_action.setEnabled(
-            state in (EngineState.READY, EngineState.STARTING, EngineState.ERROR)
+            local and state in (EngineState.READY, EngineState.STARTING, EngineState.ERROR)
         )
 
     def _show_message(self, text: str) -> None:

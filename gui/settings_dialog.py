@@ -28,7 +28,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ocrdesk.engine import DEFAULT_MODEL, TASK_TITLES, Task
+from ocrdesk.engine import DEFAULT_MODEL, TASK_TITLES, Task, default_vllm
 from ocrdesk.gui.plain_text import tooltip
 from ocrdesk.gui.settings import ENGINE_KEYS, Settings
 
@@ -50,7 +50,22 @@ class SettingsDialog(QDialog):
         self.model_edit = QLineEdit(s.get("engine/model"), self)
         self.model_edit.setToolTip("A Hugging Face model id or a local model folder")
         self.vllm_edit = QLineEdit(s.get("engine/vllm"), self)
-        self.vllm_edit.setPlaceholderText("vllm (found on PATH)")
+        found = default_vllm()
+        self.vllm_edit.setPlaceholderText(found or "not found on PATH")
+        self.vllm_edit.setToolTip(
+            tooltip(
+                f"Empty: {found}"
+                if found
+                else "No vllm on PATH and no OCRDESK_VLLM: choose the `vllm` executable of "
+                "vLLM's environment (it usually lives in a venv of its own)"
+            )
+        )
+        self.vllm_browse = QPushButton("Browse…", self)
+        self.vllm_browse.clicked.connect(self._browse_vllm)
+        vllm_row = QHBoxLayout()
+        vllm_row.setContentsMargins(0, 0, 0, 0)
+        vllm_row.addWidget(self.vllm_edit, 1)
+        vllm_row.addWidget(self.vllm_browse)
         self.gpu_spin = QDoubleSpinBox(self)
         self.gpu_spin.setRange(0.1, 0.99)
         self.gpu_spin.setSingleStep(0.05)
@@ -64,7 +79,7 @@ class SettingsDialog(QDialog):
         )
         self.concurrency_spin.setValue(s.get("engine/concurrency"))
         lf.addRow("Model", self.model_edit)
-        lf.addRow("vLLM executable", self.vllm_edit)
+        lf.addRow("vLLM executable", vllm_row)
         lf.addRow("GPU memory share", self.gpu_spin)
         lf.addRow("Pages at once", self.concurrency_spin)
 
@@ -142,6 +157,11 @@ class SettingsDialog(QDialog):
             "run/dpi": self.dpi_spin.value(),
             "output/folder": self.output_edit.text().strip(),
         }
+
+    def _browse_vllm(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "vLLM executable", self.vllm_edit.text())
+        if path:
+            self.vllm_edit.setText(path)
 
     def _browse(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Output folder", self.output_edit.text())

@@ -125,3 +125,24 @@ def test_pages_at_once_is_found_from_the_server_unless_set(
         settings.set("engine/concurrency", 24)
         assert window.options().concurrency == 24
         arun(qtbot, controller.close())
+
+
+def test_the_vllm_field_says_what_runs_and_can_browse(
+    qloop: Any, qtbot: Any, settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from PySide6.QtWidgets import QFileDialog
+
+    monkeypatch.delenv("OCRDESK_VLLM", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no vllm on it
+    dialog = SettingsDialog(settings)
+    qtbot.addWidget(dialog)
+    assert dialog.vllm_edit.placeholderText() == "not found on PATH"
+    assert "choose the `vllm` executable" in dialog.vllm_edit.toolTip()
+
+    fake = tmp_path / "vllm"
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    assert SettingsDialog(settings).vllm_edit.placeholderText() == f"{fake} (found on PATH)"
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a: ("/opt/vllm/bin/vllm", ""))
+    dialog.vllm_browse.click()
+    assert dialog.vllm_edit.text() == "/opt/vllm/bin/vllm"

@@ -50,3 +50,10 @@ def test_flagged_pages_say_why_and_f8_steps_through_them(
     assert window.page_view.marks[0].rect().getCoords() == (10.0, 20.0, 110.0, 220.0)
     window._show_checks(PageResult(1, 500, 700, PageStatus.DONE))
     assert window.check_label.isHidden() and window.page_view.marks == []
+
+
+def test_stop_engine_is_not_offered_for_a_remote_server(windows: Any) -> None:
+    controller, window = windows("")
+    assert controller.local is None  # the loopback server is remote to the window
+    assert not window.engine_stop_action.isVisible()
+    assert not window.engine_stop_action.isEnabled()

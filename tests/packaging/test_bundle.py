@@ -8,10 +8,13 @@ Marked `packaging`: about 3 minutes on CI's 2 cores (build environment, PyInstal
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -56,21 +59,46 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+#: Two CI runs on one machine install the same system package: the second waits for the first
+#: to have removed it (instead of skipping these tests, as it did).
+DEB_LOCK = Path(tempfile.gettempdir()) / "ocrdesk-deb-tests.lock"
+DEB_LOCK_SECONDS = 900
+
+
+@contextlib.contextmanager
+def _deb_lock() -> Iterator[None]:
+    with open(DEB_LOCK, "a") as handle:
+        deadline = time.monotonic() + DEB_LOCK_SECONDS
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"another run held {DEB_LOCK} for {DEB_LOCK_SECONDS} s")
+                time.sleep(1)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 @pytest.fixture(scope="module")
 def installed(built: Path) -> Iterator[list[Path]]:
     """The .deb installed with dpkg -i; yields its files (dpkg -L); removes it afterwards."""
     if os.geteuid() != 0:
         pytest.skip("installing the .deb needs root (CI is root)")
-    if "installed" in _dpkg_status():
-        pytest.skip("an ocrdesk package is installed here already; not touching it")
-    deb = next(built.glob(f"ocrdesk_{__version__}_*.deb"))
-    result = subprocess.run(["dpkg", "-i", str(deb)], capture_output=True, text=True)
-    try:
-        assert result.returncode == 0, result.stdout + result.stderr
-        listed = subprocess.run(["dpkg", "-L", "ocrdesk"], capture_output=True, text=True)
-        yield [Path(line) for line in listed.stdout.splitlines() if line.startswith("/")]
-    finally:
-        subprocess.run(["dpkg", "-r", "ocrdesk"], capture_output=True)
+    with _deb_lock():
+        if "installed" in _dpkg_status():
+            pytest.skip("an ocrdesk package is installed here already; not touching it")
+        deb = next(built.glob(f"ocrdesk_{__version__}_*.deb"))
+        result = subprocess.run(["dpkg", "-i", str(deb)], capture_output=True, text=True)
+        try:
+            assert result.returncode == 0, result.stdout + result.stderr
+            listed = subprocess.run(["dpkg", "-L", "ocrdesk"], capture_output=True, text=True)
+            yield [Path(line) for line in listed.stdout.splitlines() if line.startswith("/")]
+        finally:
+            subprocess.run(["dpkg", "-r", "ocrdesk"], capture_output=True)
 
 
 def test_bundle_is_lean(built: Path) -> None:
