@@ -113,8 +113,10 @@ async def test_at_defaults_the_run_fills_the_server_without_flooding_it(tmp_path
     # depends on how fast this machine renders the pages: more than the old 16 is asserted)
     assert max(pipeline.limits) >= 40, pipeline.limits
     assert running > 16
-    # and the queue stayed short: pages beyond what runs wait in the client, not the server
-    assert waiting <= 40 + cc.MIN_MARGIN
+    # and the queue stayed short: pages beyond what runs wait in the client, not the server (at
+    # most one doubling past what the server runs, when a slow client renders pages late: the
+    # 120 pages a fixed count of 160 would have left waiting there)
+    assert waiting <= 2 * 40 + cc.MIN_MARGIN
     # the first window still holds: the second request waited for the first answer (60 tokens
     # at 4 ms)
     assert first_two[1] - first_two[0] > 0.1
