@@ -103,6 +103,8 @@ _WATCHDOG_PID = re.compile(r"\[ocrdesk-watchdog\] started pid (\d+)")
 _LOG_LINES = 500
 #: The environment variable vLLM reads its API key from (vllm/envs.py, since vLLM 0.4).
 API_KEY_ENV = "VLLM_API_KEY"
+#: The environment variable naming the vLLM command when none is configured.
+VLLM_ENV = "OCRDESK_VLLM"
 _PRIVATE_DIR = 0o700
 _PRIVATE_FILE = 0o600
 
@@ -167,16 +169,16 @@ def resolve_vllm(vllm: str | None = None) -> list[str]:
 
     A value may be several words, e.g. "python3 -m vllm.entrypoints.cli.main".
     """
-    value = vllm or os.environ.get("OCRDESK_VLLM") or "vllm"
+    value = vllm or os.environ.get(VLLM_ENV) or "vllm"
     return shlex.split(value)
 
 
 def default_vllm() -> str | None:
     """What runs when no vLLM executable is set, as a person reads it: $OCRDESK_VLLM's value, or
     the path of `vllm` on PATH; None when neither is there."""
-    env = os.environ.get("OCRDESK_VLLM")
+    env = os.environ.get(VLLM_ENV)
     if env:
-        return f"{env} (from OCRDESK_VLLM)"
+        return f"{env} (from {VLLM_ENV})"
     found = shutil.which("vllm")
     return f"{found} (found on PATH)" if found else None
 
@@ -427,8 +429,8 @@ class LocalServer:
         if not argv or shutil.which(argv[0], path=env.get("PATH")) is None:
             if config.vllm:
                 source = "the vLLM setting"
-            elif os.environ.get("OCRDESK_VLLM"):
-                source = "OCRDESK_VLLM"
+            elif os.environ.get(VLLM_ENV):
+                source = VLLM_ENV
             else:
                 source = "PATH"
             name = argv[0] if argv else ""
