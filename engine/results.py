@@ -32,6 +32,7 @@ class BlockSource(str, Enum):
     MODEL = "model"  # the page's first answer
     RETRY = "retry"  # a later attempt at the whole page (engine/retry.py)
     REGION = "region"  # a region of the page OCRed on its own
+    EDITED = "edited"  # changed by a person in the window (engine/edits.py)
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,8 @@ class Strategy(str, Enum):
 
     FIRST = "first"  # the run's own prompt and sampling
     STRONGER_NGRAM = "stronger_ngram"  # the n-gram processor with a shorter n and a longer window
+    PARTS = "parts"  # the page cut into overlapping parts, each OCRed alone (engine/regions.py)
+    REGION = "region"  # an uncovered region cropped and OCRed alone (engine/regions.py)
 
 
 @dataclass(frozen=True)
