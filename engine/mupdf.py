@@ -5,6 +5,7 @@
     page = render_page(source, number, dpi, ...) -> RGB samples of one page, within a time limit
     forget(source)                               -> the document is closed: drop it everywhere
     append_image_pages(pdf_path, pages, create=) -> write pages that each show one image file
+    write_text_layers(pdf_path, pages, out_path)  -> a PDF's pages with invisible text added
 
 Opening and rendering run in a small pool of render processes (at most `RENDER_PROCESSES`), fed
 with a file path (or the bytes of a pasted document) and a page number. MuPDF cannot be
@@ -22,10 +23,12 @@ In the render processes stdout and stderr are /dev/null: MuPDF prints some messa
 (e.g. "svg: ignoring external image" goes to the C stdout when an SVG is opened, whatever
 `mupdf_display_warnings` says), and those must not reach the terminal of a folder run.
 
-In this process PyMuPDF is used only by `append_image_pages` (and, should a render process not
-start at all, e.g. in a bundle that lacks the worker entry point, by opening and rendering here,
-without a time limit, logged once). PyMuPDF is not thread-safe, not even across documents: every
-call here holds `LOCK`.
+In this process PyMuPDF is used only by the PDF writers (`append_image_pages`, and
+`write_text_layers` for the searchable PDF of engine/searchable_pdf.py), and, should a render
+process not start at all (e.g. a bundle that lacks the worker entry point), by opening and
+rendering here, without a time limit, logged once. PyMuPDF is not thread-safe, not even across
+documents: every call here holds `LOCK`. No other module imports PyMuPDF
+(tests/engine/test_import_rule.py).
 
 This module imports nothing from the rest of the engine, so that a render process runs it as a
 plain script: `python -c <bootstrap>` (see `_worker_command`), or, frozen, `ocrdesk
@@ -71,8 +74,11 @@ __all__ = [
     "WORKER_FLAG",
     "DocumentInfo",
     "MuPDFError",
+    "PageText",
     "RenderedPage",
     "Source",
+    "TextLayerReport",
+    "TextLine",
     "append_image_pages",
     "forget",
     "open_document",
@@ -80,6 +86,7 @@ __all__ = [
     "render_page",
     "short_reason",
     "worker_main",
+    "write_text_layers",
 ]
 
 #: The most seconds opening a document or rendering one page may take. A normal page takes
@@ -279,6 +286,199 @@ def append_image_pages(
         finally:
             pdf.close()
             _fitz.TOOLS.reset_mupdf_warnings()
+
+
+# --------------------------------------------------------------------------- text layers
+
+#: PDF text render mode 3 (neither fill nor stroke): invisible text; texttrace's "type" too.
+_INVISIBLE = 3
+_FONT_NAMES = ("OcrDeskText0", "OcrDeskText1")
+
+
+@dataclasses.dataclass(frozen=True)
+class TextLine:
+    """One row of text and its box (x1, y1, x2, y2) in pixels of the page image that was sent."""
+
+    text: str
+    box: tuple[float, float, float, float]
+
+
+@dataclasses.dataclass(frozen=True)
+class PageText:
+    """A page's invisible text: its lines in reading order, boxes in pixels of the
+    `width` x `height` image of the page (its visible area, as rotated by /Rotate)."""
+
+    width: int
+    height: int
+    lines: tuple[TextLine, ...]
+
+
+@dataclasses.dataclass
+class TextLayerReport:
+    """Which pages got a text layer, and which were left alone because they had text."""
+
+    layered: list[int] = dataclasses.field(default_factory=list)
+    skipped: list[int] = dataclasses.field(default_factory=list)
+
+
+def write_text_layers(
+    pdf_path: Path,
+    pages: dict[int, PageText],
+    out_path: Path,
+    *,
+    replace: bool,
+    password: str | None = None,
+) -> TextLayerReport:
+    """Save to `out_path` the PDF at `pdf_path` with `pages[n]`'s lines written on page n
+    (1-based) as invisible text; the pages' own content is not touched.
+
+    A page that has text already is skipped, or with `replace` its invisible text is removed
+    first (its visible text stays). Each line's font size fits its box's height and its
+    horizontal scale the box's width. The fonts are subset when the PDF has none of its own.
+    Raises `MuPDFError` when the PDF cannot be read or its password is missing or wrong."""
+    report = TextLayerReport()
+    with LOCK:
+        doc = _open_pdf(pdf_path, password)
+        try:
+            own_fonts = any(doc.get_page_fonts(i) for i in range(doc.page_count))
+            fonts = _text_fonts()
+            for number in range(1, doc.page_count + 1):
+                text = pages.get(number)
+                if text is None or not text.lines or text.width <= 0 or text.height <= 0:
+                    continue
+                page = doc.load_page(number - 1)
+                if page.get_text("text").strip():
+                    if not replace:
+                        report.skipped.append(number)
+                        continue
+                    _remove_invisible_text(page)
+                if _add_text_layer(page, text, fonts):
+                    report.layered.append(number)
+            if not own_fonts:
+                doc.subset_fonts()
+            doc.save(str(out_path), garbage=1, deflate=True)
+        finally:
+            doc.close()
+            _fitz.TOOLS.reset_mupdf_warnings()
+    return report
+
+
+def _open_pdf(path: Path, password: str | None) -> Any:
+    """The authenticated fitz document of the PDF at `path` (the caller holds LOCK)."""
+    try:
+        doc = open_file(path, "pdf")
+    except Exception as exc:
+        raise MuPDFError(f"cannot be read as PDF ({short_reason(exc)})") from exc
+    if doc.needs_pass and not doc.authenticate(password or ""):
+        doc.close()
+        raise MuPDFError("the document is encrypted; give its password", password=True)
+    return doc
+
+
+def _text_fonts() -> list[Any]:
+    """MuPDF's own fonts, in the order a character is looked up: Noto Serif (Latin with
+    diacritics, Greek, Cyrillic), then Droid Sans Fallback (CJK, arrows, maths)."""
+    fonts = []
+    for kwargs in ({"language": "en"}, {"fontname": "cjk"}):
+        with contextlib.suppress(Exception):  # a PyMuPDF build without that font
+            fonts.append(_fitz.Font(**kwargs))
+    return fonts or [_fitz.Font("helv")]
+
+
+def _remove_invisible_text(page: Any) -> None:
+    rects = [_fitz.Rect(span["bbox"]) for span in page.get_texttrace() if span["type"] == 3]
+    for rect in rects:
+        page.add_redact_annot(rect)
+    if rects:
+        page.apply_redactions(
+            images=_fitz.PDF_REDACT_IMAGE_NONE,
+            graphics=_fitz.PDF_REDACT_LINE_ART_NONE,
+            text=_fitz.PDF_REDACT_TEXT_REMOVE,
+        )
+
+
+def _font_runs(text: str, fonts: list[Any]) -> list[tuple[int, str]]:
+    """`text` cut into runs of characters set in the same font (the first that has them)."""
+    runs: list[tuple[int, str]] = []
+    for char in text:
+        index = next((i for i, f in enumerate(fonts) if f.has_glyph(ord(char))), 0)
+        if runs and runs[-1][0] == index:
+            runs[-1] = (index, runs[-1][1] + char)
+        else:
+            runs.append((index, char))
+    return runs
+
+
+@dataclasses.dataclass(frozen=True)
+class _Placement:
+    """How a page's pixel boxes become its text: scale to the visible page, then /Rotate."""
+
+    scale: tuple[float, float]
+    derotation: Any  # visible page -> unrotated page space
+    rotate: int
+    to_visible: Any  # rotation only (no translation), for the along-the-line stretch
+    to_page: Any
+
+
+def _add_text_layer(page: Any, text: PageText, fonts: list[Any]) -> bool:
+    names = _FONT_NAMES[: len(fonts)]
+    for name, font in zip(names, fonts, strict=True):
+        page.insert_font(fontname=name, fontbuffer=font.buffer)
+    visible = page.rect  # the crop box, rotated: what a viewer shows
+    # Along the line in the visible page, whatever /Rotate: unrotate, scale x, rotate back.
+    to_visible = _fitz.Matrix(page.rotation_matrix)
+    to_visible.e = to_visible.f = 0
+    to_page = _fitz.Matrix(page.derotation_matrix)
+    to_page.e = to_page.f = 0
+    placement = _Placement(
+        (visible.width / text.width, visible.height / text.height),
+        page.derotation_matrix,
+        int(page.rotation),
+        to_visible,
+        to_page,
+    )
+    shape = page.new_shape()
+    wrote = False
+    for line in text.lines:
+        wrote |= _add_text_line(shape, line, fonts, names, placement)
+    if wrote:
+        shape.commit()
+    return wrote
+
+
+def _add_text_line(
+    shape: Any, line: TextLine, fonts: list[Any], names: Sequence[str], where: _Placement
+) -> bool:
+    x1, y1, x2, y2 = line.box
+    sx, sy = where.scale
+    left, top, right, bottom = x1 * sx, y1 * sy, x2 * sx, y2 * sy
+    if right - left <= 0 or bottom - top <= 0:
+        return False
+    runs = _font_runs(line.text, fonts)
+    if not runs:
+        return False
+    ascender = max(fonts[i].ascender for i, _ in runs)
+    descender = min(fonts[i].descender for i, _ in runs)
+    size = (bottom - top) / max(0.5, ascender - descender)
+    natural = sum(fonts[i].text_length(run, fontsize=size) for i, run in runs)
+    if natural <= 0:
+        return False
+    stretch = (right - left) / natural
+    morph = where.to_visible * _fitz.Matrix(stretch, 1) * where.to_page
+    x = left
+    for index, run in runs:
+        origin = _fitz.Point(x, bottom + descender * size) * where.derotation
+        shape.insert_text(
+            origin,
+            run,
+            fontname=names[index],
+            fontsize=size,
+            rotate=where.rotate,
+            render_mode=_INVISIBLE,
+            morph=(origin, morph),
+        )
+        x += fonts[index].text_length(run, fontsize=size) * stretch
+    return True
 
 
 # --------------------------------------------------------------------------- the render process
