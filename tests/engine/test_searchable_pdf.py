@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import io
 import re
+import shutil
+import subprocess
+import xml.etree.ElementTree as ET
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -198,3 +202,96 @@ def test_real_lecture_pages_from_images(tmp_path: Path) -> None:
                     assert any(box.contains(h) for h in hits), (page.number, word, hits, box)
         first = doc[0].get_text()
         assert first.index("Grundlagen Logik") < first.index("Satz 1.1") < first.index("Beweis")
+
+
+# --------------------------------------------------------------------------- poppler's view
+
+XHTML = "{http://www.w3.org/1999/xhtml}"
+#: Rounding in poppler's word boxes (pt); a word off its block is off by far more.
+SLACK = 0.5
+BOX_KEYS = ("xMin", "yMin", "xMax", "yMax")
+
+
+def _pdftotext_pages(pdf: Path) -> list[list[tuple[str, tuple[float, ...]]]]:
+    """Each page's words as poppler's `pdftotext -bbox` finds them (what evince, okular and
+    most Linux viewers search and select), with their boxes in points."""
+    tool = shutil.which("pdftotext")
+    if tool is None:
+        pytest.skip("pdftotext is not installed (Debian poppler-utils; .ci/run installs it)")
+    done = subprocess.run(
+        [tool, "-bbox", str(pdf), "-"], capture_output=True, check=True, timeout=120
+    )
+    root = ET.fromstring(done.stdout)
+    return [
+        [
+            (word.text or "", tuple(float(word.get(k, "nan")) for k in BOX_KEYS))
+            for word in page.iter(f"{XHTML}word")
+        ]
+        for page in root.iter(f"{XHTML}page")
+    ]
+
+
+def _assert_poppler_finds_each_word_in_its_block(
+    pdf: Path, layouts: list[PageLayout], page_sizes: list[tuple[float, float]]
+) -> None:
+    pages = _pdftotext_pages(pdf)
+    assert len(pages) == len(layouts)
+    for words, layout, (width, height) in zip(pages, layouts, page_sizes, strict=True):
+        sx, sy = width / layout.width, height / layout.height
+        # Each block's box in points, and the words its lines hold.
+        blocks = [
+            (
+                (b.box[0] * sx, b.box[1] * sy, b.box[2] * sx, b.box[3] * sy),
+                {w.text for line in b.lines for w in line.words},
+            )
+            for b in layout.blocks
+        ]
+        expected = Counter(w.text for b in layout.blocks for ln in b.lines for w in ln.words)
+        assert Counter(text for text, _ in words) == expected, layout.number  # every word, once
+        for text, (x1, y1, x2, y2) in words:
+            homes = [box for box, texts in blocks if text in texts]
+            assert any(
+                x1 >= bx1 - SLACK and y1 >= by1 - SLACK and x2 <= bx2 + SLACK and y2 <= by2 + SLACK
+                for bx1, by1, bx2, by2 in homes
+            ), (layout.number, text, (x1, y1, x2, y2), homes)
+
+
+def test_poppler_finds_the_words_of_real_lecture_pages_inside_their_blocks(
+    tmp_path: Path,
+) -> None:
+    images, layouts = _lecture_layouts()
+    out = tmp_path / "lectures.searchable.pdf"
+    write_searchable_pdf(images, layouts, out)
+    sizes = [(lay.width * 0.5, lay.height * 0.5) for lay in layouts]  # IMAGE_POINTS_PER_PIXEL
+    _assert_poppler_finds_each_word_in_its_block(out, layouts, sizes)
+
+
+def test_poppler_finds_the_words_of_a_scanned_pdf_inside_their_blocks(tmp_path: Path) -> None:
+    # The lecture page scanned at 150 dpi: the page is in points, the layout in image pixels.
+    images, layouts = _lecture_layouts()
+    scan = tmp_path / "scan.pdf"
+    doc = fitz.open()
+    for image, layout in zip(images[:2], layouts[:2], strict=True):
+        page = doc.new_page(width=layout.width * 72 / 150, height=layout.height * 72 / 150)
+        page.insert_image(page.rect, filename=str(image))
+    doc.save(scan)
+    doc.close()
+    out = tmp_path / "scan.searchable.pdf"
+    assert write_searchable_pdf(scan, layouts[:2], out).layered == [1, 2]
+    sizes = [(lay.width * 72 / 150, lay.height * 72 / 150) for lay in layouts[:2]]
+    _assert_poppler_finds_each_word_in_its_block(out, layouts[:2], sizes)
+
+
+def test_the_poppler_check_can_fail(tmp_path: Path) -> None:
+    """Text laid out as if the page image were twice as large lands off its blocks (all of its
+    words are there, at half their places), and the check says so."""
+    images, layouts = _lecture_layouts()
+    first = layouts[0]
+    out = tmp_path / "misplaced.pdf"
+    write_searchable_pdf(
+        images[:1], [PageLayout(1, first.width * 2, first.height * 2, first.blocks)], out
+    )
+    with pytest.raises(AssertionError, match=r"^\(1, '"):
+        _assert_poppler_finds_each_word_in_its_block(
+            out, [first], [(first.width * 0.5, first.height * 0.5)]
+        )
