@@ -70,6 +70,20 @@ class Block:
             data["boxes"] = [[round(v, 1) for v in b] for b in self.boxes]
         return data
 
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Block:
+        confidence = data.get("confidence")  # null, or absent in journals older than it
+        boxes_data = data.get("boxes") or ([data["box"]] if data.get("box") else [])
+        return cls(
+            label=str(data.get("label", "")),
+            boxes=tuple(
+                (float(x1), float(y1), float(x2), float(y2)) for x1, y1, x2, y2 in boxes_data
+            ),
+            text=str(data.get("text", "")),
+            source=BlockSource(data.get("source", BlockSource.MODEL.value)),
+            confidence=float(confidence) if confidence is not None else None,
+        )
+
 
 class FlagKind(str, Enum):
     """Why a page needs a person's look (the JSON value is the enum's value)."""
@@ -173,9 +187,11 @@ class PageResult:
     flags: list[Flag] = field(default_factory=list)  # what remains to check after any retries
     # Every attempt when there was more than one (the text shown is the best one's).
     attempts: list[Attempt] = field(default_factory=list)
+    # The blocks are a person's edits (engine/edits.py); `raw` still is what the model said.
+    edited: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "number": self.number,
             "width": self.width,
             "height": self.height,
@@ -188,25 +204,12 @@ class PageResult:
             "flags": [f.to_json() for f in self.flags],
             "attempts": [a.to_json() for a in self.attempts],
         }
+        if self.edited:
+            data["edited"] = True
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> PageResult:
-        blocks = []
-        for b in data.get("blocks", []):
-            confidence = b.get("confidence")  # null, or absent in journals older than it
-            boxes_data = b.get("boxes") or ([b["box"]] if b.get("box") else [])
-            boxes = tuple(
-                (float(x1), float(y1), float(x2), float(y2)) for x1, y1, x2, y2 in boxes_data
-            )
-            blocks.append(
-                Block(
-                    label=str(b.get("label", "")),
-                    boxes=boxes,
-                    text=str(b.get("text", "")),
-                    source=BlockSource(b.get("source", BlockSource.MODEL.value)),
-                    confidence=float(confidence) if confidence is not None else None,
-                )
-            )
         return cls(
             number=int(data["number"]),
             width=int(data.get("width", 0)),
@@ -214,9 +217,10 @@ class PageResult:
             status=PageStatus(data.get("status", "failed")),
             raw=str(data.get("raw", "")),
             markdown=str(data.get("markdown", "")),
-            blocks=blocks,
+            blocks=[Block.from_json(b) for b in data.get("blocks", [])],
             finish_reason=data.get("finish_reason"),
             error=data.get("error"),
             flags=[Flag.from_json(f) for f in data.get("flags") or []],
             attempts=[Attempt.from_json(a) for a in data.get("attempts") or []],
+            edited=bool(data.get("edited", False)),
         )
