@@ -369,10 +369,16 @@ class Library(QObject):
     # -- exports -------------------------------------------------------------------------------
 
     async def export(
-        self, doc_ids: list[int], out_root: Path, model: str, task: str
+        self,
+        doc_ids: list[int],
+        out_root: Path,
+        model: str,
+        task: str,
+        formats: Sequence[str] | None = None,
     ) -> ExportOutcome:
-        """Write the documents' results to `out_root/<stem>/` in the engine's layout; `model`
-        and `task` name what made results that have no export of their own yet."""
+        """Write the documents' results to `out_root/<stem>/` in the engine's layout, in the
+        `formats` named (the engine's `FORMATS`; None: its defaults); `model` and `task` name
+        what made results that have no export of their own yet."""
         taken: set[str] = set()
         outcome = ExportOutcome()
         for doc_id in doc_ids:
@@ -389,6 +395,7 @@ class Library(QObject):
                 model=model or (item.export.model if item.export else ""),
                 task=item.export.task if item.export else task,
                 origin=item.source or None,  # a path, or a pasted image's bytes
+                formats=formats,
             )
             try:
                 await asyncio.to_thread(_write_export, export, item, results)

@@ -28,7 +28,7 @@ from typing import Any
 import platformdirs
 from PySide6.QtCore import QSettings, QStandardPaths
 
-from ocrdesk.engine import DEFAULT_DPI, DEFAULT_MODEL
+from ocrdesk.engine import DEFAULT_DPI, DEFAULT_FORMATS, DEFAULT_MODEL
 
 KEYRING_SERVICE = "OCRDesk"
 KEYRING_USER = "remote-api-key"
@@ -72,6 +72,7 @@ DEFAULTS: dict[str, tuple[Any, type]] = {
     "run/family": ("auto", str),  # "auto", "deepseek-ocr", "deepseek-ocr-2"
     "run/dpi": (DEFAULT_DPI, int),
     "output/folder": (None, str),  # None: Documents/OCRDesk, decided at read time
+    "export/formats": (",".join(DEFAULT_FORMATS), str),  # the export dialog's last choice
 }
 
 
