@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
+import random
 import re
 from pathlib import Path
 
@@ -302,3 +303,80 @@ def test_recorded_keys_name_every_corpus_output() -> None:
     files = {p.name.split("_")[0] for p in need(MODEL_OUTPUTS).glob("[0-9]*.txt")}
     files |= {p.name.removesuffix(".raw.txt") for p in Path(PAGES).glob("lecture-*.raw.txt")}
     assert files == set(RECORDED)
+
+
+def _flood_components(grid: bytes, cols: int, rows: int) -> list[tuple[int, int, int, int, int]]:
+    """8-connected components by a plain flood fill, cell by cell: what `_components` must
+    give, as (c1, r1, c2, r2, cells)."""
+    done = [False] * len(grid)
+    found = []
+    for start in range(len(grid)):
+        if not grid[start] or done[start]:
+            continue
+        done[start] = True
+        stack, cells = [start], []
+        while stack:
+            p = stack.pop()
+            cells.append(p)
+            r, c = divmod(p, cols)
+            for rr in (r - 1, r, r + 1):
+                for cc in (c - 1, c, c + 1):
+                    q = rr * cols + cc
+                    if 0 <= rr < rows and 0 <= cc < cols and grid[q] and not done[q]:
+                        done[q] = True
+                        stack.append(q)
+        rs = [p // cols for p in cells]
+        cs = [p % cols for p in cells]
+        found.append((min(cs), min(rs), max(cs), max(rs), len(cells)))
+    return sorted(found)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_components_by_runs_are_those_of_a_flood_fill(seed: int) -> None:
+    from ocrdesk.engine.triage import _components
+
+    rng = random.Random(seed)
+    cols, rows = rng.randint(1, 30), rng.randint(1, 30)
+    share = rng.random()
+    grid = bytes(255 if rng.random() < share else 0 for _ in range(cols * rows))
+    runs = sorted(
+        (c1, r1, c2, r2, sum(e - s for _, s, e in members))
+        for c1, r1, c2, r2, members in _components(grid, cols, rows)
+    )
+    assert runs == _flood_components(grid, cols, rows)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_dilation_and_erosion_are_pillows_max_and_min_filters(seed: int) -> None:
+    from PIL import ImageFilter
+
+    from ocrdesk.engine.triage import _dilate, _erode
+
+    rng = random.Random(seed)
+    size = rng.randint(1, 40), rng.randint(1, 40)
+    share = rng.random()
+    pixels = bytes(255 if rng.random() < share else 0 for _ in range(size[0] * size[1]))
+    mask = Image.frombytes("L", size, pixels)
+    for n in (3, 5):
+        assert _dilate(mask, n).tobytes() == mask.filter(ImageFilter.MaxFilter(n)).tobytes()
+        assert _erode(mask, n).tobytes() == mask.filter(ImageFilter.MinFilter(n)).tobytes()
+
+
+def test_check_page_takes_the_streams_loop_verdict_instead_of_scanning_again() -> None:
+    raw = recorded_raw("07")
+    page = page_of(raw)
+    verdict = stream(raw)
+    assert verdict is not None
+    assert [f.kind for f in check_page(page, None, Task.FREE, loop=verdict)].count(LOOP) == 1
+    # The stream's word is taken: None means its detector saw no loop.
+    assert LOOP not in {f.kind for f in check_page(page, None, Task.FREE, loop=None)}
+
+
+def test_a_loop_in_the_last_batch_is_found_by_finish() -> None:
+    raw = recorded_raw("06")
+    whole = find_loop(raw)
+    assert whole is not None
+    detector = LoopDetector()
+    detector.feed(raw[: whole.at])  # one delta: scanned at once, the loop is certain at its end
+    verdict = detector.finish()
+    assert verdict is not None and verdict.start == whole.start
