@@ -301,8 +301,9 @@ def build_parser(
         "export",
         help="write a converted document's files again from its journal",
         description="Rebuild the files of documents converted before (OUT/<stem> folders) from "
-        "their journals (pages/), in the formats chosen; the searchable PDF needs the source "
-        "document where it was converted from.",
+        "their journals (pages/) and the corrections made in the window (pages/NNNN.edits.json), "
+        "in the formats chosen; the searchable PDF, and the layout images of corrected pages, "
+        "need the source document where it was converted from.",
     )
     rebuild.add_argument("folders", nargs="+", type=Path, metavar="FOLDER", help="OUT/<stem>")
     rebuild.add_argument("--password", default=None, help="password of an encrypted source PDF")

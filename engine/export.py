@@ -455,9 +455,10 @@ def source_id(source: str | os.PathLike[str] | bytes, name: str | None = None) -
 
 
 def _journal_entries(pages_dir: Path) -> list[Path]:
+    """The journal's `NNNN.json` entries (not the `NNNN.edits.json` of engine/edits.py)."""
     if not pages_dir.is_dir():
         return []
-    return sorted(pages_dir.glob("[0-9]*.json"))
+    return sorted(p for p in pages_dir.glob("[0-9]*.json") if p.stem.isdigit())
 
 
 class _Unknown:
@@ -570,10 +571,14 @@ def crop_figures(image: Image.Image, result: PageResult, images_dir: Path) -> li
 class PageIndex(MutableMapping[int, PageResult]):
     """The pages of an export: those given by the caller (resumed ones) are held in memory,
     those written by `add_page` only as their page number, and read back from the journal
-    when asked for."""
+    when asked for. A page is given as it stands: with a person's edits (engine/edits.py) when
+    it has any, read at each access (the window saves them while a run goes on)."""
 
     def __init__(self, journal: Path) -> None:
+        from .edits import EditStore
+
         self._journal = journal
+        self.edits = EditStore(journal.parent)
         self._held: dict[int, PageResult] = {}
         self._on_disk: dict[int, tuple[int, int]] = {}  # number -> (width, height)
 
@@ -587,6 +592,10 @@ class PageIndex(MutableMapping[int, PageResult]):
         return self._on_disk[number]
 
     def __getitem__(self, number: int) -> PageResult:
+        return self.edits.apply(self.unedited(number))
+
+    def unedited(self, number: int) -> PageResult:
+        """Page `number` as the model's answer made it (the journal's entry)."""
         if number in self._held:
             return self._held[number]
         if number not in self._on_disk:
@@ -663,6 +672,7 @@ class DocumentExport:
         self.pages_dir = folder / "pages"
         self.images_dir = folder / "images"
         self.results = PageIndex(self.pages_dir)
+        self.edits = self.results.edits  # a person's corrections, beside the journal
         self._claimed = False
 
     @property
@@ -684,7 +694,7 @@ class DocumentExport:
     def _page_json(self, number: int) -> Path:
         return self.pages_dir / f"{number:04d}.json"
 
-    def _page_layout(self, number: int) -> Path:
+    def page_layout_path(self, number: int) -> Path:
         return self.pages_dir / f"{number:04d}.layout.jpg"
 
     def page_image_path(self, number: int) -> Path:
@@ -729,7 +739,8 @@ class DocumentExport:
 
     def load_finished(self) -> dict[int, PageResult]:
         """Pages finished (done or truncated) by an earlier run on the same document with the same
-        model and task; those are not requested again. See `resume` for what was skipped."""
+        model and task, and every page of it that a person edited (as edited, whatever its model,
+        task or status); those are not requested again. See `resume` for what was skipped."""
         return self.resume().reused
 
     def resume(self) -> ResumeReport:
@@ -739,6 +750,7 @@ class DocumentExport:
         def skip(why: str) -> None:
             report.skipped[why] = report.skipped.get(why, 0) + 1
 
+        edited = self.edits.edited_pages()
         for path in _journal_entries(self.pages_dir):
             try:
                 data = json.loads(path.read_text(encoding="utf-8"))
@@ -757,6 +769,9 @@ class DocumentExport:
                         f"({self.source_id.size} bytes, sha256 {self.source_id.sha256[:12]})"
                     )
                     continue
+            if result.number in edited:  # a person's edits are never undone by a new answer
+                report.reused[result.number] = self.edits.apply(result)
+                continue
             if data.get("model") != self.model or data.get("task") != self.task:
                 skip(f"made with model {data.get('model')!r}, task {data.get('task')!r}")
                 continue
@@ -779,7 +794,8 @@ class DocumentExport:
             except (OSError, ValueError, AttributeError):
                 continue
             if made_from is not None and not made_from.same_document(self.source_id):
-                for stale in (path, *(path.with_suffix(s) for s in (".layout.jpg", ".page.png"))):
+                suffixes = (".layout.jpg", ".page.png", ".edits.json")
+                for stale in (path, *(path.with_suffix(s) for s in suffixes)):
                     with contextlib.suppress(OSError):
                         stale.unlink()
 
@@ -788,18 +804,16 @@ class DocumentExport:
         recorded only once its journal entry is on disk."""
         if not self._claimed:
             self._claim_journal()
-        if image is not None and result.status is not PageStatus.FAILED:
-            crop_figures(image, result, self.images_dir)
+        shown = self.edits.apply(result)  # a page a person edited is drawn as edited
+        if image is not None and shown.status is not PageStatus.FAILED:
+            from .relayout import draw_page
+
             if "searchable" in self.formats and self._page_images_needed():
                 self.pages_dir.mkdir(parents=True, exist_ok=True)
                 tmp = self.page_image_path(result.number).with_suffix(".tmp.png")
                 image.save(tmp, format="PNG")
                 os.replace(tmp, self.page_image_path(result.number))
-            layout = draw_layout(image, result)
-            self.pages_dir.mkdir(parents=True, exist_ok=True)
-            tmp = self._page_layout(result.number).with_suffix(".tmp.jpg")
-            layout.save(tmp, format="JPEG", quality=85)
-            os.replace(tmp, self._page_layout(result.number))
+            draw_page(self, shown, image)
         entry: dict[str, Any] = {"model": self.model, "task": self.task}
         if self.source_id is not None:
             entry["source"] = self.source_id.to_json()
@@ -835,9 +849,40 @@ class DocumentExport:
         from .formats import write_formats
 
         self.folder.mkdir(parents=True, exist_ok=True)
-        failures = write_formats(self, self.formats)
+        failures = self.redraw_stale()
+        failures += write_formats(self, self.formats)
         if failures:
             raise ExportFailed(failures)
+
+    def redraw_page(self, number: int, image: Image.Image | None = None) -> bool:
+        """Draw page `number`'s layout image and figure crops again from the blocks it shows now
+        (after an edit, or its undoing), on `image` if given (the page image sent to the model,
+        or any image of the page: it is scaled to that size), else on the page image kept in the
+        journal or rendered again from the document. False when there was no page image (see
+        engine/relayout.py). Then `finish` writes the combined files. Raises OSError."""
+        from .relayout import redraw
+
+        return not redraw(self, [number], (lambda _: image) if image is not None else None)
+
+    def redraw_stale(self) -> list[str]:
+        """Draw again the layout images and crops of pages whose blocks changed since they were
+        drawn (`relayout.stale_pages`); returns a reason for those that could not be."""
+        from .relayout import redraw, stale_pages
+
+        try:
+            missed = redraw(self, stale_pages(self))
+        except OSError as exc:
+            from .sink import describe_write_error
+
+            return [describe_write_error(exc, self.pages_dir)]
+        if not missed:
+            return []
+        pages = ", ".join(map(str, missed))
+        return [
+            f"could not draw the edited boxes of page(s) {pages} in {self.layout_path} and "
+            "images/: the source document is not there or has changed (the other files "
+            "have the edits)"
+        ]
 
     def write_text(self, path: Path, text: str) -> None:
         """Write one of the export's text files (atomically)."""
@@ -874,8 +919,8 @@ class DocumentExport:
         entries = []
         for number in self.results:
             width, height = self.results.size_of(number)
-            if width and self._page_layout(number).exists():
-                entries.append((self._page_layout(number), width * scale, height * scale))
+            if width and self.page_layout_path(number).exists():
+                entries.append((self.page_layout_path(number), width * scale, height * scale))
         if not entries:
             with contextlib.suppress(OSError):
                 path.unlink()
@@ -914,6 +959,11 @@ class SavedExport:
     task: str
     results: list[PageResult]
     source_id: SourceId | None = None
+    edited_pages: frozenset[int] = frozenset()  # pages a person edited (engine/edits.py)
+
+    @property
+    def edited(self) -> bool:
+        return bool(self.edited_pages)
 
 
 def _read_combined(folder: Path) -> SavedExport | None:
@@ -955,9 +1005,27 @@ def _read_journal(folder: Path) -> SavedExport | None:
 
 def read_export(folder: Path) -> SavedExport | None:
     """The export in `folder`: its combined JSON, or its journal where that is newer (a run that
-    stopped before `finish`) or the JSON is missing or damaged; None if it holds neither."""
+    stopped before `finish`, or an edit made since) or the JSON is missing or damaged; None if
+    it holds neither. The pages are as a person's edits left them."""
+    from .edits import EditStore
+
+    saved = _read_export(folder)
+    if saved is None:
+        return None
+    store = EditStore(folder)
+    edited = store.edited_pages()
+    if edited:
+        saved.results = [store.apply(r) if r.number in edited else r for r in saved.results]
+        saved.edited_pages = frozenset(edited & {r.number for r in saved.results})
+    return saved
+
+
+def _read_export(folder: Path) -> SavedExport | None:
     combined = folder / f"{folder.name}.json"
-    entries = _journal_entries(folder / "pages")
+    pages = folder / "pages"
+    entries = _journal_entries(pages)
+    if pages.is_dir():
+        entries += pages.glob("[0-9]*.edits.json")
     with contextlib.suppress(OSError):
         if entries and max(p.stat().st_mtime for p in entries) > combined.stat().st_mtime:
             return _read_journal(folder) or _read_combined(folder)
