@@ -4,6 +4,7 @@ and every box inside its parent's box."""
 from __future__ import annotations
 
 import re
+import unicodedata
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -219,3 +220,36 @@ def test_alto_validates_against_the_alto_4_schema() -> None:
     for child in list(line):
         line.remove(child)
     assert not schema.validate(broken)
+
+
+def test_ocrmypdfs_hocr_reader_reads_every_word_of_a_real_page(tmp_path: Path) -> None:
+    """OCRmyPDF's own hOCR parser (what its renderer lays the text from) reads the page whole:
+    every line with its words, in order, each box inside its parent's."""
+    hocrtransform = pytest.importorskip("ocrmypdf.hocrtransform")
+    with Image.open(PAGES / "lecture-006.jpg") as image:
+        width, height = image.size
+    raw = (PAGES / "lecture-006.raw.txt").read_text(encoding="utf-8")
+    layout = layout_page(
+        PageResult(1, width, height, PageStatus.DONE, blocks=parse(raw, width, height).blocks)
+    )
+    path = tmp_path / "page.hocr"
+    path.write_text(hocr_page(layout, source="lecture-006.jpg"), encoding="utf-8")
+    page = hocrtransform.HocrParser(path).parse()
+
+    def box(element: Any) -> tuple[float, ...]:
+        b = element.bbox
+        return (b.left, b.top, b.right, b.bottom)
+
+    assert box(page) == (0, 0, width, height)
+    lines = [line for par in page.children for line in par.children]
+    # The parser reads words NFKC-normalised (a superscript 1 becomes "1").
+    expected = [line for block in layout.blocks for line in block.lines]
+    assert [[w.text for w in line.children] for line in lines] == [
+        [unicodedata.normalize("NFKC", w.text) for w in line.words] for line in expected
+    ]
+    assert {line.ocr_class for line in lines} >= {"ocr_header", "ocr_line"}
+    for par in page.children:
+        assert _inside(box(par), box(page))
+        for line in par.children:
+            assert _inside(box(line), box(par))
+            assert all(_inside(box(word), box(line)) for word in line.children)
