@@ -13,13 +13,19 @@ Layout of one document's export, `OUT/<stem>/`:
     pages/             the journal: one `NNNN.json` per finished page (plus its layout image,
                        and its page image where the searchable PDF needs it), written atomically
                        the moment the page finishes; each entry names the model, the task and
-                       the source document (`SourceId`) it was made from
+                       the source document (`SourceId`) it was made from; beside an entry, the
+                       page's corrections made in the window, `NNNN.edits.json` (engine/edits.py)
 
 The journal is the durable record: a page is kept once its entry is on disk, and resume reuses
-only entries of the same document, model and task. The combined files (the chosen formats) are
-built once, at `finish`, each by streaming the journal page by page, so neither the time of a
-page's write nor the memory of the run grows with the document's length; `from_journal`
-rebuilds them later (`ocrdesk export`).
+only entries of the same document, model and task (and every page a person edited). The
+combined files (the chosen formats) are built once, at `finish`, each by streaming the journal
+page by page, so neither the time of a page's write nor the memory of the run grows with the
+document's length; `from_journal` rebuilds them later (`ocrdesk export`).
+
+A page a person corrected is read with its edits wherever it is read (`PageIndex`): every format
+has the corrected blocks, the JSON marks the page `"edited": true` and keeps the model's raw
+output; its layout image and figure crops are drawn again (engine/relayout.py), and resume never
+asks the model for it again.
 
 Model text that looks like one of the export's own markers is escaped (`escape_markers`), so a
 page cannot forge a page boundary; `split_markdown` and `split_raw` read the files back.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import zipfile
 from pathlib import Path
 
 import pymupdf
@@ -72,7 +73,7 @@ def test_ocrdesk_export_rebuilds_every_file_with_the_edits(
     folder = converted
     assert (folder / "images" / "p0001_0.png").exists()  # the model's figure
     blocks = edit_page_one(folder)
-    assert export_cli(folder, "+hocr,alto") == 0, capsys.readouterr().err
+    assert export_cli(folder, "+hocr,alto,html,docx") == 0, capsys.readouterr().err
 
     md = (folder / "scan.md").read_text("utf-8")
     page1, page2 = md.split("<!-- page 2 -->")
@@ -95,7 +96,10 @@ def test_ocrdesk_export_rebuilds_every_file_with_the_edits(
         assert doc[1].search_for("grew steadily")
     hocr = (folder / "scan.hocr").read_text("utf-8")
     alto = (folder / "scan.alto.xml").read_text("utf-8")
-    for text in (hocr, alto):
+    html = (folder / "scan.html").read_text("utf-8")
+    with zipfile.ZipFile(folder / "scan.docx") as docx:
+        word = docx.read("word/document.xml").decode("utf-8")
+    for text in (hocr, alto, html, word):
         assert "sharply" in text and text.count("steadily") == 1  # page 2's only
 
     # The figure of page 1 is gone with its block; page 2's stays. The layout image shows the
@@ -232,6 +236,8 @@ def test_an_edited_failed_page_is_reused_and_shown(tmp_path: Path) -> None:
         folder, source="doc.pdf", model="m", task="t", source_id=other_document
     )
     assert elsewhere.load_finished() == {}  # edits of another document are not this one's
+    elsewhere.add_page(PageResult(2, 600, 800, PageStatus.FAILED, error="again"), None)
+    assert EditStore(folder).edited_pages() == set()  # removed with that document's journal
 
 
 def test_a_page_edited_mid_run_keeps_its_edit_when_the_run_ends(tmp_path: Path) -> None:
