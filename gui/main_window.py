@@ -3,13 +3,20 @@
 All work goes through the `Controller`; this module only wires widgets to it. Pages shown are
 rendered in worker threads; boxes appear as the engine reports them; the result view redraws at
 most ten times a second while a page streams.
+
+A finished page can be corrected (gui/editing.py keeps the history and the files): its blocks
+edited, relabelled, deleted, merged, split and moved in reading order from the Edit menu, a box's
+menu or the keys, boxes dragged on the page, a region or the page OCRed again (gui/ocr_again.py);
+Ctrl+Z / Ctrl+Shift+Z undo and redo, per document.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import io
+import logging
 import time
 from collections import OrderedDict
 from html import escape as html_escape
@@ -22,6 +29,7 @@ from PySide6.QtCore import QMimeData, Qt, QUrl, Signal
 from PySide6.QtGui import (
     QAction,
     QCloseEvent,
+    QCursor,
     QDesktopServices,
     QDragEnterEvent,
     QDropEvent,
@@ -31,6 +39,7 @@ from PySide6.QtGui import (
     QKeySequence,
 )
 from PySide6.QtWidgets import (
+    QApplication,
     QComboBox,
     QFileDialog,
     QHBoxLayout,
@@ -59,10 +68,16 @@ from ocrdesk.engine import (
     PageResult,
     PageStatus,
     Task,
+    family_of,
     figure_boxes,
 )
+from ocrdesk.engine.edits import delete, merge_with_next, move, set_box, set_label, set_text, split
+from ocrdesk.engine.regions import overlapping, place_blocks
+from ocrdesk.gui.block_editor import BlockChange, BlockEditor, label_choices
 from ocrdesk.gui.controller import Controller, DocItem, EngineState
+from ocrdesk.gui.editing import Editor, editable
 from ocrdesk.gui.help import AboutDialog, ShortcutsDialog
+from ocrdesk.gui.ocr_again import OcrAgainDialog, OcrChoice, ocr_again
 from ocrdesk.gui.page_view import Legend, PageView
 from ocrdesk.gui.plain_text import tooltip
 from ocrdesk.gui.qimage import pil_to_qimage
@@ -73,6 +88,8 @@ from ocrdesk.gui.search import BlockSource, SearchBar
 from ocrdesk.gui.settings import ENGINE_KEYS, Settings
 from ocrdesk.gui.thumbnails import CHECK_COLOR, ThumbnailStrip
 from ocrdesk.resources import RESOURCES
+
+log = logging.getLogger(__name__)
 
 #: The model menu: auto (from the served model's name), then every family of the registry.
 MODEL_CHOICES: list[tuple[str, ModelFamily | None]] = [
@@ -136,6 +153,9 @@ class MainWindow(QMainWindow):
         self._last_stats = 0.0
         self._quitting = False  # a person said Quit during a run (or a signal closes it)
         self._quit_box: QMessageBox | None = None
+        # The controller's: its writes and rebuilds may outlive the window by a moment.
+        self.editor = Editor(controller.library, controller.spawn, controller)
+        self.ocr_tasks: set[asyncio.Task[Any]] = set()  # regions and pages being OCRed again
         self._build()
         self._connect()
         self._apply_settings()
@@ -233,7 +253,7 @@ class MainWindow(QMainWindow):
         self.shortcuts_action = self._action("&Keyboard shortcuts", "F1", self.show_shortcuts)
         self.about_action = self._action("&About OCRDesk", None, self.show_about)
         self.about_action.setMenuRole(QAction.MenuRole.AboutRole)
-        self.remove_action = self._action("Remove from queue", "Del", self.remove_selected)
+        self.remove_action = self._action("Remove from queue", "Del", self._delete_key)
         self.retry_action = self._action("Retry failed pages", "Ctrl+Shift+R", self.retry_selected)
         self.pause_action = self._action("&Pause document", "Ctrl+Shift+P", self.pause_selected)
         self.cancel_doc_action = self._action(
@@ -293,8 +313,10 @@ class MainWindow(QMainWindow):
             self.clear_finished_action, None, self.settings_action, None, self.quit_action,
         ):  # fmt: skip
             menu.addSeparator() if entry is None else menu.addAction(entry)
+        self._build_edit_actions()
         edit = self.menuBar().addMenu("&Edit")
         for entry in (
+            self.undo_action, self.redo_action, None, *self.block_actions(), None,
             self.copy_page_action, self.copy_doc_action, self.remove_action, None,
             self.find_action, self.find_next_action, self.find_prev_action,
         ):  # fmt: skip
@@ -363,6 +385,43 @@ class MainWindow(QMainWindow):
         self._task_changed()
         self._engine_status(self.controller.state, self.controller.detail)
 
+    def _build_edit_actions(self) -> None:
+        group = self.editor.undo_group
+        self.undo_action = group.createUndoAction(self, "&Undo")
+        self.undo_action.setShortcut(QKeySequence("Ctrl+Z"))
+        self.redo_action = group.createRedoAction(self, "&Redo")
+        self.redo_action.setShortcuts([QKeySequence("Ctrl+Shift+Z"), QKeySequence("Ctrl+Y")])
+        self.addAction(self.undo_action)
+        self.addAction(self.redo_action)
+        self.edit_block_action = self._action("&Edit block…", "F2", lambda: self.edit_block())
+        self.label_action = self._action("Change &label…", "Ctrl+Shift+L", self.change_label)
+        # Del deletes the highlighted block while the page or the result has the focus (and
+        # removes the chosen documents elsewhere): one key, one action (`remove_action`).
+        self.delete_block_action = self._action("&Delete block", None, self.delete_block)
+        self.delete_block_action.setToolTip("Delete the block (Del on the page)")
+        self.merge_action = self._action("&Merge with next block", "Ctrl+J", self.merge_block)
+        self.split_action = self._action(
+            "&Split block at cursor…", "Ctrl+Shift+J", lambda: self.edit_block(split=True)
+        )
+        self.move_up_action = self._action("Move block &up", "Alt+Up", lambda: self.move_block(-1))
+        self.move_down_action = self._action(
+            "Move block do&wn", "Alt+Down", lambda: self.move_block(1)
+        )
+        self.region_action = self._action("OCR a &region", "Ctrl+Shift+B", self._region_mode)
+        self.region_action.setCheckable(True)
+        self.region_action.setToolTip(
+            "Draw a box on the page to OCR that region again (or Shift+drag at any time)"
+        )
+        self.ocr_page_action = self._action("&OCR page again…", "Ctrl+Shift+O", self.ocr_page)
+
+    def block_actions(self) -> list[QAction | None]:
+        """The block and page corrections, in menu order (None: a separator)."""
+        return [
+            self.edit_block_action, self.label_action, self.delete_block_action,
+            self.merge_action, self.split_action, self.move_up_action, self.move_down_action,
+            None, self.region_action, self.ocr_page_action,
+        ]  # fmt: skip
+
     def _tool(self, text: str, tip: str, slot: Any) -> QToolButton:
         button = QToolButton(self)
         button.setText(text)
@@ -399,6 +458,15 @@ class MainWindow(QMainWindow):
         self.task_combo.currentIndexChanged.connect(self._task_changed)
         self.page_view.boxClicked.connect(self._box_clicked)
         self.page_view.boxHovered.connect(self._box_hovered)
+        self.page_view.boxActivated.connect(lambda index: self.edit_block(index))
+        self.page_view.boxMenu.connect(self._block_menu)
+        self.page_view.boxMoved.connect(self._box_moved)
+        self.page_view.regionDrawn.connect(self._region_drawn)
+        self.page_view.highlightChanged.connect(lambda _: self._update_edit_actions())
+        self.result_view.blockActivated.connect(self._result_block_activated)
+        self.result_view.blockMenu.connect(self._result_block_menu)
+        self.editor.pageEdited.connect(self._page_edited)
+        self.editor.message.connect(self._show_message)
         self.page_view.labelsChanged.connect(self.legend.set_labels)
         self.thumbs.pageChosen.connect(self._thumb_chosen)
         self.legend.toggled.connect(self.page_view.set_label_visible)
@@ -450,6 +518,8 @@ class MainWindow(QMainWindow):
         self.engine_stop_action.setEnabled(
             local and state in (EngineState.READY, EngineState.STARTING, EngineState.ERROR)
         )
+        if hasattr(self, "ocr_page_action"):  # not while the window is being built
+            self._update_edit_actions()
 
     def _show_message(self, text: str) -> None:
         self.statusBar().showMessage(text, 8000)
@@ -761,6 +831,7 @@ class MainWindow(QMainWindow):
         # image is still to be rendered gets them when it arrives (_load_image).
         self._boxes_wait = cached is None and item.document is not None
         self._draw_boxes()
+        self._update_edit_actions()
         # A page that finished while another was shown has its image cached but no figure
         # crops yet: those are cut from a fresh render.
         figures_missing = (
@@ -914,6 +985,8 @@ class MainWindow(QMainWindow):
         total = len(item.pages) if item else 0
         page = item.pages.get(number) if item else None
         status = page.status.value if page else ""
+        if page is not None and page.result is not None and page.result.edited:
+            status += " · edited"
         self.page_label.setText(f"page {number} of {total}  {status}")
 
     def _sync_thumbs(self, item: DocItem) -> None:
@@ -977,6 +1050,7 @@ class MainWindow(QMainWindow):
         else:
             self.page_view.clear_boxes()
             self.result_view.changed()
+        self._update_edit_actions()
 
     async def _refigure(self, doc_id: int, number: int) -> None:
         image = await self.controller.render_page(doc_id, number)
@@ -1009,6 +1083,337 @@ class MainWindow(QMainWindow):
             target = indices[(indices.index(current) + step) % len(indices)]
         self.page_view.highlight(target, center=True)
         self.result_view.highlight(target, scroll=True)
+
+    # -- corrections ---------------------------------------------------------------------------
+
+    def _editable_page(self) -> tuple[int, int, list[Block]] | None:
+        """(doc id, page, blocks) of the page shown when it can be corrected."""
+        if self.current is None:
+            return None
+        doc_id, number = self.current
+        item = self.controller.docs.get(doc_id)
+        if not editable(item, number) or item is None:
+            return None
+        result = item.pages[number].result
+        return (doc_id, number, list(result.blocks)) if result is not None else None
+
+    def _block_target(self) -> tuple[int, int, list[Block], int] | None:
+        """(doc id, page, blocks, index) of the highlighted block of a page that can be
+        corrected."""
+        page = self._editable_page()
+        index = self.page_view.highlighted
+        if page is None or index is None or not 0 <= index < len(page[2]):
+            return None
+        return (*page, index)
+
+    def _update_edit_actions(self) -> None:
+        # A document gets its history once it has an export folder (its first run).
+        self.editor.set_active(self.current[0] if self.current is not None else None)
+        page = self._editable_page()
+        target = self._block_target()
+        index = target[3] if target is not None else -1
+        count = len(target[2]) if target is not None else 0
+        for action in (self.edit_block_action, self.label_action, self.delete_block_action):
+            action.setEnabled(target is not None)
+        self.split_action.setEnabled(target is not None and bool(target[2][index].text.strip()))
+        self.merge_action.setEnabled(target is not None and index + 1 < count)
+        self.move_up_action.setEnabled(target is not None and index > 0)
+        self.move_down_action.setEnabled(target is not None and index + 1 < count)
+        can_ocr = page is not None and self.controller.state is EngineState.READY
+        self.ocr_page_action.setEnabled(can_ocr)
+        self.region_action.setEnabled(can_ocr)
+        if not can_ocr and self.region_action.isChecked():
+            self.region_action.setChecked(False)
+            self.page_view.set_region_mode(False)
+        self.page_view.editable = page is not None
+
+    def _change(
+        self, doc_id: int, number: int, blocks: list[Block], text: str, show: int | None
+    ) -> None:
+        """Put `blocks` on the page as one undoable step; highlight block `show` after it."""
+        if self.editor.change(doc_id, number, blocks, text) and self.current == (doc_id, number):
+            self.page_view.highlight(show, center=False)
+            self.result_view.highlight(show, scroll=show is not None)
+            self.statusBar().showMessage(f"{text} (Ctrl+Z undoes it)", 5000)
+
+    def _page_edited(self, doc_id: int, number: int) -> None:
+        """An edit, undo or redo changed the page's result: every view shows it."""
+        self._figures.pop((doc_id, number), None)  # figure crops are by block index
+        if self.current == (doc_id, number):
+            keep = self.page_view.highlighted
+            self._page_changed(doc_id, number)
+            blocks = self.controller.docs[doc_id].pages[number].blocks()
+            if keep is not None and keep >= len(blocks):
+                self.page_view.highlight(None, center=False)
+                self.result_view.highlight(None, scroll=False)
+        elif self.thumbs.doc_id == doc_id:
+            self._page_changed(doc_id, number)
+        self._update_edit_actions()
+
+    def _delete_key(self) -> None:
+        """Del: the highlighted block when the page or the result has the focus, else the
+        chosen documents."""
+        focus = QApplication.focusWidget()
+        on_page = focus is not None and (
+            focus is self.page_view
+            or self.page_view.isAncestorOf(focus)
+            or self.result_view.isAncestorOf(focus)
+        )
+        if on_page and self._block_target() is not None:
+            self.delete_block()
+        else:
+            self.remove_selected()
+
+    def edit_block(self, index: int | None = None, *, split: bool = False) -> None:
+        """Open the block editor on block `index` (the highlighted one by default)."""
+        if index is not None:
+            self.page_view.highlight(index, center=False)
+            self.result_view.highlight(index, scroll=True)
+        target = self._block_target()
+        if target is None:
+            return
+        doc_id, number, blocks, index = target
+        block = blocks[index]
+        labels = sorted({b.label for b in blocks})
+        title = f"Block {index + 1} of page {number}"
+        dialog = BlockEditor(block, labels, self, title=title)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.done_editing.connect(
+            lambda change: self._block_edited(doc_id, number, index, block, change)
+        )
+        if split:
+            dialog.put_cursor(len(block.text) // 2)
+            dialog.split_button.setDefault(True)
+        self.block_editor = dialog
+        dialog.open()
+
+    def _current_blocks(self, doc_id: int, number: int, index: int, block: Block) -> list[Block]:
+        """The page's blocks now, or [] (and a message) when block `index` is no longer
+        `block` (the page changed while a dialog was open)."""
+        item = self.controller.docs.get(doc_id)
+        page = item.pages.get(number) if item else None
+        blocks = list(page.result.blocks) if page is not None and page.result else []
+        if index < len(blocks) and blocks[index] == block:
+            return blocks
+        self.statusBar().showMessage("The page changed meanwhile: the edit was not made.", 8000)
+        return []
+
+    def _block_edited(
+        self, doc_id: int, number: int, index: int, block: Block, change: BlockChange
+    ) -> None:
+        blocks = self._current_blocks(doc_id, number, index, block)
+        if not blocks:
+            return
+        name = "Edit block"
+        if change.label != block.label:
+            blocks, name = set_label(blocks, index, change.label), "Change label"
+        text_changed = change.text.strip() != block.text
+        if text_changed:
+            blocks = set_text(blocks, index, change.text)
+            name = "Edit block" if name == "Edit block" else "Edit block and label"
+        if change.split_at is not None:
+            # set_text strips the text: the cut moves with what was stripped before it
+            offset = change.split_at
+            if text_changed:
+                offset -= len(change.text) - len(change.text.lstrip())
+            try:
+                blocks, name = split(blocks, index, offset), "Split block"
+            except ValueError:
+                self.statusBar().showMessage(
+                    "Put the cursor inside the text to split the block there.", 8000
+                )
+                return
+        self._change(doc_id, number, blocks, name, index)
+
+    def change_label(self) -> None:
+        target = self._block_target()
+        if target is None:
+            return
+        doc_id, number, blocks, index = target
+        block = blocks[index]
+        dialog = QInputDialog(self)
+        dialog.setObjectName("block-label")
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.setWindowTitle("Change label")
+        dialog.setLabelText(f"Label of block {index + 1}:")
+        dialog.setComboBoxEditable(True)
+        dialog.setComboBoxItems(label_choices(block.label, sorted({b.label for b in blocks})))
+        dialog.setTextValue(block.label)
+
+        def chosen(label: str) -> None:
+            now = self._current_blocks(doc_id, number, index, block)
+            if now and label.strip() and label.strip() != block.label:
+                self._change(doc_id, number, set_label(now, index, label), "Change label", index)
+
+        dialog.textValueSelected.connect(chosen)
+        self.label_dialog = dialog
+        dialog.open()
+
+    def delete_block(self) -> None:
+        target = self._block_target()
+        if target is not None:
+            doc_id, number, blocks, index = target
+            self._change(doc_id, number, delete(blocks, index), "Delete block", None)
+
+    def merge_block(self) -> None:
+        target = self._block_target()
+        if target is not None and target[3] + 1 < len(target[2]):
+            doc_id, number, blocks, index = target
+            self._change(doc_id, number, merge_with_next(blocks, index), "Merge blocks", index)
+
+    def move_block(self, delta: int) -> None:
+        """Move the highlighted block `delta` places in reading order."""
+        target = self._block_target()
+        if target is None:
+            return
+        doc_id, number, blocks, index = target
+        to = max(0, min(len(blocks) - 1, index + delta))
+        if to != index:
+            name = "Move block up" if delta < 0 else "Move block down"
+            self._change(doc_id, number, move(blocks, index, delta), name, to)
+
+    def _box_moved(self, index: int, box_index: int, box: tuple[float, ...]) -> None:
+        """A box was dragged or resized on the page."""
+        page = self._editable_page()
+        if page is None or box_index != 0 or not 0 <= index < len(page[2]):
+            self._draw_boxes()  # only a block's first box moves; put the others back
+            return
+        doc_id, number, blocks = page
+        x1, y1, x2, y2 = box
+        moved = set_box(blocks, index, (x1, y1, x2, y2))
+        old = blocks[index].boxes[0] if blocks[index].boxes else None
+        size_same = old is not None and (
+            abs((old[2] - old[0]) - (x2 - x1)) < 0.5 and abs((old[3] - old[1]) - (y2 - y1)) < 0.5
+        )
+        self._change(doc_id, number, moved, "Move box" if size_same else "Resize box", index)
+
+    def block_menu(self, index: int) -> QMenu:
+        """Block `index`'s corrections, as its box's and its text's menu (it is highlighted)."""
+        self.page_view.highlight(index, center=False)
+        self.result_view.highlight(index, scroll=False)
+        self._update_edit_actions()
+        menu = QMenu(self)
+        menu.setObjectName("block-menu")
+        menu.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        for entry in self.block_actions():
+            menu.addSeparator() if entry is None else menu.addAction(entry)
+        return menu
+
+    def _block_menu(self, index: int, pos: Any) -> None:
+        self.block_menu(index).popup(pos)
+
+    def _result_block_activated(self, index: int) -> None:
+        self.page_view.highlight(index, center=True)
+        self.edit_block(index)
+
+    def _result_block_menu(self, index: int) -> None:
+        self._block_menu(index, QCursor.pos())
+
+    # -- OCR again -----------------------------------------------------------------------------
+
+    def _region_mode(self, on: bool) -> None:
+        self.page_view.set_region_mode(on and self.region_action.isEnabled())
+
+    def _page_task(self, item: DocItem) -> Task:
+        task = item.export.task if item.export is not None else ""
+        return Task(task) if task in {t.value for t in Task} else self.controller.options.task
+
+    def _region_drawn(self, region: tuple[float, ...]) -> None:
+        """A region was drawn on the page: ask how to OCR it."""
+        page = self._editable_page()
+        if page is None or self.controller.state is not EngineState.READY:
+            self.statusBar().showMessage("Regions are OCRed once the engine is ready.", 8000)
+            return
+        doc_id, number, blocks = page
+        x1, y1, x2, y2 = region
+        box = (x1, y1, x2, y2)
+        under = overlapping(blocks, box)
+        item = self.controller.docs[doc_id]
+        dialog = OcrAgainDialog(self._page_task(item), overlapping=len(under), parent=self)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.chosen.connect(lambda choice: self.ocr_region(doc_id, number, box, choice))
+        self.ocr_dialog = dialog
+        dialog.open()
+
+    def ocr_page(self) -> None:
+        """Ask with which task (and prompt) to OCR the page shown again."""
+        page = self._editable_page()
+        if page is None:
+            return
+        doc_id, number, _ = page
+        item = self.controller.docs[doc_id]
+        dialog = OcrAgainDialog(
+            self._page_task(item), whole_page=True, prompt=self.prompt_edit.text(), parent=self
+        )
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.chosen.connect(lambda choice: self.ocr_region(doc_id, number, None, choice))
+        self.ocr_dialog = dialog
+        dialog.open()
+
+    def ocr_region(
+        self,
+        doc_id: int,
+        number: int,
+        region: tuple[float, float, float, float] | None,
+        choice: OcrChoice,
+    ) -> asyncio.Task[Any]:
+        """OCR `region` of the page (None: the whole page) again as `choice` says; its blocks
+        go where the region is (or replace the page's), as one undoable step."""
+        task = self.controller.spawn(self._ocr_region(doc_id, number, region, choice))
+        self.ocr_tasks.add(task)
+        task.add_done_callback(self.ocr_tasks.discard)
+        return task
+
+    async def _ocr_region(
+        self,
+        doc_id: int,
+        number: int,
+        region: tuple[float, float, float, float] | None,
+        choice: OcrChoice,
+    ) -> None:
+        item = self.controller.docs.get(doc_id)
+        page = item.pages.get(number) if item else None
+        if item is None or page is None or page.result is None:
+            return
+        where = f"page {number}" if region is None else f"a region of page {number}"
+        self.statusBar().showMessage(f"OCR of {where} ({TASK_TITLES[choice.task]})…")
+        image = await self.controller.render_page(doc_id, number)
+        if image is None:
+            self.statusBar().showMessage(f"Page {number} could not be rendered.", 8000)
+            return
+        size = (page.result.width or image.width, page.result.height or image.height)
+        if image.size != size:
+            image = await asyncio.to_thread(image.resize, size)
+        box = region or (0.0, 0.0, float(size[0]), float(size[1]))
+        family = self.family() or family_of(self.controller.model)
+        try:
+            found, _raw, _finish = await ocr_again(
+                self.controller.link, image, box, choice, family, self.options().sampling
+            )
+        except Exception as exc:  # the server's answer, whatever went wrong, is said
+            log.warning("OCR of %s failed: %s", where, exc)
+            self.statusBar().showMessage(f"OCR of {where} failed: {exc}", 15000)
+            return
+        if not self._alive():
+            return
+        now = item.pages.get(number)
+        if now is None or now.result is None:
+            return
+        if not found:
+            self.statusBar().showMessage(f"The model found nothing in {where}.", 8000)
+            return
+        if region is not None:
+            # Text without boxes (Free OCR, a figure's description) is the region's text.
+            found = [b if b.boxes else dataclasses.replace(b, boxes=(box,)) for b in found]
+        blocks = (
+            found
+            if region is None
+            else place_blocks(now.result.blocks, found, box, replace=choice.replace)
+        )
+        title = TASK_TITLES[choice.task]
+        name = f"OCR page again ({title})" if region is None else f"OCR region ({title})"
+        show = next((k for k, b in enumerate(blocks) if b in found), None)
+        self._change(doc_id, number, blocks, name, show)
 
     # -- find and help -------------------------------------------------------------------------
 
@@ -1163,6 +1568,7 @@ class MainWindow(QMainWindow):
             event.ignore()
             self._ask_quit()
             return
+        self.editor.flush()
         self.controller.save_queue()
         self.settings.set("run/task", self.task().value)
         self.settings.set("run/family", self.family_combo.currentData())

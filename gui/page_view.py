@@ -3,18 +3,35 @@
 Scene coordinates are the pixels of the image the model was sent (the page result's width and
 height), which is where the engine puts boxes (`v / 999 * width`), so a box item's rectangle is
 the block's box as it is. A page image rendered at another size is scaled to fit that space.
+
+On a page that can be corrected (`editable`), a box is dragged to move it and dragged by an edge
+or corner to resize it (`boxMoved` once the button is let go), double-clicked to edit its block
+(`boxActivated`), right-clicked for its block's menu (`boxMenu`); Shift+drag, or any drag in
+region mode (`set_region_mode`), draws a region to OCR again (`regionDrawn`).
 """
 
 from __future__ import annotations
 
-from PySide6.QtCore import QRectF, Qt, Signal
-from PySide6.QtGui import QBrush, QColor, QImage, QPainter, QPen, QPixmap, QWheelEvent
+from dataclasses import dataclass
+
+from PySide6.QtCore import QPoint, QPointF, QRectF, Qt, Signal
+from PySide6.QtGui import (
+    QBrush,
+    QColor,
+    QImage,
+    QMouseEvent,
+    QPainter,
+    QPen,
+    QPixmap,
+    QWheelEvent,
+)
 from PySide6.QtWidgets import (
     QCheckBox,
     QGraphicsItem,
     QGraphicsPixmapItem,
     QGraphicsRectItem,
     QGraphicsScene,
+    QGraphicsSceneContextMenuEvent,
     QGraphicsSceneHoverEvent,
     QGraphicsSceneMouseEvent,
     QGraphicsView,
@@ -22,7 +39,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ocrdesk.engine import Block, label_color
+from ocrdesk.engine import Block, Box, label_color
 from ocrdesk.gui.plain_text import tooltip
 from ocrdesk.gui.thumbnails import CHECK_COLOR
 
@@ -32,14 +49,93 @@ def qcolor(label: str, alpha: int = 255) -> QColor:
     return QColor(r, g, b, alpha)
 
 
-class BoxItem(QGraphicsRectItem):
-    """One box of one block: coloured by label, its label as tooltip, clickable."""
+EDGE_PX = 6  # how near an edge (in screen pixels) a press grabs the edge instead of the box
+MIN_SIDE = 4.0  # the smallest side (page pixels) a box is resized to
+DRAG_PX = 3  # how far (screen pixels) the pointer moves before a press becomes a drag
+REGION_MIN = 8.0  # the smallest region side (page pixels) worth OCRing
 
-    def __init__(self, view: PageView, index: int, block: Block, rect: QRectF) -> None:
+
+@dataclass(frozen=True)
+class Edges:
+    """Which sides of a box a drag moves: all four (a move) or those grabbed (a resize)."""
+
+    left: bool = False
+    top: bool = False
+    right: bool = False
+    bottom: bool = False
+
+    @property
+    def move(self) -> bool:
+        return not (self.left or self.top or self.right or self.bottom)
+
+    def cursor(self) -> Qt.CursorShape:
+        if self.move:
+            return Qt.CursorShape.SizeAllCursor
+        if (self.left and self.top) or (self.right and self.bottom):
+            return Qt.CursorShape.SizeFDiagCursor
+        if (self.right and self.top) or (self.left and self.bottom):
+            return Qt.CursorShape.SizeBDiagCursor
+        if self.left or self.right:
+            return Qt.CursorShape.SizeHorCursor
+        return Qt.CursorShape.SizeVerCursor
+
+
+def edges_at(rect: QRectF, pos: QPointF, margin: float) -> Edges:
+    """The edges of `rect` within `margin` of `pos` (none: the pointer is inside, a move)."""
+    return Edges(
+        left=abs(pos.x() - rect.left()) <= margin,
+        top=abs(pos.y() - rect.top()) <= margin,
+        right=abs(pos.x() - rect.right()) <= margin,
+        bottom=abs(pos.y() - rect.bottom()) <= margin,
+    )
+
+
+def dragged(rect: QRectF, edges: Edges, dx: float, dy: float, bounds: QRectF) -> QRectF:
+    """`rect` after a drag by (dx, dy) of its `edges` (or all of it), kept inside `bounds` and
+    at least MIN_SIDE on each side."""
+    if edges.move:
+        dx = max(bounds.left() - rect.left(), min(dx, bounds.right() - rect.right()))
+        dy = max(bounds.top() - rect.top(), min(dy, bounds.bottom() - rect.bottom()))
+        return rect.translated(dx, dy)
+    left, top, right, bottom = rect.left(), rect.top(), rect.right(), rect.bottom()
+    if edges.left:
+        left = max(bounds.left(), min(left + dx, right - MIN_SIDE))
+    if edges.right:
+        right = min(bounds.right(), max(right + dx, left + MIN_SIDE))
+    if edges.top:
+        top = max(bounds.top(), min(top + dy, bottom - MIN_SIDE))
+    if edges.bottom:
+        bottom = min(bounds.bottom(), max(bottom + dy, top + MIN_SIDE))
+    return QRectF(QPointF(left, top), QPointF(right, bottom))
+
+
+def rect_box(rect: QRectF) -> Box:
+    r = rect.normalized()
+    return (r.left(), r.top(), r.right(), r.bottom())
+
+
+@dataclass
+class _Drag:
+    start: QPointF  # scene position of the press
+    screen: QPoint  # screen position of the press
+    rect: QRectF  # the box when pressed
+    edges: Edges
+    moving: bool = False
+
+
+class BoxItem(QGraphicsRectItem):
+    """One box of one block: coloured by label, its label as tooltip, clickable; on an
+    editable page draggable by its inside (move) or its edges (resize)."""
+
+    def __init__(
+        self, view: PageView, index: int, block: Block, rect: QRectF, box_index: int = 0
+    ) -> None:
         super().__init__(rect)
         self.view = view
         self.index = index
+        self.box_index = box_index  # which of the block's boxes this is
         self.label = block.label
+        self._drag: _Drag | None = None
         self.setToolTip(tooltip(block.label))
         self.setAcceptHoverEvents(True)
         self.setCursor(Qt.CursorShape.PointingHandCursor)
@@ -57,12 +153,52 @@ class BoxItem(QGraphicsRectItem):
         self.view.boxHovered.emit(self.index)
         super().hoverEnterEvent(event)
 
+    def hoverMoveEvent(self, event: QGraphicsSceneHoverEvent) -> None:
+        if self.view.editable and self.box_index == 0:
+            self.setCursor(edges_at(self.rect(), event.pos(), self.view.edge_margin()).cursor())
+        else:
+            self.setCursor(Qt.CursorShape.PointingHandCursor)
+        super().hoverMoveEvent(event)
+
     def mousePressEvent(self, event: QGraphicsSceneMouseEvent) -> None:
         if event.button() == Qt.MouseButton.LeftButton:
             self.view.boxClicked.emit(self.index)
+            if self.view.editable and self.box_index == 0:  # a block's first box is its place
+                edges = edges_at(self.rect(), event.pos(), self.view.edge_margin())
+                self._drag = _Drag(event.scenePos(), event.screenPos(), self.rect(), edges)
             event.accept()
             return
         super().mousePressEvent(event)
+
+    def mouseMoveEvent(self, event: QGraphicsSceneMouseEvent) -> None:
+        drag = self._drag
+        if drag is None:
+            return
+        if not drag.moving:
+            if (event.screenPos() - drag.screen).manhattanLength() < DRAG_PX:
+                return
+            drag.moving = True
+        delta = event.scenePos() - drag.start
+        self.setRect(dragged(drag.rect, drag.edges, delta.x(), delta.y(), self.view.page_rect()))
+
+    def mouseReleaseEvent(self, event: QGraphicsSceneMouseEvent) -> None:
+        drag, self._drag = self._drag, None
+        if drag is not None and drag.moving and self.rect() != drag.rect:
+            self.view.boxMoved.emit(self.index, self.box_index, rect_box(self.rect()))
+        event.accept()
+
+    def mouseDoubleClickEvent(self, event: QGraphicsSceneMouseEvent) -> None:
+        if event.button() == Qt.MouseButton.LeftButton:
+            self._drag = None
+            self.view.boxActivated.emit(self.index)
+            event.accept()
+            return
+        super().mouseDoubleClickEvent(event)
+
+    def contextMenuEvent(self, event: QGraphicsSceneContextMenuEvent) -> None:
+        self.view.boxClicked.emit(self.index)
+        self.view.boxMenu.emit(self.index, event.screenPos())
+        event.accept()
 
 
 class PageView(QGraphicsView):
@@ -71,6 +207,11 @@ class PageView(QGraphicsView):
     boxClicked = Signal(int)
     boxHovered = Signal(int)
     labelsChanged = Signal(list)  # labels seen on this page
+    boxActivated = Signal(int)  # a box double-clicked: edit its block
+    boxMenu = Signal(int, QPoint)  # a box right-clicked: its block's menu at this screen point
+    boxMoved = Signal(int, int, tuple)  # block index, box index, the new Box (page pixels)
+    regionDrawn = Signal(tuple)  # a region drawn on the page: its Box (page pixels)
+    highlightChanged = Signal(object)  # the highlighted block's index, or None
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -91,6 +232,10 @@ class PageView(QGraphicsView):
         self.hidden_labels: set[str] = set()
         self.highlighted: int | None = None
         self.fit_mode: str | None = "page"  # "page", "width", or None (free zoom)
+        self.editable = False  # boxes can be moved and resized, regions drawn
+        self.region_mode = False  # a plain drag draws a region (else Shift+drag does)
+        self._band: QGraphicsRectItem | None = None  # the region being drawn
+        self._band_start = QPointF()
 
     # -- page ----------------------------------------------------------------------------------
 
@@ -114,6 +259,60 @@ class PageView(QGraphicsView):
 
     def has_image(self) -> bool:
         return not self._pixmap.pixmap().isNull()
+
+    def page_rect(self) -> QRectF:
+        return self._page.rect()
+
+    def edge_margin(self) -> float:
+        """EDGE_PX screen pixels in page pixels at the current zoom."""
+        return EDGE_PX / max(1e-6, self.zoom())
+
+    # -- drawing a region ----------------------------------------------------------------------
+
+    def set_region_mode(self, on: bool) -> None:
+        """In region mode a plain drag draws a region (out of it, Shift+drag does)."""
+        self.region_mode = on
+        self.setDragMode(
+            QGraphicsView.DragMode.NoDrag if on else QGraphicsView.DragMode.ScrollHandDrag
+        )
+        self.viewport().setCursor(
+            Qt.CursorShape.CrossCursor if on else Qt.CursorShape.OpenHandCursor
+        )
+
+    def mousePressEvent(self, event: QMouseEvent) -> None:
+        wants_region = self.region_mode or (event.modifiers() & Qt.KeyboardModifier.ShiftModifier)
+        if self.editable and event.button() == Qt.MouseButton.LeftButton and wants_region:
+            self._band_start = self.mapToScene(event.position().toPoint())
+            band = self._band = QGraphicsRectItem(QRectF(self._band_start, self._band_start))
+            pen = QPen(QColor(20, 20, 20), 2, Qt.PenStyle.DashLine)
+            pen.setCosmetic(True)
+            band.setPen(pen)
+            band.setBrush(QBrush(QColor(255, 200, 0, 50)))
+            band.setZValue(30)
+            self.scene().addItem(band)
+            event.accept()
+            return
+        super().mousePressEvent(event)
+
+    def mouseMoveEvent(self, event: QMouseEvent) -> None:
+        if self._band is not None:
+            here = self.mapToScene(event.position().toPoint())
+            rect = QRectF(self._band_start, here).normalized().intersected(self.page_rect())
+            self._band.setRect(rect)
+            event.accept()
+            return
+        super().mouseMoveEvent(event)
+
+    def mouseReleaseEvent(self, event: QMouseEvent) -> None:
+        band, self._band = self._band, None
+        if band is not None:
+            rect = band.rect()
+            self.scene().removeItem(band)
+            event.accept()
+            if rect.width() >= REGION_MIN and rect.height() >= REGION_MIN:
+                self.regionDrawn.emit(rect_box(rect))
+            return
+        super().mouseReleaseEvent(event)
 
     # -- boxes ---------------------------------------------------------------------------------
 
@@ -146,8 +345,8 @@ class PageView(QGraphicsView):
         """Draw the boxes of (index, block) pairs."""
         before = {b.label for b in self.boxes}
         for index, block in pairs:
-            for x1, y1, x2, y2 in block.boxes:
-                item = BoxItem(self, index, block, QRectF(x1, y1, x2 - x1, y2 - y1))
+            for k, (x1, y1, x2, y2) in enumerate(block.boxes):
+                item = BoxItem(self, index, block, QRectF(x1, y1, x2 - x1, y2 - y1), k)
                 item.setVisible(block.label not in self.hidden_labels)
                 self.scene().addItem(item)
                 self.boxes.append(item)
@@ -174,6 +373,7 @@ class PageView(QGraphicsView):
 
     def highlight(self, index: int | None, *, center: bool = True) -> None:
         """Emphasise block `index`'s boxes (and bring them into view)."""
+        changed = index != self.highlighted
         self.highlighted = index
         target: QGraphicsItem | None = None
         for item in self.boxes:
@@ -184,6 +384,8 @@ class PageView(QGraphicsView):
         if center and target is not None:
             self.ensureVisible(target, 40, 40)
             self.centerOn(target)
+        if changed:
+            self.highlightChanged.emit(index)
 
     # -- zoom ----------------------------------------------------------------------------------
 

@@ -36,6 +36,18 @@ log = logging.getLogger(__name__)
 SHELL = RESOURCES / "result.html"
 MAX_FPS = 10
 LOCAL_SCHEMES = {"file", "qrc", "data", "blob", "about"}
+#: Double-click (edit) and right-click (menu) on a block, reported like the shell's clicks. Run
+#: from here once the shell has loaded (its policy allows no inline script; this is not one).
+LISTENERS = """
+["dblclick", "contextmenu"].forEach(function (kind) {
+  document.addEventListener(kind, function (e) {
+    var b = e.target.closest ? e.target.closest("[data-block]") : null;
+    if (!b) return;
+    if (kind === "contextmenu") e.preventDefault();
+    console.log("ocrdesk:" + (kind === "dblclick" ? "edit" : "menu") + ":" + b.dataset.block);
+  });
+});
+"""
 
 
 def _body(raw_mode: bool, blocks: list[Any], raw: str, figures: dict[int, str]) -> str:
@@ -76,6 +88,8 @@ class ResultPage(QWebEnginePage):
     """Turns the shell's console messages into signals; refuses every navigation but ours."""
 
     blockClicked = Signal(int)
+    blockActivated = Signal(int)  # double-clicked: edit it
+    blockMenu = Signal(int)  # right-clicked: its menu
 
     def __init__(self, profile: QWebEngineProfile, parent: QObject | None = None) -> None:
         super().__init__(profile, parent)
@@ -84,9 +98,14 @@ class ResultPage(QWebEnginePage):
     def javaScriptConsoleMessage(
         self, level: QWebEnginePage.JavaScriptConsoleMessageLevel, message: str, line: int, src: str
     ) -> None:
-        if message.startswith("ocrdesk:click:"):
+        signal = {
+            "ocrdesk:click:": self.blockClicked,
+            "ocrdesk:edit:": self.blockActivated,
+            "ocrdesk:menu:": self.blockMenu,
+        }.get(message[: message.rfind(":") + 1])
+        if signal is not None:
             with contextlib.suppress(ValueError):
-                self.blockClicked.emit(int(message.rsplit(":", 1)[1]))
+                signal.emit(int(message.rsplit(":", 1)[1]))
         elif level == QWebEnginePage.JavaScriptConsoleMessageLevel.ErrorMessageLevel:
             # A script error (KaTeX, the page's own code, a blocked load) would otherwise vanish.
             self.js_errors.append(f"{message} ({src}:{line})")
@@ -106,6 +125,8 @@ class ResultView(QWidget):
     """Rendered page markdown (or raw output), throttled, with block highlighting."""
 
     blockClicked = Signal(int)
+    blockActivated = Signal(int)  # a block double-clicked: edit it
+    blockMenu = Signal(int)  # a block right-clicked: its menu
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -122,6 +143,10 @@ class ResultView(QWidget):
         self.web.setPage(self.page)
         self.web.setAcceptDrops(False)
         self.page.blockClicked.connect(self._clicked)
+        self.page.blockActivated.connect(self.blockActivated)
+        self.page.blockMenu.connect(self._menu)
+        # A block's own menu (the page's Back/Reload/View source menu has nothing to offer).
+        self.web.setContextMenuPolicy(Qt.ContextMenuPolicy.NoContextMenu)
         self.raw_switch = QCheckBox("Raw output with tags", self)
         self.raw_switch.setToolTip("Show the model's raw output with its tags (Ctrl+U)")
         self.raw_switch.toggled.connect(lambda _: self._redraw_now())
@@ -151,9 +176,15 @@ class ResultView(QWidget):
         self.page.setHtml(shell, QUrl.fromLocalFile(str(RESOURCES) + "/"))
 
     def _loaded(self, ok: bool) -> None:
+        if ok:
+            self.page.runJavaScript(LISTENERS)
         self.ready = ok
         if ok and self._dirty:
             self._redraw_now()
+
+    def _menu(self, index: int) -> None:
+        self.highlight(index, scroll=False)
+        self.blockMenu.emit(index)
 
     def _clicked(self, index: int) -> None:
         self.highlight(index, scroll=False)

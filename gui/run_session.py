@@ -12,6 +12,10 @@ streaming page's parser.
 Documents can join a running run, and each can be paused, resumed or cancelled on its own. A
 worker that dies ends the run: finished pages are kept (they are on disk too), pages in flight go
 back to waiting.
+
+A page a person corrected (its edits are in the document's `EditStore`, gui/editing.py) is never
+requested again by a run, failed or not; only Run again, which the person asks for, starts such
+pages over (and clears their edits).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from ocrdesk.engine import (
     export_folder,
     protocol,
 )
+from ocrdesk.engine.edits import EditStore
 from ocrdesk.engine.protocol import ProtocolError, Report
 from ocrdesk.gui.engine_link import EngineLink, EngineState
 from ocrdesk.gui.library import DocItem, Library, Spawn
@@ -149,6 +154,10 @@ class RunSession(QObject):
             if item is None or item.job is not None:
                 continue
             folder = item.export.folder if item.export is not None else None
+            if item.export is not None and item.document is not None and item.job is None:
+                store = EditStore(item.export.folder)
+                for number in store.edited_pages():  # the person asked for the model's pages
+                    store.clear(number)
             if not self.library.reset(doc_id):
                 continue
             task = (self.options if self.running else options).task
@@ -216,20 +225,30 @@ class RunSession(QObject):
 
     # -- jobs ------------------------------------------------------------------------------------
 
-    def _job_for(self, item: DocItem, taken: set[str], only_failed: bool) -> JobSpec | None:
+    def _job_for(
+        self, item: DocItem, taken: set[str], only_failed: bool, edited_pages: set[int]
+    ) -> JobSpec | None:
         """The run's job for the document's unfinished pages, or with `only_failed` its failed
-        pages only (None: nothing to do)."""
+        pages only (None: nothing to do); `edited_pages` (a person's) are kept as they are."""
         if item.error is not None or not item.pages:
             return None
-        if not any(p.status not in _KEEP for p in item.pages.values()):
+
+        def kept(number: int, status: PageStatus) -> bool:
+            return status in _KEEP or number in edited_pages
+
+        if all(kept(n, p.status) for n, p in item.pages.items()):
             return None
         pages = None
         if only_failed:
-            failed = sorted(n for n, p in item.pages.items() if p.status is PageStatus.FAILED)
+            failed = sorted(
+                n
+                for n, p in item.pages.items()
+                if p.status is PageStatus.FAILED and not kept(n, p.status)
+            )
             if not failed:
                 return None
             pages = ",".join(map(str, failed))
-        skip = {n: p.result for n, p in item.pages.items() if p.status in _KEEP and p.result}
+        skip = {n: p.result for n, p in item.pages.items() if kept(n, p.status) and p.result}
         item.dpi = self.options.dpi
         if item.export is None:
             item.export = DocumentExport(
@@ -273,7 +292,14 @@ class RunSession(QObject):
         jobs = []
         for item in items:
             if item.job is None and item.id in self.library.docs:
-                job = self._job_for(item, taken, only_failed)
+                edited_pages: set[int] = set()
+                if item.export is not None:
+                    edited_pages = await asyncio.to_thread(
+                        EditStore(item.export.folder).edited_pages
+                    )
+                if item.job is not None or item.id not in self.library.docs:
+                    continue  # joined or removed while the folder was read
+                job = self._job_for(item, taken, only_failed, edited_pages)
                 if job is not None:
                     jobs.append(job)
         return jobs
