@@ -26,11 +26,9 @@ another thread).
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import dataclasses
 import functools
-import io
 import time
 from collections import deque
 from collections.abc import AsyncGenerator, Callable, Iterable
@@ -40,14 +38,25 @@ from typing import Literal
 
 from PIL import Image
 
-from . import concurrency, retry, triage
-from .client import Completion, ModelClient, ServerPool, TokenLogprob
+from . import concurrency, regions, retry, triage
+from .client import ModelClient, ServerPool
 from .documents import Document, open_document
 from .errors import DocumentError, OCRDeskError
 from .images import model_size
 from .pagerange import parse_page_range
 from .parser import StreamParser
-from .results import Attempt, Block, BlockSource, PageResult, PageStatus, Strategy
+from .request import LOOP_FINISH, image_data_url, stream_watched
+from .results import (
+    Attempt,
+    Block,
+    BlockSource,
+    Box,
+    Flag,
+    FlagKind,
+    PageResult,
+    PageStatus,
+    Strategy,
+)
 from .tasks import DEFAULT_DPI, ModelFamily, Sampling, Task, prompt_text
 
 
@@ -78,8 +87,26 @@ class ConvertOptions:
     retry: bool = True
 
 
-#: The finish_reason of an answer OCRDesk closed because it looped (engine/triage.py).
-LOOP_FINISH = "loop"
+__all__ = [
+    "LOOP_FINISH",
+    "ConvertOptions",
+    "DocumentFailed",
+    "DocumentFinished",
+    "DocumentJob",
+    "DocumentOpened",
+    "Event",
+    "JobControl",
+    "JobFeed",
+    "PageCancelled",
+    "PageDelta",
+    "PageFailed",
+    "PageFinished",
+    "PageRestarted",
+    "PageStarted",
+    "Pipeline",
+    "image_data_url",
+    "image_prefix",
+]
 
 
 class JobControl:
@@ -208,19 +235,6 @@ Event = (
     | PageFailed
     | DocumentFinished
 )
-
-
-def image_data_url(image: Image.Image, fmt: str = "png", quality: int = 92) -> str:
-    """The page image as a data URL, the form the OpenAI API takes images in."""
-    buffer = io.BytesIO()
-    if fmt == "jpeg":
-        image.save(buffer, format="JPEG", quality=quality)
-        mime = "image/jpeg"
-    else:
-        # compress_level 1: the bytes only cross loopback or a LAN; level 6 costs 3-4x the time.
-        image.save(buffer, format="PNG", compress_level=1)
-        mime = "image/png"
-    return f"data:{mime};base64,{base64.b64encode(buffer.getvalue()).decode('ascii')}"
 
 
 def image_prefix(number: int) -> str:
@@ -516,47 +530,201 @@ class Pipeline:
         queue: asyncio.Queue[Event | None],
         started: float,
     ) -> tuple[PageResult, Image.Image | None]:
-        """The page's attempts (engine/retry.py): the first, then one that fits its flags."""
+        """The page's attempts (engine/retry.py): the first, then those that fit its flags, one
+        after another in the page's place of the send window."""
         opts = self.options
         client = self.pool.pick()
         queue.put_nowait(PageStarted(job, number, image.width, image.height, client.url))
-        attempts: list[tuple[Strategy, PageResult]] = []
+        tries: list[_Try] = []
         strategy: Strategy | None = Strategy.FIRST
+        dense: bool | None = None  # measured when a retry would cut the page into parts
         while strategy is not None:
-            if attempts:
-                queue.put_nowait(PageRestarted(job, number))  # the retry streams from nothing
+            best = self._best(tries)
             sampling = retry.sampling_for(strategy, opts.sampling)
-            result = await self._attempt(client, job, number, image, url, prompt, sampling, queue)
-            if result.status is not PageStatus.FAILED:
-                confidences = [b.confidence for b in result.blocks]
-                known = confidences if any(c is not None for c in confidences) else None
-                result.flags = await asyncio.to_thread(
-                    triage.check_page, result, image, opts.task, confidences=known
+            if strategy is Strategy.PARTS:
+                tried = await self._parts(client, number, image, prompt, sampling)
+            elif strategy is Strategy.REGION and best is not None:
+                tried = await self._regions(client, best.result, image, prompt, sampling)
+            else:
+                if tries:
+                    queue.put_nowait(PageRestarted(job, number))  # the retry streams from nothing
+                result, loop = await self._attempt(
+                    client, job, number, image, url, prompt, sampling, queue
                 )
-            attempts.append((strategy, result))
-            if result.status is PageStatus.FAILED or not opts.retry:
+                if strategy is not Strategy.FIRST:
+                    result.blocks = [
+                        dataclasses.replace(b, source=BlockSource.RETRY) for b in result.blocks
+                    ]
+                tried = _Try(strategy, result, result.raw, result.finish_reason, loop)
+            if tried.result.status is not PageStatus.FAILED:
+                tried.result.flags = await asyncio.to_thread(self._check, tried, image)
+            tries.append(tried)
+            if tried.result.status is PageStatus.FAILED or not opts.retry:
                 break
-            strategy = retry.next_strategy([s for s, _ in attempts], result.flags)
-        kept = self._keep(attempts)
+            best = self._best(tries)
+            flags = best.result.flags if best is not None else []
+            done = [t.strategy for t in tries]
+            if dense is None and retry.wants_density(done, flags):
+                dense = await asyncio.to_thread(triage.ink_share, image) >= retry.DENSE_INK_SHARE
+            strategy = retry.next_strategy(done, flags, dense=bool(dense))
+        kept = self._keep(tries)
         kept.seconds = time.monotonic() - started
         return kept, image
 
+    def _check(self, tried: _Try, image: Image.Image) -> list[Flag]:
+        """The triage's flags of an attempt. A page put together from several requests (parts,
+        regions) is checked as the grounded text of its blocks: its raw holds the requests'
+        answers in their crops' coordinates, with a marker line before each."""
+        result = tried.result
+        # The stream's own loop verdict, so that its raw text is not scanned for loops again;
+        # a page of several requests is scanned as the text of its blocks.
+        loop: triage.LoopVerdict | Literal[False] | None = tried.loop
+        if tried.strategy in (Strategy.PARTS, Strategy.REGION):
+            text = regions.grounded_text(result.blocks, result.width, result.height)
+            result = dataclasses.replace(result, raw=text)
+            loop = False
+        confidences = [b.confidence for b in result.blocks]
+        known = confidences if any(c is not None for c in confidences) else None
+        return triage.check_page(result, image, self.options.task, confidences=known, loop=loop)
+
     @staticmethod
-    def _keep(attempts: list[tuple[Strategy, PageResult]]) -> PageResult:
+    def _best(tries: list[_Try]) -> _Try | None:
+        """The best attempt so far that did not fail (retry.best_attempt)."""
+        usable = [t for t in tries if t.result.status is not PageStatus.FAILED]
+        if not usable:
+            return None
+        return usable[retry.best_attempt([t.result for t in usable])]
+
+    @staticmethod
+    def _keep(tries: list[_Try]) -> PageResult:
         """The best attempt that did not fail (the last one if all failed), with every attempt
         recorded on it when there was more than one."""
-        usable = [(s, r) for s, r in attempts if r.status is not PageStatus.FAILED]
-        if not usable:
-            return attempts[-1][1]
-        index = retry.best_attempt([r for _, r in usable])
-        strategy, kept = usable[index]
-        if strategy is not Strategy.FIRST:
-            kept.blocks = [dataclasses.replace(b, source=BlockSource.RETRY) for b in kept.blocks]
-        if len(attempts) > 1:
+        best = Pipeline._best(tries)
+        kept = best.result if best is not None else tries[-1].result
+        if len(tries) > 1:
             kept.attempts = [
-                Attempt(s, r.raw, r.finish_reason, tuple(r.flags)) for s, r in attempts
+                Attempt(t.strategy, t.received, t.finish_reason, tuple(t.result.flags))
+                for t in tries
             ]
         return kept
+
+    async def _parts(
+        self,
+        client: ModelClient,
+        number: int,
+        image: Image.Image,
+        prompt: str,
+        sampling: Sampling,
+    ) -> _Try:
+        """The page cut into overlapping parts (regions.parts), each OCRed alone, one after
+        another; their blocks merged in reading order (source RETRY: the whole page was read
+        again), the markdown rebuilt from them, the raw their answers as received."""
+        opts = self.options
+        width, height = image.size
+        started = time.monotonic()
+        answers: list[tuple[str, Box, str]] = []
+        merged: list[tuple[Box, list[Block]]] = []
+        finishes: list[str | None] = []
+        boxes = regions.parts(width, height)
+        for k, part in enumerate(boxes, 1):
+            try:
+                blocks, raw, finish = await regions.ocr_region(
+                    client,
+                    image,
+                    part,
+                    prompt,
+                    sampling,
+                    image_format=opts.image_format,
+                    jpeg_quality=opts.jpeg_quality,
+                    margin=0.0,
+                )
+            except OCRDeskError as exc:
+                failed = PageResult(
+                    number,
+                    width,
+                    height,
+                    PageStatus.FAILED,
+                    raw=regions.joined_raw(answers),
+                    error=str(exc),
+                    seconds=time.monotonic() - started,
+                )
+                return _Try(Strategy.PARTS, failed, failed.raw, None)
+            answers.append((f"Part {k} of {len(boxes)}", part, raw))
+            merged.append((part, blocks))
+            finishes.append(finish)
+        blocks = [
+            dataclasses.replace(b, source=BlockSource.RETRY) for b in regions.merge_parts(merged)
+        ]
+        finish = _combined_finish(finishes)
+        raw = regions.joined_raw(answers)
+        result = PageResult(
+            number=number,
+            width=width,
+            height=height,
+            status=PageStatus.TRUNCATED if finish == "length" else PageStatus.DONE,
+            raw=raw,
+            blocks=blocks,
+            finish_reason=finish,
+            seconds=time.monotonic() - started,
+        )
+        result.markdown = _markdown(result)
+        return _Try(Strategy.PARTS, result, raw, finish)
+
+    async def _regions(
+        self,
+        client: ModelClient,
+        base: PageResult,
+        image: Image.Image,
+        prompt: str,
+        sampling: Sampling,
+    ) -> _Try:
+        """`base` (the best attempt so far) with each of its uncovered regions OCRed alone, the
+        largest first (at most retry.MAX_REGIONS), with the run's grounding prompt: the region's
+        blocks that no block of the page already holds are placed at the region (source
+        REGION). The page's raw is base's followed by the regions' answers."""
+        opts = self.options
+        started = time.monotonic()
+        wanted = [f.box for f in base.flags if f.kind is FlagKind.UNCOVERED and f.box]
+        blocks = list(base.blocks)
+        answers: list[tuple[str, Box, str]] = []
+        finishes: list[str | None] = []
+        for box in wanted[: retry.MAX_REGIONS]:
+            try:
+                new, raw, finish = await regions.ocr_region(
+                    client,
+                    image,
+                    box,
+                    prompt,
+                    sampling,
+                    image_format=opts.image_format,
+                    jpeg_quality=opts.jpeg_quality,
+                )
+            except OCRDeskError as exc:
+                failed = dataclasses.replace(
+                    base,
+                    status=PageStatus.FAILED,
+                    error=str(exc),
+                    flags=[],
+                    attempts=[],
+                    seconds=time.monotonic() - started,
+                )
+                return _Try(Strategy.REGION, failed, regions.joined_raw(answers), None)
+            answers.append(("Region", box, raw))
+            finishes.append(finish)
+            blocks = regions.place_blocks(
+                blocks, regions.drop_covered(new, blocks), box, replace=False
+            )
+        received = regions.joined_raw(answers)
+        result = dataclasses.replace(
+            base,
+            raw=f"{base.raw}\n{received}" if base.raw else received,
+            blocks=blocks,
+            flags=[],
+            attempts=[],
+            seconds=time.monotonic() - started,
+        )
+        result.markdown = _markdown(result)
+        return _Try(Strategy.REGION, result, received, _combined_finish(finishes))
 
     async def _attempt(
         self,
@@ -568,52 +736,29 @@ class Pipeline:
         prompt: str,
         sampling: Sampling,
         queue: asyncio.Queue[Event | None],
-    ) -> PageResult:
-        """One request for the page, closed early when the stream loops (`triage.LoopDetector`):
-        the text before the loop is the result, the raw text as received is kept whole. Where the
-        server sends token logprobs, each block gets its confidence (`triage.block_confidences`)."""
+    ) -> tuple[PageResult, triage.LoopVerdict | None]:
+        """One request for the whole page, streamed to the window and closed early when it
+        loops (request.stream_watched): the text before the loop is the result, the raw text as
+        received is kept whole. Where the server sends token logprobs, each block gets its
+        confidence (`triage.block_confidences`). Returns the loop verdict with the result."""
         width, height = image.size
         started = time.monotonic()
         parser = StreamParser(width, height, image_prefix(number))
-        detector = triage.LoopDetector()
-        loop: triage.LoopVerdict | None = None
-        request: asyncio.Future[Completion] | None = None
-        streamed_tokens: list[TokenLogprob] = []  # what a stream closed at its loop had sent
 
         def on_delta(text: str) -> None:
-            nonlocal loop
             queue.put_nowait(PageDelta(job, number, text, parser.feed(text)))
-            if loop is None and (verdict := detector.feed(text)) is not None:
-                loop = verdict
-                if request is not None:
-                    request.cancel()  # closes the HTTP stream: the server stops generating
 
         def on_restart() -> None:
-            nonlocal parser, detector
+            nonlocal parser
             parser = StreamParser(width, height, image_prefix(number))
-            detector = triage.LoopDetector()
-            streamed_tokens.clear()
             queue.put_nowait(PageRestarted(job, number))
 
-        request = asyncio.ensure_future(
-            client.complete(
-                url,
-                prompt,
-                sampling,
-                on_delta=on_delta,
-                on_restart=on_restart,
-                on_tokens=streamed_tokens.extend,
-            )
-        )
-        completion: Completion | None = None
         try:
-            completion = await request
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if loop is None or (task is not None and task.cancelling()):
-                raise
+            streamed = await stream_watched(
+                client, url, prompt, sampling, on_delta=on_delta, on_restart=on_restart
+            )
         except OCRDeskError as exc:
-            return PageResult(
+            failed = PageResult(
                 number,
                 width,
                 height,
@@ -622,42 +767,66 @@ class Pipeline:
                 error=str(exc),
                 seconds=time.monotonic() - started,
             )
-        if completion is None:  # closed at the loop
-            assert loop is not None
-            raw = parser.text
+            return failed, None
+        if streamed.closed_at_loop:
             cut = StreamParser(width, height, image_prefix(number))
-            cut.feed(raw[: loop.start])
+            cut.feed(streamed.kept)
             parsed = cut.finish()
-            finish: str | None = LOOP_FINISH
             tokens = None
-            logprobs = streamed_tokens or None
-            end: int | None = loop.start
         else:
-            raw = completion.text
+            assert streamed.completion is not None
             parsed = parser.finish()
-            finish = completion.finish_reason
-            tokens = completion.output_tokens
-            logprobs = completion.token_logprobs
-            end = None
+            tokens = streamed.completion.output_tokens
+        logprobs = streamed.logprobs
         if logprobs:
             confidences = await asyncio.to_thread(
-                triage.block_confidences, logprobs, width, height, end
+                triage.block_confidences, logprobs, width, height, streamed.end
             )
             if len(confidences) == len(parsed.blocks):  # the same text parsed twice agrees
                 parsed.blocks = [
                     dataclasses.replace(block, confidence=confidence)
                     for block, confidence in zip(parsed.blocks, confidences, strict=True)
                 ]
+        finish = streamed.finish_reason
         status = PageStatus.TRUNCATED if finish == "length" else PageStatus.DONE
-        return PageResult(
+        result = PageResult(
             number=number,
             width=width,
             height=height,
             status=status,
-            raw=raw,
+            raw=streamed.text,
             markdown=parsed.markdown,
             blocks=parsed.blocks,
             finish_reason=finish,
             seconds=time.monotonic() - started,
             output_tokens=tokens,
         )
+        return result, streamed.loop
+
+
+@dataclass
+class _Try:
+    """One attempt at a page: its result, what its requests answered as received (the raw its
+    `Attempt` records), their finish and the loop the stream was watched for."""
+
+    strategy: Strategy
+    result: PageResult
+    received: str
+    finish_reason: str | None
+    loop: triage.LoopVerdict | None = None
+
+
+def _markdown(result: PageResult) -> str:
+    """The markdown of a page put together from several requests, made from its blocks."""
+    from .edits import page_markdown_from_blocks  # edits imports this module (image_prefix)
+
+    return page_markdown_from_blocks(result, result.blocks)
+
+
+def _combined_finish(finishes: list[str | None]) -> str | None:
+    """The finish of several requests: `length` if one hit the token limit, else `loop` if one
+    looped, else the last one's."""
+    for worst in ("length", LOOP_FINISH):
+        if worst in finishes:
+            return worst
+    return finishes[-1] if finishes else None

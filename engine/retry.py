@@ -4,12 +4,25 @@ which attempt to keep. Pure rules; the pipeline makes the requests.
 - A page flagged `loop` or `garbage` is tried once more with the n-gram processor set harder
   (`STRONGER_NGRAM`: a repeat of a shorter run of tokens, within a longer window, is banned).
   That is what DeepSeek-OCR's users do by hand for the loops of deepseek-ai/DeepSeek-OCR #151.
-- Other flags (`truncated`, `empty`, `uncovered`, `low_confidence`) are not retried yet: they
-  want the page cut into parts or a region OCRed alone, which is not built; they stay on the page
-  for a person to look at.
+- A dense page (`DENSE_INK_SHARE`) flagged `truncated` or `empty` is cut into overlapping parts,
+  each OCRed alone with the run's prompt, their blocks merged in reading order
+  (`Strategy.PARTS`, engine/regions.py): a dense page's answer that does not fit max_tokens, or
+  that the model gives up on (deepseek-ai/DeepSeek-OCR #194), fits in parts. A page with less
+  ink than that cannot hold max_tokens of text: its truncated answer is a loop the detector did
+  not catch, which each part would repeat, so it is kept as it is.
+- A page flagged `uncovered` (grounding tasks only) has each uncovered region (the flag's box,
+  at most `MAX_REGIONS`, the largest first) cropped and OCRed alone with the run's grounding
+  prompt, its blocks placed at that region in reading order (`Strategy.REGION`): the table
+  columns or the date the grounding prompt skipped (#297, #295).
+- `low_confidence` is not retried: the same request would be as unsure; it stays for a person.
+- Each strategy is tried at most once, in that order of need, and a page gets at most
+  `MAX_ATTEMPTS` attempts: the first, then up to two retries, so that a looping page can get
+  its n-gram retry and then, if the retry ran into the token limit, its parts. The next
+  strategy is chosen from the flags of the best attempt so far, and a region retry builds on
+  that attempt.
 - The attempt kept is the one with the lowest `score`: the sum of its flags' `SEVERITY`, then the
-  most text. A retry never drops a page: the first attempt stays when the retry is no better,
-  and a failed retry is not kept.
+  most text. A retry never drops a page: the first attempt stays when the retries are no
+  better, and a failed retry is not kept (and ends the retries: the server just failed).
 """
 
 from __future__ import annotations
@@ -22,7 +35,9 @@ from .results import Flag, FlagKind, PageResult, Strategy
 from .tasks import Sampling
 
 __all__ = [
+    "DENSE_INK_SHARE",
     "MAX_ATTEMPTS",
+    "MAX_REGIONS",
     "RETRIED_KINDS",
     "SEVERITY",
     "STRONGER_NGRAM",
@@ -30,12 +45,26 @@ __all__ = [
     "next_strategy",
     "sampling_for",
     "score",
+    "wants_density",
 ]
 
-#: The most attempts at one page, the first included.
-MAX_ATTEMPTS = 2
+#: The most attempts at one page, the first included: an n-gram retry and a parts or region
+#: retry after it (each request of a parts or region attempt counts as one attempt's).
+MAX_ATTEMPTS = 3
+#: The most uncovered regions of one page OCRed alone (a page with more missed the most).
+MAX_REGIONS = 4
+#: A page is dense enough to be cut into parts with this share of ink (triage.ink_share): half
+#: of the least inked lecture page of ../shared/corpus/pages (3.8 %; the six hold a few hundred
+#: to two thousand tokens each, a quarter of the default max_tokens of 8192 at most).
+DENSE_INK_SHARE = 0.02
+#: The strategy for each flag a retry can mend, in the order they are tried.
+_STRATEGIES: tuple[tuple[frozenset[FlagKind], Strategy], ...] = (
+    (frozenset({FlagKind.LOOP, FlagKind.GARBAGE}), Strategy.STRONGER_NGRAM),
+    (frozenset({FlagKind.TRUNCATED, FlagKind.EMPTY}), Strategy.PARTS),
+    (frozenset({FlagKind.UNCOVERED}), Strategy.REGION),
+)
 #: The flags a retry can mend.
-RETRIED_KINDS = frozenset({FlagKind.LOOP, FlagKind.GARBAGE})
+RETRIED_KINDS = frozenset(kind for kinds, _ in _STRATEGIES for kind in kinds)
 #: How bad each flag is, for choosing among attempts: an attempt that loops or writes garbage is
 #: worse than one cut at the token limit, which is worse than one that missed a region.
 SEVERITY = {
@@ -51,17 +80,32 @@ SEVERITY = {
 STRONGER_NGRAM = (20, 400)
 
 
-def next_strategy(tried: Sequence[Strategy], flags: Sequence[Flag]) -> Strategy | None:
-    """The next way to try a page with `flags` after the attempts `tried`; None: keep it."""
-    if len(tried) >= MAX_ATTEMPTS or not any(f.kind in RETRIED_KINDS for f in flags):
+def next_strategy(
+    tried: Sequence[Strategy], flags: Sequence[Flag], *, dense: bool = True
+) -> Strategy | None:
+    """The next way to try a page after the attempts `tried`, `flags` being the best attempt's
+    flags so far and `dense` whether the page has DENSE_INK_SHARE of ink; None: keep it."""
+    if len(tried) >= MAX_ATTEMPTS:
         return None
-    if Strategy.STRONGER_NGRAM not in tried:
-        return Strategy.STRONGER_NGRAM
+    kinds = {f.kind for f in flags}
+    for mended, strategy in _STRATEGIES:
+        if strategy is Strategy.PARTS and not dense:
+            continue
+        if kinds & mended and strategy not in tried:
+            return strategy
     return None
 
 
+def wants_density(tried: Sequence[Strategy], flags: Sequence[Flag]) -> bool:
+    """Whether `next_strategy` would cut the page into parts if it is dense (so the page's ink
+    share is worth measuring)."""
+    return Strategy.PARTS not in tried and any(
+        f.kind in (FlagKind.TRUNCATED, FlagKind.EMPTY) for f in flags
+    )
+
+
 def sampling_for(strategy: Strategy, sampling: Sampling) -> Sampling:
-    """The run's sampling changed as `strategy` asks."""
+    """The run's sampling changed as `strategy` asks (parts and regions: the run's own)."""
     if strategy is Strategy.STRONGER_NGRAM:
         ngram, window = STRONGER_NGRAM
         return dataclasses.replace(
