@@ -189,15 +189,10 @@ def draw_page(export: DocumentExport, result: PageResult, image: Image.Image) ->
     # Crops are numbered from 0 with no gap: those past the page's figures now (it had more
     # before an edit) would be linked from nothing, and are removed.
     k = len(crop_figures(image, result, export.images_dir))
-    while True:
-        old = export.images_dir / f"{image_prefix(result.number)}{k}.png"
-        try:
-            old.unlink()
-        except FileNotFoundError:
-            break
-        except OSError:
-            pass
-        k += 1
+    with contextlib.suppress(OSError):  # the first that is not there (or cannot go) ends it
+        while True:
+            (export.images_dir / f"{image_prefix(result.number)}{k}.png").unlink()
+            k += 1
     buffer = io.BytesIO()
     layout = draw_layout(image, result)
     if result.edited:
