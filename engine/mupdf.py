@@ -341,7 +341,7 @@ def write_text_layers(
         doc = _open_pdf(pdf_path, password)
         try:
             own_fonts = any(doc.get_page_fonts(i) for i in range(doc.page_count))
-            fonts = _text_fonts()
+            fonts = _TextFonts()
             for number in range(1, doc.page_count + 1):
                 text = pages.get(number)
                 if text is None or not text.lines or text.width <= 0 or text.height <= 0:
@@ -375,14 +375,44 @@ def _open_pdf(path: Path, password: str | None) -> Any:
     return doc
 
 
-def _text_fonts() -> list[Any]:
+class _TextFonts:
     """MuPDF's own fonts, in the order a character is looked up: Noto Serif (Latin with
-    diacritics, Greek, Cyrillic), then Droid Sans Fallback (CJK, arrows, maths)."""
-    fonts = []
-    for kwargs in ({"language": "en"}, {"fontname": "cjk"}):
-        with contextlib.suppress(Exception):  # a PyMuPDF build without that font
-            fonts.append(_fitz.Font(**kwargs))
-    return fonts or [_fitz.Font("helv")]
+    diacritics, Greek, Cyrillic), then Droid Sans Fallback (CJK, arrows, maths). Which font
+    sets a character, and its advance, are looked up once a character: PyMuPDF measures text
+    one character at a time in Python, which was most of a page's time."""
+
+    def __init__(self) -> None:
+        fonts = []
+        for kwargs in ({"language": "en"}, {"fontname": "cjk"}):
+            with contextlib.suppress(Exception):  # a PyMuPDF build without that font
+                fonts.append(_fitz.Font(**kwargs))
+        self.fonts: list[Any] = fonts or [_fitz.Font("helv")]
+        self.names = _FONT_NAMES[: len(self.fonts)]
+        self.ascender = [float(f.ascender) for f in self.fonts]
+        self.descender = [float(f.descender) for f in self.fonts]
+        self._chars: dict[str, tuple[int, float]] = {}
+
+    def _char(self, char: str) -> tuple[int, float]:
+        found = self._chars.get(char)
+        if found is None:
+            code = ord(char)
+            index = next((i for i, f in enumerate(self.fonts) if f.has_glyph(code)), 0)
+            found = (index, float(self.fonts[index].glyph_advance(code)))
+            self._chars[char] = found
+        return found
+
+    def runs(self, text: str) -> list[tuple[int, str, float]]:
+        """`text` cut into runs of characters set in the same font (the first that has
+        them): (font index, the run, its advance in em)."""
+        runs: list[tuple[int, str, float]] = []
+        for char in text:
+            index, advance = self._char(char)
+            if runs and runs[-1][0] == index:
+                _, run, width = runs[-1]
+                runs[-1] = (index, run + char, width + advance)
+            else:
+                runs.append((index, char, advance))
+        return runs
 
 
 def _remove_invisible_text(page: Any) -> None:
@@ -397,18 +427,6 @@ def _remove_invisible_text(page: Any) -> None:
         )
 
 
-def _font_runs(text: str, fonts: list[Any]) -> list[tuple[int, str]]:
-    """`text` cut into runs of characters set in the same font (the first that has them)."""
-    runs: list[tuple[int, str]] = []
-    for char in text:
-        index = next((i for i, f in enumerate(fonts) if f.has_glyph(ord(char))), 0)
-        if runs and runs[-1][0] == index:
-            runs[-1] = (index, runs[-1][1] + char)
-        else:
-            runs.append((index, char))
-    return runs
-
-
 @dataclasses.dataclass(frozen=True)
 class _Placement:
     """How a page's pixel boxes become its text: scale to the visible page, then /Rotate."""
@@ -420,9 +438,8 @@ class _Placement:
     to_page: Any
 
 
-def _add_text_layer(page: Any, text: PageText, fonts: list[Any]) -> bool:
-    names = _FONT_NAMES[: len(fonts)]
-    for name, font in zip(names, fonts, strict=True):
+def _add_text_layer(page: Any, text: PageText, fonts: _TextFonts) -> bool:
+    for name, font in zip(fonts.names, fonts.fonts, strict=True):
         page.insert_font(fontname=name, fontbuffer=font.buffer)
     visible = page.rect  # the crop box, rotated: what a viewer shows
     # Along the line in the visible page, whatever /Rotate: unrotate, scale x, rotate back.
@@ -440,44 +457,42 @@ def _add_text_layer(page: Any, text: PageText, fonts: list[Any]) -> bool:
     shape = page.new_shape()
     wrote = False
     for line in text.lines:
-        wrote |= _add_text_line(shape, line, fonts, names, placement)
+        wrote |= _add_text_line(shape, line, fonts, placement)
     if wrote:
         shape.commit()
     return wrote
 
 
-def _add_text_line(
-    shape: Any, line: TextLine, fonts: list[Any], names: Sequence[str], where: _Placement
-) -> bool:
+def _add_text_line(shape: Any, line: TextLine, fonts: _TextFonts, where: _Placement) -> bool:
     x1, y1, x2, y2 = line.box
     sx, sy = where.scale
     left, top, right, bottom = x1 * sx, y1 * sy, x2 * sx, y2 * sy
     if right - left <= 0 or bottom - top <= 0:
         return False
-    runs = _font_runs(line.text, fonts)
+    runs = fonts.runs(line.text)
     if not runs:
         return False
-    ascender = max(fonts[i].ascender for i, _ in runs)
-    descender = min(fonts[i].descender for i, _ in runs)
+    ascender = max(fonts.ascender[i] for i, _, _ in runs)
+    descender = min(fonts.descender[i] for i, _, _ in runs)
     size = (bottom - top) / max(0.5, ascender - descender)
-    natural = sum(fonts[i].text_length(run, fontsize=size) for i, run in runs)
+    natural = sum(advance for _, _, advance in runs) * size
     if natural <= 0:
         return False
     stretch = (right - left) / natural
     morph = where.to_visible * _fitz.Matrix(stretch, 1) * where.to_page
     x = left
-    for index, run in runs:
+    for index, run, advance in runs:
         origin = _fitz.Point(x, bottom + descender * size) * where.derotation
         shape.insert_text(
             origin,
             run,
-            fontname=names[index],
+            fontname=fonts.names[index],
             fontsize=size,
             rotate=where.rotate,
             render_mode=_INVISIBLE,
             morph=(origin, morph),
         )
-        x += fonts[index].text_length(run, fontsize=size) * stretch
+        x += advance * size * stretch
     return True
 
 
