@@ -543,8 +543,9 @@ class Pipeline:
             sampling = retry.sampling_for(strategy, opts.sampling)
             if strategy is Strategy.PARTS:
                 tried = await self._parts(client, number, image, prompt, sampling)
-            elif strategy is Strategy.REGION and best is not None:
-                tried = await self._regions(client, best.result, image, prompt, sampling)
+            elif strategy is Strategy.REGION:
+                assert best is not None  # a region retry is chosen from the best one's flags
+                tried = await self._regions(client, best, image, prompt, sampling)
             else:
                 if tries:
                     queue.put_nowait(PageRestarted(job, number))  # the retry streams from nothing
@@ -572,17 +573,16 @@ class Pipeline:
         return kept, image
 
     def _check(self, tried: _Try, image: Image.Image) -> list[Flag]:
-        """The triage's flags of an attempt. A page put together from several requests (parts,
-        regions) is checked as the grounded text of its blocks: its raw holds the requests'
-        answers in their crops' coordinates, with a marker line before each."""
+        """The triage's flags of an attempt, given the stream's own loop verdict so that the raw
+        text is not scanned for loops again. A page put together from several requests (parts,
+        regions) is checked on the answers as received (`_Try.checked`, without the marker
+        lines of its raw), for loops only where a request was closed at its loop."""
         result = tried.result
-        # The stream's own loop verdict, so that its raw text is not scanned for loops again;
-        # a page of several requests is scanned as the text of its blocks.
-        loop: triage.LoopVerdict | Literal[False] | None = tried.loop
-        if tried.strategy in (Strategy.PARTS, Strategy.REGION):
-            text = regions.grounded_text(result.blocks, result.width, result.height)
-            result = dataclasses.replace(result, raw=text)
-            loop = False
+        loop = tried.loop
+        if tried.checked is not None:
+            result = dataclasses.replace(result, raw=tried.checked)
+        if loop is None:
+            loop = next((v for raw in tried.looped if (v := triage.find_loop(raw))), None)
         confidences = [b.confidence for b in result.blocks]
         known = confidences if any(c is not None for c in confidences) else None
         return triage.check_page(result, image, self.options.task, confidences=known, loop=loop)
@@ -608,6 +608,35 @@ class Pipeline:
             ]
         return kept
 
+    async def _read(
+        self,
+        client: ModelClient,
+        image: Image.Image,
+        boxes: list[Box],
+        prompt: str,
+        sampling: Sampling,
+        margin: float = regions.CROP_MARGIN,
+    ) -> tuple[list[_Read], str | None]:
+        """Each of `boxes` of the page OCRed alone (regions.ocr_region), one after another: the
+        reads, and why the requests stopped short (None: all of them were answered)."""
+        reads: list[_Read] = []
+        for box in boxes:
+            try:
+                blocks, raw, finish = await regions.ocr_region(
+                    client,
+                    image,
+                    box,
+                    prompt,
+                    sampling,
+                    image_format=self.options.image_format,
+                    jpeg_quality=self.options.jpeg_quality,
+                    margin=margin,
+                )
+            except OCRDeskError as exc:
+                return reads, str(exc)
+            reads.append(_Read(box, blocks, raw, finish))
+        return reads, None
+
     async def _parts(
         self,
         client: ModelClient,
@@ -616,115 +645,100 @@ class Pipeline:
         prompt: str,
         sampling: Sampling,
     ) -> _Try:
-        """The page cut into overlapping parts (regions.parts), each OCRed alone, one after
-        another; their blocks merged in reading order (source RETRY: the whole page was read
-        again), the markdown rebuilt from them, the raw their answers as received."""
-        opts = self.options
+        """The page cut into overlapping parts (regions.parts, no margin: they overlap), each
+        OCRed alone; their blocks merged in reading order (source RETRY: the whole page was
+        read again), the markdown made from them, the raw their answers as received."""
         width, height = image.size
         started = time.monotonic()
-        answers: list[tuple[str, Box, str]] = []
-        merged: list[tuple[Box, list[Block]]] = []
-        finishes: list[str | None] = []
         boxes = regions.parts(width, height)
-        for k, part in enumerate(boxes, 1):
-            try:
-                blocks, raw, finish = await regions.ocr_region(
-                    client,
-                    image,
-                    part,
-                    prompt,
-                    sampling,
-                    image_format=opts.image_format,
-                    jpeg_quality=opts.jpeg_quality,
-                    margin=0.0,
-                )
-            except OCRDeskError as exc:
-                failed = PageResult(
-                    number,
-                    width,
-                    height,
-                    PageStatus.FAILED,
-                    raw=regions.joined_raw(answers),
-                    error=str(exc),
-                    seconds=time.monotonic() - started,
-                )
-                return _Try(Strategy.PARTS, failed, failed.raw, None)
-            answers.append((f"Part {k} of {len(boxes)}", part, raw))
-            merged.append((part, blocks))
-            finishes.append(finish)
-        blocks = [
-            dataclasses.replace(b, source=BlockSource.RETRY) for b in regions.merge_parts(merged)
-        ]
-        finish = _combined_finish(finishes)
-        raw = regions.joined_raw(answers)
+        reads, error = await self._read(client, image, boxes, prompt, sampling, margin=0.0)
+        received = regions.joined_raw(
+            [(f"Part {k} of {len(boxes)}", r.box, r.raw) for k, r in enumerate(reads, 1)]
+        )
+        if error is not None:
+            failed = PageResult(
+                number,
+                width,
+                height,
+                PageStatus.FAILED,
+                raw=received,
+                error=error,
+                seconds=time.monotonic() - started,
+            )
+            return _Try(Strategy.PARTS, failed, received, None)
+        together = await asyncio.to_thread(regions.merge_parts, [(r.box, r.blocks) for r in reads])
+        finish = _combined_finish([r.finish_reason for r in reads])
         result = PageResult(
             number=number,
             width=width,
             height=height,
             status=PageStatus.TRUNCATED if finish == "length" else PageStatus.DONE,
-            raw=raw,
-            blocks=blocks,
+            raw=received,
+            blocks=[dataclasses.replace(b, source=BlockSource.RETRY) for b in together],
             finish_reason=finish,
             seconds=time.monotonic() - started,
         )
-        result.markdown = _markdown(result)
-        return _Try(Strategy.PARTS, result, raw, finish)
+        result.markdown = await asyncio.to_thread(_markdown, result)
+        return _Try(
+            Strategy.PARTS,
+            result,
+            received,
+            finish,
+            checked="\n".join(r.raw for r in reads),
+            looped=tuple(r.raw for r in reads if r.finish_reason == LOOP_FINISH),
+        )
 
     async def _regions(
         self,
         client: ModelClient,
-        base: PageResult,
+        base: _Try,
         image: Image.Image,
         prompt: str,
         sampling: Sampling,
     ) -> _Try:
-        """`base` (the best attempt so far) with each of its uncovered regions OCRed alone, the
-        largest first (at most retry.MAX_REGIONS), with the run's grounding prompt: the region's
-        blocks that no block of the page already holds are placed at the region (source
-        REGION). The page's raw is base's followed by the regions' answers."""
-        opts = self.options
+        """The best attempt so far (`base`) with each of its uncovered regions OCRed alone, the
+        largest first (at most retry.MAX_REGIONS), with the run's grounding prompt: the blocks
+        read that the page does not already hold (regions.drop_covered) are placed at their
+        region (source REGION). The page's raw is base's followed by the regions' answers."""
         started = time.monotonic()
-        wanted = [f.box for f in base.flags if f.kind is FlagKind.UNCOVERED and f.box]
-        blocks = list(base.blocks)
-        answers: list[tuple[str, Box, str]] = []
-        finishes: list[str | None] = []
-        for box in wanted[: retry.MAX_REGIONS]:
-            try:
-                new, raw, finish = await regions.ocr_region(
-                    client,
-                    image,
-                    box,
-                    prompt,
-                    sampling,
-                    image_format=opts.image_format,
-                    jpeg_quality=opts.jpeg_quality,
-                )
-            except OCRDeskError as exc:
-                failed = dataclasses.replace(
-                    base,
-                    status=PageStatus.FAILED,
-                    error=str(exc),
-                    flags=[],
-                    attempts=[],
-                    seconds=time.monotonic() - started,
-                )
-                return _Try(Strategy.REGION, failed, regions.joined_raw(answers), None)
-            answers.append(("Region", box, raw))
-            finishes.append(finish)
-            blocks = regions.place_blocks(
-                blocks, regions.drop_covered(new, blocks), box, replace=False
+        page = base.result
+        wanted = [f.box for f in page.flags if f.kind is FlagKind.UNCOVERED and f.box]
+        reads, error = await self._read(
+            client, image, wanted[: retry.MAX_REGIONS], prompt, sampling
+        )
+        received = regions.joined_raw([("Region", r.box, r.raw) for r in reads])
+        if error is not None:
+            failed = dataclasses.replace(
+                page,
+                status=PageStatus.FAILED,
+                error=error,
+                flags=[],
+                attempts=[],
+                seconds=time.monotonic() - started,
             )
-        received = regions.joined_raw(answers)
+            return _Try(Strategy.REGION, failed, received, None)
+        blocks = list(page.blocks)
+        for read in reads:
+            fresh = await asyncio.to_thread(regions.drop_covered, read.blocks, blocks)
+            blocks = regions.place_blocks(blocks, fresh, read.box, replace=False)
         result = dataclasses.replace(
-            base,
-            raw=f"{base.raw}\n{received}" if base.raw else received,
+            page,
+            raw=f"{page.raw}\n{received}" if page.raw else received,
             blocks=blocks,
             flags=[],
             attempts=[],
             seconds=time.monotonic() - started,
         )
-        result.markdown = _markdown(result)
-        return _Try(Strategy.REGION, result, received, _combined_finish(finishes))
+        result.markdown = await asyncio.to_thread(_markdown, result)
+        return _Try(
+            Strategy.REGION,
+            result,
+            received,
+            _combined_finish([r.finish_reason for r in reads]),
+            loop=base.loop,
+            checked="\n".join([base.checked or page.raw, *(r.raw for r in reads)]),
+            looped=base.looped + tuple(r.raw for r in reads if r.finish_reason == LOOP_FINISH),
+        )
 
     async def _attempt(
         self,
@@ -807,13 +821,27 @@ class Pipeline:
 @dataclass
 class _Try:
     """One attempt at a page: its result, what its requests answered as received (the raw its
-    `Attempt` records), their finish and the loop the stream was watched for."""
+    `Attempt` records) and their finish. `loop`: the loop its stream was closed at, or the one
+    of the page a region attempt builds on. A parts or region attempt has the text the triage
+    reads (`checked`: the answers one after another) and the answers closed at a loop."""
 
     strategy: Strategy
     result: PageResult
     received: str
     finish_reason: str | None
     loop: triage.LoopVerdict | None = None
+    checked: str | None = None
+    looped: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class _Read:
+    """One region of a page OCRed alone: where, its blocks in page pixels, its answer."""
+
+    box: Box
+    blocks: list[Block]
+    raw: str
+    finish_reason: str | None
 
 
 def _markdown(result: PageResult) -> str:

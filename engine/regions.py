@@ -7,14 +7,13 @@ pipeline's part-wise and region retries, engine/retry.py):
 - `crop` cuts a region out with a margin, `map_back` takes boxes from the crop's pixels to the
   page's.
 - `overlapping`, `insertion_index` and `place_blocks` put new blocks into a page's reading order
-  at the place of their region (optionally replacing the blocks there).
+  at the place of their region (optionally replacing the blocks there); `drop_covered` leaves
+  out what a region's answer says that the page already holds.
 - `parts` cuts a dense page into overlapping bands (or a grid) and `merge_parts` merges their
   blocks, dropping the duplicates the overlaps make and joining a block the cut split in two.
-- `grounded_text` writes blocks back as the model's grounded text (what the triage checks of a
-  page put together from several requests read; its markdown is engine/edits.py's
-  `page_markdown_from_blocks`).
 - `joined_raw` keeps the answers of several requests as received, one after another, each
-  after a marker line that says where its crop lay.
+  after a marker line that says where its crop lay (the raw of a page put together from them;
+  its markdown is made from its blocks by engine/edits.py's `page_markdown_from_blocks`).
 
 Reading order: the model's order is kept, and a new block goes next to its neighbour in the
 same column (the block above or below it whose horizontal extent overlaps it most, at least
@@ -29,6 +28,7 @@ import dataclasses
 import difflib
 import math
 import re
+from collections import Counter
 from collections.abc import Sequence
 
 from PIL import Image
@@ -36,7 +36,7 @@ from PIL import Image
 from . import triage
 from .client import ModelClient
 from .images import model_size, resize_to
-from .parser import DET_CLOSE, DET_OPEN, REF_CLOSE, REF_OPEN, parse
+from .parser import IMAGE_LABEL, parse
 from .request import image_data_url, stream_watched
 from .results import Block, BlockSource, Box
 from .tasks import Sampling
@@ -47,10 +47,10 @@ __all__ = [
     "DUPLICATE_TEXT",
     "PARTS",
     "PART_OVERLAP",
+    "PIECE_MARK",
     "SAME_COLUMN",
     "crop",
     "drop_covered",
-    "grounded_text",
     "insertion_index",
     "joined_raw",
     "map_back",
@@ -85,6 +85,10 @@ DUPLICATE_OVERLAP = 0.5
 #: whitespace collapsed): a block cut by the part's edge holds only some of its lines, and the
 #: model reads the same line twice with small differences.
 DUPLICATE_TEXT = 0.6
+#: A region's block whose text (of at least REPEATED_MIN characters) is this much inside a block
+#: the page already has is no news (`drop_covered`).
+REPEATED_TEXT = 0.9
+REPEATED_MIN = 12
 #: A block the cut split in two (its top in one part, its bottom in the next) is joined when the
 #: end of the first and the start of the second share at least STITCH_MIN characters (the lines
 #: in the overlap) with at most STITCH_SLACK characters after and before the shared run (the
@@ -188,9 +192,13 @@ def overlapping(blocks: Sequence[Block], region: Box, share: float = 0.5) -> lis
 
 
 def drop_covered(new: Sequence[Block], blocks: Sequence[Block], share: float = 0.5) -> list[Block]:
-    """The blocks of `new` that the page's `blocks` do not already hold: a block with `share`
-    of its box inside existing boxes is what a crop's margin took of a neighbour."""
+    """The blocks of `new` that the page's `blocks` do not already hold: one with `share` of its
+    box inside existing boxes (what a crop's margin took of a neighbour), or whose text, of at
+    least REPEATED_MIN characters, an existing block already holds (REPEATED_TEXT of it: the
+    model read a neighbour again, or the page's text was boxed away from its ink), or that has
+    no text and is no figure."""
     boxes = [box for block in blocks for box in block.boxes]
+    texts = [t for block in blocks if (t := _plain(block.text))]
     kept = []
     for block in new:
         box = _extent(block)
@@ -198,6 +206,15 @@ def drop_covered(new: Sequence[Block], blocks: Sequence[Block], share: float = 0
             covered = sum(_area(i) for b in boxes if (i := _intersection(box, b)) is not None)
             if covered / _area(box) >= share:
                 continue
+        text = _plain(block.text)
+        if not text and block.label != IMAGE_LABEL:
+            continue  # a box with nothing read in it (only a figure may have no text)
+        if len(text) >= REPEATED_MIN and any(
+            _text_share(text, other, floor=REPEATED_TEXT) >= REPEATED_TEXT
+            for other in texts
+            if len(other) >= len(text)
+        ):
+            continue
         kept.append(block)
     return kept
 
@@ -314,14 +331,18 @@ def _plain(text: str) -> str:
     return _WHITESPACE.sub(" ", text).strip()[:_COMPARED]
 
 
-def _text_share(a: str, b: str) -> float:
-    """The share of the shorter text found in the other (both empty: 1)."""
+def _text_share(a: str, b: str, floor: float = 0.0) -> float:
+    """The share of the shorter text found in the other (both empty: 1). Under `floor` it may
+    be any value under `floor` (a bound from the characters both hold, found first)."""
     a, b = _plain(a), _plain(b)
     if not a and not b:
         return 1.0
     shorter = min(len(a), len(b))
     if not shorter:
         return 0.0
+    bound = sum((Counter(a) & Counter(b)).values()) / shorter
+    if bound < floor:
+        return bound
     matcher = difflib.SequenceMatcher(None, a, b, autojunk=False)
     return sum(m.size for m in matcher.get_matching_blocks()) / shorter
 
@@ -411,35 +432,6 @@ def merge_parts(results: Sequence[tuple[Box, list[Block]]]) -> list[Block]:
 
 
 # Text ----------------------------------------------------------------------------------------
-
-
-def _coordinate(value: float, size: int) -> int:
-    return min(999, max(0, round(value / size * 999))) if size else 0
-
-
-def _model_box(box: Box, width: int, height: int) -> str:
-    x1, y1, x2, y2 = box
-    numbers = (
-        _coordinate(x1, width),
-        _coordinate(y1, height),
-        _coordinate(x2, width),
-        _coordinate(y2, height),
-    )
-    return "[" + ", ".join(str(n) for n in numbers) + "]"
-
-
-def grounded_text(blocks: Sequence[Block], width: int, height: int) -> str:
-    """`blocks` written as the model writes a grounded page (`<|ref|>`/`<|det|>` with 0..999
-    coordinates of a `width` x `height` image): what `parse` reads back into the same blocks,
-    their boxes within a thousandth of the page."""
-    pieces = []
-    for block in blocks:
-        head = f"{REF_OPEN}{block.label}{REF_CLOSE}"
-        if block.boxes:
-            boxes = ", ".join(_model_box(box, width, height) for box in block.boxes)
-            head += f"{DET_OPEN}[{boxes}]{DET_CLOSE}"
-        pieces.append(f"{head}\n{block.text}\n\n")
-    return "".join(pieces)
 
 
 def joined_raw(pieces: Sequence[tuple[str, Box, str]]) -> str:

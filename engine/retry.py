@@ -53,9 +53,11 @@ __all__ = [
 MAX_ATTEMPTS = 3
 #: The most uncovered regions of one page OCRed alone (a page with more missed the most).
 MAX_REGIONS = 4
-#: A page is dense enough to be cut into parts with this share of ink (triage.ink_share): half
-#: of the least inked lecture page of ../shared/corpus/pages (3.8 %; the six hold a few hundred
-#: to two thousand tokens each, a quarter of the default max_tokens of 8192 at most).
+#: A page is dense enough to be cut into parts with this share of ink (triage.ink_share): about
+#: half of the least inked real page of ../shared/corpus/pages. Measured there: 3.3 % to 6.2 % of
+#: ink, 255 to 4,723 tokens of output (the loopback server's tokenizer), at most ~930 tokens per
+#: percent of ink (lecture-354); at that rate a page under 2 % holds under 1,900 tokens, a
+#: quarter of the default max_tokens (8192).
 DENSE_INK_SHARE = 0.02
 #: The strategy for each flag a retry can mend, in the order they are tried.
 _STRATEGIES: tuple[tuple[frozenset[FlagKind], Strategy], ...] = (

@@ -8,13 +8,11 @@ import itertools
 import pytest
 from PIL import Image, ImageDraw
 
-from ocrdesk.engine.parser import parse
 from ocrdesk.engine.regions import (
     CROP_MARGIN,
     PART_OVERLAP,
     crop,
     drop_covered,
-    grounded_text,
     insertion_index,
     joined_raw,
     map_back,
@@ -131,6 +129,26 @@ def test_blocks_a_crop_took_of_its_neighbours_are_dropped() -> None:
     assert texts(drop_covered(new, COLUMN)) == ["new"]
 
 
+def test_a_region_block_that_says_what_the_page_says_or_nothing_is_dropped() -> None:
+    page = [
+        *COLUMN[:3],
+        block("The third paragraph, boxed away from its ink.", (100, 700, 900, 850)),
+    ]
+    new = [
+        block("The third paragraph, boxed away from its ink", (100, 560, 900, 600)),  # again
+        block("", (100, 600, 900, 620), "table"),  # a box with nothing in it
+        block("", (100, 620, 500, 650), "image"),  # a figure: no text is its text
+        block("two", (100, 650, 900, 680)),  # short texts repeat on pages: kept
+        block("A line nobody read before.", (100, 560, 900, 600)),
+    ]
+    kept = drop_covered(new, page)
+    assert [(b.label, b.text) for b in kept] == [
+        ("image", ""),
+        ("text", "two"),
+        ("text", "A line nobody read before."),
+    ]
+
+
 # parts and merge_parts ------------------------------------------------------------------------
 
 
@@ -232,21 +250,6 @@ def test_bands_of_a_two_column_page_merge_column_by_column() -> None:
 
 
 # text -----------------------------------------------------------------------------------------
-
-
-def test_grounded_text_parses_back_into_the_blocks() -> None:
-    blocks = [
-        Block("title", ((100.0, 50.0, 900.0, 100.0),), "# Title"),
-        Block("text", ((100.0, 150.0, 900.0, 300.0), (100.0, 320.0, 500.0, 380.0)), "Two boxes."),
-        Block("image", ((100.0, 400.0, 600.0, 700.0),), ""),
-        Block("text", (), "No box."),
-    ]
-    back = parse(grounded_text(blocks, 1000, 1000), 1000, 1000).blocks
-    assert [(b.label, b.text) for b in back] == [(b.label, b.text) for b in blocks]
-    for ours, theirs in zip(blocks, back, strict=True):
-        assert len(ours.boxes) == len(theirs.boxes)
-        for a, b in zip(ours.boxes, theirs.boxes, strict=True):
-            assert a == pytest.approx(b, abs=1.0)
 
 
 def test_joined_raw_marks_where_each_answer_came_from() -> None:
