@@ -70,11 +70,10 @@ class BlockEditor(QDialog):
         self.text_edit.setTabChangesFocus(True)
         self.preview = ResultView(self)
         self.preview.raw_switch.hide()
-        self.preview.title.setText("Preview")
         bold = QFont(self.preview.title.font())
         bold.setBold(True)
         self.preview.title.setFont(bold)
-        self.preview.show_source(self._source)
+        self.preview.show_source(self._source, "Preview")
         self.text_edit.textChanged.connect(self.preview.changed)
         self.label_box.currentTextChanged.connect(lambda _: self.preview.changed())
 

@@ -1332,6 +1332,8 @@ class MainWindow(QMainWindow):
         dialog = OcrAgainDialog(self._page_task(item), overlapping=len(under), parent=self)
         dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         dialog.chosen.connect(lambda choice: self.ocr_region(doc_id, number, box, choice))
+        dialog.rejected.connect(lambda: self.page_view.show_region(None))
+        self.page_view.show_region(box)
         self.ocr_dialog = dialog
         dialog.open()
 
@@ -1361,7 +1363,13 @@ class MainWindow(QMainWindow):
         go where the region is (or replace the page's), as one undoable step."""
         task = self.controller.spawn(self._ocr_region(doc_id, number, region, choice))
         self.ocr_tasks.add(task)
-        task.add_done_callback(self.ocr_tasks.discard)
+
+        def done(task: asyncio.Task[Any]) -> None:
+            self.ocr_tasks.discard(task)
+            if region is not None and not self.ocr_tasks and self._alive():
+                self.page_view.show_region(None)
+
+        task.add_done_callback(done)
         return task
 
     async def _ocr_region(

@@ -235,6 +235,7 @@ class PageView(QGraphicsView):
         self.editable = False  # boxes can be moved and resized, regions drawn
         self.region_mode = False  # a plain drag draws a region (else Shift+drag does)
         self._band: QGraphicsRectItem | None = None  # the region being drawn
+        self._region: QGraphicsRectItem | None = None  # the region drawn, while it is OCRed
         self._band_start = QPointF()
 
     # -- page ----------------------------------------------------------------------------------
@@ -242,6 +243,7 @@ class PageView(QGraphicsView):
     def set_page(self, width: int, height: int) -> None:
         """A new page of `width` x `height` result pixels: no image yet, no boxes."""
         self.clear_boxes()
+        self.show_region(None)
         self._pixmap.setPixmap(QPixmap())
         self.page_size = (max(1, width), max(1, height))
         rect = QRectF(0, 0, *self.page_size)
@@ -279,17 +281,33 @@ class PageView(QGraphicsView):
             Qt.CursorShape.CrossCursor if on else Qt.CursorShape.OpenHandCursor
         )
 
+    def show_region(self, box: Box | None) -> None:
+        """Outline the region being OCRed again (None: no more)."""
+        if self._region is not None:
+            self.scene().removeItem(self._region)
+            self._region = None
+        if box is not None:
+            x1, y1, x2, y2 = box
+            self._region = self._band_item(QRectF(x1, y1, x2 - x1, y2 - y1))
+
+    def region_shown(self) -> Box | None:
+        return rect_box(self._region.rect()) if self._region is not None else None
+
+    def _band_item(self, rect: QRectF) -> QGraphicsRectItem:
+        item = QGraphicsRectItem(rect)
+        pen = QPen(QColor(20, 20, 20), 2, Qt.PenStyle.DashLine)
+        pen.setCosmetic(True)
+        item.setPen(pen)
+        item.setBrush(QBrush(QColor(255, 200, 0, 50)))
+        item.setZValue(30)
+        self.scene().addItem(item)
+        return item
+
     def mousePressEvent(self, event: QMouseEvent) -> None:
         wants_region = self.region_mode or (event.modifiers() & Qt.KeyboardModifier.ShiftModifier)
         if self.editable and event.button() == Qt.MouseButton.LeftButton and wants_region:
             self._band_start = self.mapToScene(event.position().toPoint())
-            band = self._band = QGraphicsRectItem(QRectF(self._band_start, self._band_start))
-            pen = QPen(QColor(20, 20, 20), 2, Qt.PenStyle.DashLine)
-            pen.setCosmetic(True)
-            band.setPen(pen)
-            band.setBrush(QBrush(QColor(255, 200, 0, 50)))
-            band.setZValue(30)
-            self.scene().addItem(band)
+            self._band = self._band_item(QRectF(self._band_start, self._band_start))
             event.accept()
             return
         super().mousePressEvent(event)

@@ -83,6 +83,7 @@ def region_ocr(qtbot: Any, window: Any, region: tuple[float, ...], task: Task) -
     assert len(drawn) == 1 and drawn[0] == pytest.approx(region, abs=3)
     dialog = window.ocr_dialog
     dialog.drawn = drawn[0]
+    assert window.page_view.region_shown() == pytest.approx(drawn[0])  # outlined while asked
     assert dialog.objectName() == "ocr-region"
     dialog.set_task(task)
     return dialog
@@ -110,6 +111,7 @@ def test_a_region_in_empty_space_is_ocred_and_placed_in_reading_order(
     dialog.chosen.emit(dialog.choice())
     dialog.accept()
     wait_ocr(qtbot, window)
+    assert window.page_view.region_shown() is None
 
     # the crop sent is the region drawn, with crop()'s margin around it
     page = Image.new("RGB", answers.page_size)
