@@ -60,11 +60,15 @@ from types import TracebackType
 from typing import IO, Any, NoReturn, TypeVar
 
 from .errors import EngineStartError
+from .export import atomic_write
 from .tasks import (
+    BATCH_PROCESSOR_MODULE,
     DEFAULT_MODEL,
+    DEFAULT_NGRAM_PROCESSOR,
     FAMILIES,
     LOGITS_PROCESSOR,
     ModelFamily,
+    NGramProcessor,
     family_by_architecture,
     family_of,
 )
@@ -78,17 +82,22 @@ except ImportError:  # pragma: no cover - depends on the installed openai
 __all__ = [
     "API_KEY_ENV",
     "LOGITS_PROCESSOR",
+    "NGRAM_PROCESSOR_ENV",
     "LocalServer",
     "LocalServerConfig",
     "ServerState",
     "ServerStatus",
     "build_command",
+    "default_ngram_processor",
     "default_vllm",
     "free_port",
     "httpx",
+    "install_batch_processor",
     "model_family",
     "needs_trust_remote_code",
+    "processor_dir",
     "resolve_vllm",
+    "server_env",
 ]
 
 log = logging.getLogger(__name__)
@@ -105,6 +114,11 @@ _LOG_LINES = 500
 API_KEY_ENV = "VLLM_API_KEY"
 #: The environment variable naming the vLLM command when none is configured.
 VLLM_ENV = "OCRDESK_VLLM"
+#: The environment variable that picks the n-gram logits processor ("batch" or "recipe") when
+#: the configuration names none.
+NGRAM_PROCESSOR_ENV = "OCRDESK_NGRAM_PROCESSOR"
+#: OCRDesk's batch n-gram processor, copied for the vLLM process as BATCH_PROCESSOR_MODULE.
+_BATCH_PROCESSOR_SOURCE = Path(__file__).with_name("ngram_logits.py")
 _PRIVATE_DIR = 0o700
 _PRIVATE_FILE = 0o600
 
@@ -137,6 +151,25 @@ class ServerStatus:
         return str(self.state.value)
 
 
+def default_ngram_processor() -> NGramProcessor:
+    """$OCRDESK_NGRAM_PROCESSOR ("batch" or "recipe"), else DEFAULT_NGRAM_PROCESSOR."""
+    value = os.environ.get(NGRAM_PROCESSOR_ENV, "").strip().lower()
+    if not value:
+        return DEFAULT_NGRAM_PROCESSOR
+    try:
+        return NGramProcessor(value)
+    except ValueError:
+        names = ", ".join(processor.value for processor in NGramProcessor)
+        log.warning(
+            "%s=%r is none of %s: using %s",
+            NGRAM_PROCESSOR_ENV,
+            value,
+            names,
+            DEFAULT_NGRAM_PROCESSOR.value,
+        )
+        return DEFAULT_NGRAM_PROCESSOR
+
+
 @dataclass
 class LocalServerConfig:
     """How to run vLLM. Tuning flags left at None are not passed: vLLM's defaults apply."""
@@ -155,10 +188,14 @@ class LocalServerConfig:
     # in flight that serial step left the GPU idle: 3.28 pages/s with 1 API server, 3.86 with 4
     # on an H100 (benchmarks/results/gpu-e2e.md). None: auto, see default_api_server_count().
     api_server_count: int | None = None
+    # The n-gram logits processor: OCRDesk's batch one, or the recipe's (vLLM's own).
+    ngram_processor: NGramProcessor = field(default_factory=default_ngram_processor)
     extra_args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     start_timeout: float = 1200.0
     log_dir: Path | None = None  # default: platformdirs.user_state_path("ocrdesk") / "logs"
+    # Where the batch processor's module is put for vLLM; default: "vllm-path" beside the logs.
+    processor_dir: Path | None = None
     stop_timeout: float = 15.0  # SIGTERM, then this long, then SIGKILL
     restart_tries: int = 3  # ensure_running: starts tried before giving up
     restart_backoff: float = 2.0  # seconds before the 2nd try, doubled before each next one
@@ -235,7 +272,7 @@ def build_command(config: LocalServerConfig, port: int) -> list[str]:
         "127.0.0.1",
         "--port",
         str(port),
-        *FAMILIES[family_of(config.model)].server_flags,
+        *FAMILIES[family_of(config.model)].flags(config.ngram_processor),
         "--max-model-len",
         str(config.max_model_len),
     ]
@@ -268,6 +305,44 @@ def build_command(config: LocalServerConfig, port: int) -> list[str]:
     if trust:
         command.append("--trust-remote-code")
     return [*command, *config.extra_args]
+
+
+def processor_dir(config: LocalServerConfig) -> Path:
+    """The folder put on vLLM's PYTHONPATH for the batch processor: only its module is in it
+    (engine/ itself would put every OCRDesk module name in front of vLLM's own imports)."""
+    if config.processor_dir is not None:
+        return config.processor_dir
+    if config.log_dir is not None:
+        return config.log_dir.parent / "vllm-path"
+    return _state_dir() / "vllm-path"
+
+
+def install_batch_processor(folder: Path) -> Path:
+    """Put engine/ngram_logits.py in `folder` (0700) as BATCH_PROCESSOR_MODULE; its path.
+
+    Rewritten only when it differs, so an upgraded OCRDesk never leaves vLLM an older copy.
+    """
+    _private_dir(folder)
+    target = folder / f"{BATCH_PROCESSOR_MODULE}.py"
+    source = _BATCH_PROCESSOR_SOURCE.read_bytes()
+    try:
+        same = target.read_bytes() == source
+    except OSError:
+        same = False
+    if not same:
+        atomic_write(target, source)
+    return target
+
+
+def server_env(config: LocalServerConfig, base: dict[str, str] | None = None) -> dict[str, str]:
+    """vLLM's environment: `base` (default: ours) with `config.env`, and for the batch processor
+    its folder first on PYTHONPATH (what PYTHONPATH held stays after it). No API key here."""
+    env = {**(os.environ if base is None else base), **config.env}
+    if config.ngram_processor is NGramProcessor.BATCH:
+        folder = str(processor_dir(config))
+        paths = [path for path in env.get("PYTHONPATH", "").split(os.pathsep) if path]
+        env["PYTHONPATH"] = os.pathsep.join([folder, *(p for p in paths if p != folder)])
+    return env
 
 
 def default_api_server_count(cpus: int | None = None) -> int:
@@ -425,7 +500,7 @@ class LocalServer:
         await self._cleanup()
         config = self.config
         argv = resolve_vllm(config.vllm)
-        env = {**os.environ, **config.env}
+        env = server_env(config)
         if not argv or shutil.which(argv[0], path=env.get("PATH")) is None:
             if config.vllm:
                 source = "the vLLM setting"
@@ -443,12 +518,22 @@ class LocalServer:
         self.pid = None
         command = build_command(config, self.port)
         env[API_KEY_ENV] = self.api_key  # readable by this user only: /proc/PID/environ is 0400
+        if config.ngram_processor is NGramProcessor.BATCH:
+            try:
+                install_batch_processor(processor_dir(config))
+            except OSError as exc:
+                raise EngineStartError(
+                    f"cannot put OCRDesk's n-gram logits processor where vLLM finds it: {exc}",
+                    fix=f"make {processor_dir(config)} writable, or set "
+                    f"{NGRAM_PROCESSOR_ENV}=recipe to use vLLM's own processor",
+                ) from exc
 
         log_dir = _private_log_dir(config)
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
         self.log_path = log_dir / f"vllm-{stamp}.log"
         self._log_file = _open_private(self.log_path)
-        header = f"# {API_KEY_ENV}={MASK} {shlex.join(command)}\n"
+        pythonpath = f"PYTHONPATH={shlex.quote(env['PYTHONPATH'])} " if "PYTHONPATH" in env else ""
+        header = f"# {API_KEY_ENV}={MASK} {pythonpath}{shlex.join(command)}\n"
         self._log_file.write(mask_secret(header, self.api_key).encode())
         self._lines.clear()
         self._set_state(ServerState.STARTING, "starting vLLM")

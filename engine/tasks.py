@@ -103,13 +103,36 @@ class VllmRange:
         return _version(self.minimum) <= _version(version) < _version(self.below)
 
 
-#: vLLM's n-gram logits processor for DeepSeek-OCR: it stops the repetition loops the model falls
-#: into (its module came in vLLM 0.11.1).
-LOGITS_PROCESSOR = "vllm.model_executor.models.deepseek_ocr:NGramPerReqLogitsProcessor"
-#: The flags of `vllm serve` the model's guides give: the logits processor, and no prefix or
-#: multimodal processor caching (every page image is new).
+class NGramProcessor(str, Enum):
+    """Which n-gram logits processor a vLLM server runs: both stop the repetition loops
+    DeepSeek-OCR falls into, with the same rule and the same per-request `vllm_xargs`."""
+
+    #: OCRDesk's engine/ngram_logits.py: the whole batch at once on tensors (vLLM V1's
+    #: batch-level interface). The local engine puts a copy of it on vLLM's PYTHONPATH.
+    BATCH = "batch"
+    #: vLLM's own, the recipe's (its module came in vLLM 0.11.1): Python per request per step.
+    RECIPE = "recipe"
+
+    @property
+    def qualified_name(self) -> str:
+        """What `--logits-processors` names: `module:Class`."""
+        return BATCH_LOGITS_PROCESSOR if self is NGramProcessor.BATCH else RECIPE_LOGITS_PROCESSOR
+
+
+#: The module name engine/ngram_logits.py has in the vLLM process (a file of that name in a
+#: folder on its PYTHONPATH: the rest of OCRDesk is not importable there, nor needed).
+BATCH_PROCESSOR_MODULE = "ocrdesk_ngram_logits"
+BATCH_LOGITS_PROCESSOR = f"{BATCH_PROCESSOR_MODULE}:NGramBatchLogitsProcessor"
+RECIPE_LOGITS_PROCESSOR = "vllm.model_executor.models.deepseek_ocr:NGramPerReqLogitsProcessor"
+#: The processor a local server runs unless told otherwise.
+DEFAULT_NGRAM_PROCESSOR = NGramProcessor.BATCH
+LOGITS_PROCESSOR = DEFAULT_NGRAM_PROCESSOR.qualified_name
+_PROCESSOR_FLAG = "--logits_processors"
+#: The flags of `vllm serve` the model's guides give: the logits processor (OCRDesk's by
+#: default; `FamilySpec.flags` names the other), and no prefix or multimodal processor caching
+#: (every page image is new).
 SERVER_FLAGS: tuple[str, ...] = (
-    "--logits_processors",
+    _PROCESSOR_FLAG,
     LOGITS_PROCESSOR,
     "--no-enable-prefix-caching",
     "--mm-processor-cache-gb",
@@ -151,6 +174,14 @@ class FamilySpec:
     def prompt(self, task: Task) -> str:
         """The trained prompt of `task` (KeyError for CUSTOM, which has none)."""
         return self.prompts[task]
+
+    def flags(self, processor: NGramProcessor = DEFAULT_NGRAM_PROCESSOR) -> tuple[str, ...]:
+        """The server flags with `processor` as the n-gram logits processor."""
+        flags = list(self.server_flags)
+        for i, flag in enumerate(flags[:-1]):
+            if flag == _PROCESSOR_FLAG:
+                flags[i + 1] = processor.qualified_name
+        return tuple(flags)
 
 
 #: The registry, in the order a person is offered the families.
@@ -248,7 +279,8 @@ def prompt_text(
 class Sampling:
     """Sampling settings sent with each request (all settable; defaults are the model's own).
 
-    The n-gram logits processor (vLLM's NGramPerReqLogitsProcessor) stops the repetition loops
+    The n-gram logits processor (`NGramProcessor`: OCRDesk's batch one or vLLM's
+    NGramPerReqLogitsProcessor, which read the same `vllm_xargs`) stops the repetition loops
     DeepSeek-OCR falls into; the whitelisted ids 128821/128822 are `<td>` and `</td>`, which
     tables legitimately repeat.
     """
@@ -269,6 +301,8 @@ class Sampling:
     extra_body: dict[str, Any] = field(default_factory=dict)  # e.g. {"ignore_eos": True}
 
     def vllm_xargs(self) -> dict[str, Any]:
+        # The keys both processors read (engine/ngram_logits.py names them too; a test keeps
+        # the two equal, as that module cannot import this one in the vLLM process).
         return {
             "ngram_size": self.ngram_size,
             "window_size": self.window_size,
