@@ -102,6 +102,7 @@ class DocumentEdits(QObject):
         self._writer: asyncio.Task[None] | None = None
         self._rebuild_wanted = False
         self._rebuilding: asyncio.Task[None] | None = None
+        self.in_run = item.job is not None  # its files are the run's worker's to write
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(REBUILD_MS)
@@ -204,9 +205,9 @@ class DocumentEdits(QObject):
         self._rebuilding = self.editor.spawn(self._rebuild())
 
     def run_ended(self) -> None:
-        """The document left the run: its files were written by the worker, perhaps before
-        the last edits reached the disk."""
-        if self._rebuild_wanted or self.edited_pages:
+        """The document left the run: the worker wrote its files, perhaps before the edits
+        made during the run reached the disk."""
+        if self._rebuild_wanted:
             self.want_rebuild()
 
     async def _rebuild(self) -> None:
@@ -306,8 +307,13 @@ class Editor(QObject):
         if item is None or item.export is None:
             return
         edits = self.docs.get(doc_id)
-        if edits is not None and item.job is None and edits.export is item.export:
-            edits.run_ended()
+        if edits is not None and edits.export is not item.export:
+            self.edits(doc_id)  # Run again: the old history would put old pages back
+        elif edits is not None:
+            in_run = item.job is not None
+            if edits.in_run and not in_run:
+                edits.run_ended()
+            edits.in_run = in_run
         folder = item.export.folder
         if folder not in self._loaded and item.job is None:
             self._loaded.add(folder)

@@ -154,6 +154,22 @@ def test_edit_text_with_preview_confirm_cancel_undo_redo(
     assert "edited" in window.page_label.text()
     edited_texts = texts(item)
 
+    # a double-click on a block's text in the result view opens the editor on it too
+    dialog_one = dialog
+    arun(
+        qtbot,
+        js(
+            window.result_view,
+            "document.querySelector('[data-block=\"2\"]')"
+            ".dispatchEvent(new MouseEvent('dblclick', {bubbles: true}))",
+        ),
+    )
+    qtbot.waitUntil(lambda: window.block_editor is not dialog_one, timeout=WAIT_SECONDS * 1000)
+    from_text = window.block_editor
+    assert from_text.text_edit.toPlainText() == "The second paragraph."
+    assert window.page_view.highlighted == 2
+    from_text.reject()
+
     # Esc leaves the block as it is
     window.edit_block(2)
     cancelled = window.block_editor

@@ -23,7 +23,7 @@ from ocrdesk.engine.results import BlockSource
 from tests.engine.helpers import make_pdf
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.gui.conftest import arun, open_window, wait_until
-from tests.gui.test_editing import GROUNDED, SHIFT, drag, key, texts
+from tests.gui.test_editing import GROUNDED, NONE, SHIFT, drag, key, texts
 from tests.gui.test_result_render import convert
 
 CTRL = Qt.KeyboardModifier.ControlModifier
@@ -72,13 +72,16 @@ def answering(qloop: Any, qtbot: Any, settings: Any) -> Iterator[Callable[..., A
             arun(qtbot, controller.close())
 
 
-def region_ocr(qtbot: Any, window: Any, region: tuple[float, ...], task: Task) -> Any:
-    """Shift+drag `region` on the page and choose `task` in the dialog that asks; the dialog,
-    with the region the page view drew (`drawn`: the pointer lands on whole screen pixels)."""
+def region_ocr(
+    qtbot: Any, window: Any, region: tuple[float, ...], task: Task, modifiers: Any = SHIFT
+) -> Any:
+    """Shift+drag (or drag with `modifiers`) `region` on the page and choose `task` in the
+    dialog that asks; the dialog, with the region the page view drew (`drawn`: the pointer
+    lands on whole screen pixels)."""
     x1, y1, x2, y2 = region
     drawn: list[tuple[float, ...]] = []
     window.page_view.regionDrawn.connect(drawn.append)
-    drag(window.page_view, (x1, y1), (x2, y2), SHIFT)
+    drag(window.page_view, (x1, y1), (x2, y2), modifiers)
     window.page_view.regionDrawn.disconnect(drawn.append)
     assert len(drawn) == 1 and drawn[0] == pytest.approx(region, abs=3)
     dialog = window.ocr_dialog
@@ -156,8 +159,17 @@ def test_a_region_over_blocks_offers_to_replace_them(
     key(window, qtbot, Qt.Key.Key_Z, CTRL)
     assert texts(item) == original
 
+    # a plain drag pans the page until region mode (Edit > OCR a region) is on
+    plain: list[tuple[float, ...]] = []
+    window.page_view.regionDrawn.connect(plain.append)
+    drag(window.page_view, (50.0, 1600.0), (400.0, 1650.0), NONE)
+    window.page_view.regionDrawn.disconnect(plain.append)
+    assert plain == [] and texts(item) == original
+    key(window, qtbot, Qt.Key.Key_B, CTRL | SHIFT)
+    assert window.region_action.isChecked() and window.page_view.region_mode
+
     # the same region without replacing: both stay, the new one beside the old
-    dialog = region_ocr(qtbot, window, (110.0, 330.0, 1080.0, 580.0), Task.FREE)
+    dialog = region_ocr(qtbot, window, (110.0, 330.0, 1080.0, 580.0), Task.FREE, NONE)
     dialog.replace_box.setChecked(False)
     dialog._accept()
     wait_ocr(qtbot, window)
