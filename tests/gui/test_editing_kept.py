@@ -146,3 +146,34 @@ def test_a_page_edited_mid_run_keeps_its_edit(served: Any, qtbot: Any, tmp_path:
     window.run()
     arun(qtbot, wait_until(lambda: not controller.running, what="second run over"))
     assert server.completed == requests and texts(item)[0] == "# Corrected during the run"
+
+
+def test_run_again_asks_the_model_for_edited_pages_and_drops_their_edits(
+    served: Any, qtbot: Any, tmp_path: Path
+) -> None:
+    controller, window, server = served([GROUNDED])
+    item = convert(qtbot, controller, window, make_pdf(tmp_path / "again.pdf", 1))
+    arun(qtbot, wait_until(lambda: window.page_view.editable, what="editable"))
+    original = texts(item)
+    retype(window, item.id, 1, 2, "A person's words.")
+    arun(qtbot, wait_until(lambda: stored(item) is not None, what="edits on disk"))
+    requests = server.completed
+    window.run()  # a plain run leaves the edited page alone
+    arun(qtbot, wait_until(lambda: not controller.running, what="run over"))
+    assert server.completed == requests and texts(item)[2] == "A person's words."
+
+    window.run_again_selected()
+    arun(
+        qtbot,
+        wait_until(
+            lambda: (
+                server.completed > requests
+                and item.pages[1].status is PageStatus.DONE
+                and not controller.running
+            ),
+            what="run again over",
+        ),
+    )
+    assert texts(item) == original and stored(item) is None
+    assert not item.pages[1].result.edited
+    assert not window.undo_action.isEnabled()  # the old history would undo into old pages
