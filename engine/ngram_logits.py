@@ -115,6 +115,22 @@ class _Request:
     synced: int = 0  # how many of its tokens are in its slot
 
 
+@dataclass
+class _Layout:
+    """The guarded rows of the batch as `NGramBatch.apply` sees them, until the batch changes."""
+
+    height: int  # rows of the logits it was made for
+    requests: list[_Request]  # in row order
+    rows: torch.Tensor  # their logits rows
+    slots: torch.Tensor
+    sizes: torch.Tensor  # ngram_size
+    windows: torch.Tensor  # window_size
+    whitelists: torch.Tensor | None  # [rows, longest whitelist], -1 padded; None: none has one
+    widest: int  # the widest window, at most the ring's capacity
+    largest: int  # the longest n-gram
+    all_rows: bool  # every row of the logits is guarded, in order
+
+
 class NGramBatch:
     """The rule for every row of a batch, with per-request token tails kept on `device`.
 
@@ -140,6 +156,7 @@ class NGramBatch:
         self._slots = max_rows
         self._tokens = torch.zeros((max_rows, self.capacity), dtype=torch.int32, device=device)
         self._whitelists = torch.full((max_rows, 1), -1, dtype=torch.int64, device=device)
+        self._layout: _Layout | None = None  # made by apply, dropped by every change
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -149,6 +166,7 @@ class NGramBatch:
     def add(self, row: int, args: NGramArgs | None, output: Sequence[int]) -> None:
         """A request at `row` (replacing whatever was there); `args` None: not guarded."""
         self.remove(row)
+        self._layout = None
         if args is None:
             return
         slot = self._take_slot()
@@ -169,11 +187,13 @@ class NGramBatch:
         request = self._rows.pop(row, None)
         if request is not None:
             self._free.append(request.slot)
+            self._layout = None
 
     def move(self, source: int, target: int, swap: bool) -> None:
         """`source`'s request goes to `target`: swapped with it, or replacing it (one-way)."""
         moving = self._rows.pop(source, None)
         staying = self._rows.pop(target, None)
+        self._layout = None
         if moving is not None:
             self._rows[target] = moving
         if staying is not None:
@@ -188,72 +208,61 @@ class NGramBatch:
         """Set the banned tokens of every guarded row of `logits` to -inf (in place)."""
         if not self._rows:
             return logits
-        rows: list[int] = []
-        slots: list[int] = []
+        layout = self._layout
+        if layout is None or layout.height != logits.shape[0]:
+            layout = self._layout = self._make_layout(logits.shape[0])
+        if not layout.requests:
+            return logits
+        # The host's work per row and step: its length, and its new token (one, mostly).
+        capacity = self.capacity
         lengths: list[int] = []
-        sizes: list[int] = []
-        windows: list[int] = []
         new_slots: list[int] = []
         new_places: list[int] = []
         new_tokens: list[int] = []
-        span = 0  # the widest window tail any row can ban from this step
-        largest = 0  # the longest n-gram among the rows that can ban
-        capacity = self.capacity
-        for row, request in self._rows.items():
-            if row >= logits.shape[0]:
-                continue
+        for request in layout.requests:
             output = request.output
             length = len(output)
             while length and output[length - 1] < 0:  # a placeholder not filled in (yet)
                 length -= 1
-            if length > request.synced:
-                start = max(request.synced, length - capacity)
+            synced = request.synced
+            if length == synced + 1:
+                new_slots.append(request.slot)
+                new_places.append(synced % capacity)
+                new_tokens.append(output[synced])
+            elif length > synced:
+                start = max(synced, length - capacity)
                 new_slots += [request.slot] * (length - start)
                 new_places += [position % capacity for position in range(start, length)]
                 new_tokens += output[start:length]
             request.synced = length
-            size, window = request.args.ngram_size, request.args.window_size
-            tail = min(length, window)
-            if size < 2 or tail < size:  # nothing to ban for this row yet (or ever: size 1)
-                continue
-            rows.append(row)
-            slots.append(request.slot)
             lengths.append(length)
-            sizes.append(size)
-            windows.append(window)
-            span = max(span, tail)
-            largest = max(largest, size)
-        if new_tokens:
-            written = self._to_device([*new_slots, *new_places, *new_tokens]).view(3, -1)
+        count, added = len(lengths), len(new_tokens)
+        packed = self._to_device([*lengths, *new_slots, *new_places, *new_tokens])
+        if added:
+            written = packed[count:].view(3, added)
             self._tokens[written[0], written[1]] = written[2].to(torch.int32)
-        if rows:
-            self._ban(logits, rows, slots, lengths, sizes, windows, span, largest)
+        # The widest tail any row may ban from (rows narrower than it mask the rest).
+        span = min(max(lengths), layout.widest)
+        if span >= 2:
+            self._ban(logits, layout, packed[:count], span)
         return logits
 
     def _ban(
-        self,
-        logits: torch.Tensor,
-        rows: list[int],
-        slots: list[int],
-        lengths: list[int],
-        sizes: list[int],
-        windows: list[int],
-        span: int,
-        largest: int,
+        self, logits: torch.Tensor, layout: _Layout, length_t: torch.Tensor, span: int
     ) -> None:
-        count = len(rows)
-        packed = self._to_device([*rows, *slots, *lengths, *sizes, *windows]).view(5, count)
-        row_t, slot_t, length_t, size_t, window_t = packed.unbind(0)
+        count = len(layout.requests)
         columns = torch.arange(span, device=self.device)
         # tail[r, j] = out[L - span + j], the last `span` outputs of each row, right-aligned
         positions = length_t[:, None] - span + columns[None, :]
-        tail = self._tokens[slot_t[:, None], positions.remainder(self.capacity)].long()
+        tail = self._tokens[layout.slots[:, None], positions.remainder(self.capacity)].long()
         # Column j is the token after an n-gram that starts in this row's window at
-        # i = L - span + j - (size - 1) >= max(0, L - window).
-        first = span - torch.minimum(length_t, window_t) + size_t - 1
-        banned = columns[None, :] >= first[:, None]
+        # i = L - span + j - (size - 1) >= max(0, L - window): none while min(L, window) < size.
+        size_t = layout.sizes
+        first = span - torch.minimum(length_t, layout.windows) + size_t - 1
+        banned = (columns[None, :] >= first[:, None]) & (size_t[:, None] >= 2)
         # ... and whose size-1 tokens before it equal the last size-1 outputs: compare
         # tail[j - k] with tail[span - k] for k = 1 .. size-1, in blocks that fit in memory.
+        largest = min(layout.largest, span)
         block = max(1, _MAX_COMPARE // max(1, count * span))
         for low in range(1, largest, block):
             k = torch.arange(low, min(largest, low + block), device=self.device)
@@ -262,17 +271,53 @@ class NGramBatch:
             same = before == suffix[:, None, :]
             beyond = k[None, :] >= size_t[:, None]  # past this row's n-gram: not compared
             banned &= (same | beyond[:, None, :]).all(dim=2)
-        whitelisted = (tail[:, :, None] == self._whitelists[slot_t][:, None, :]).any(dim=2)
-        banned &= ~whitelisted
+        if layout.whitelists is not None:
+            banned &= ~(tail[:, :, None] == layout.whitelists[:, None, :]).any(dim=2)
         # A token may be banned by one column and not by another: amin makes -inf win whatever
         # the order of the writes, and +inf leaves a logit as it is.
-        index = torch.zeros((logits.shape[0], span), dtype=torch.int64, device=logits.device)
-        values = torch.full(
-            (logits.shape[0], span), math.inf, dtype=logits.dtype, device=logits.device
+        index = torch.where(banned, tail, 0)
+        values = torch.where(banned, -math.inf, math.inf).to(logits.dtype)
+        if layout.all_rows:
+            logits.scatter_reduce_(1, index, values, reduce="amin")
+        else:
+            full_index = torch.zeros((logits.shape[0], span), dtype=torch.int64, device=self.device)
+            full_values = torch.full(
+                (logits.shape[0], span), math.inf, dtype=logits.dtype, device=self.device
+            )
+            full_index[layout.rows] = index
+            full_values[layout.rows] = values
+            logits.scatter_reduce_(1, full_index, full_values, reduce="amin")
+
+    def _make_layout(self, height: int) -> _Layout:
+        """The guarded rows of a batch of `height` rows, in one order, their constants on the
+        device: made again only when the batch changes."""
+        pairs = sorted((row, request) for row, request in self._rows.items() if row < height)
+        requests = [request for _, request in pairs]
+        if not requests:
+            return _Layout(height, [], *(torch.empty(0, dtype=torch.int64),) * 4, None, 0, 0, False)
+        rows = [row for row, _ in pairs]
+        packed = self._to_device(
+            [
+                *rows,
+                *(request.slot for request in requests),
+                *(request.args.ngram_size for request in requests),
+                *(request.args.window_size for request in requests),
+            ]
+        ).view(4, len(rows))
+        row_t, slot_t, size_t, window_t = packed.unbind(0)
+        listed = any(request.args.whitelist for request in requests)
+        return _Layout(
+            height=height,
+            requests=requests,
+            rows=row_t,
+            slots=slot_t,
+            sizes=size_t,
+            windows=window_t,
+            whitelists=self._whitelists[slot_t] if listed else None,
+            widest=min(self.capacity, max(request.args.window_size for request in requests)),
+            largest=max(request.args.ngram_size for request in requests),
+            all_rows=rows == list(range(height)),
         )
-        index[row_t] = torch.where(banned, tail, 0)
-        values[row_t] = torch.where(banned, -math.inf, math.inf).to(logits.dtype)
-        logits.scatter_reduce_(1, index, values, reduce="amin")
 
     # -- storage ---------------------------------------------------------------------------
 
