@@ -112,11 +112,14 @@ class NGramProcessor(str, Enum):
     BATCH = "batch"
     #: vLLM's own, the recipe's (its module came in vLLM 0.11.1): Python per request per step.
     RECIPE = "recipe"
+    #: None: for measuring what a processor costs. A loop then runs on until the client's
+    #: triage cuts it (engine/triage.py) or max_tokens.
+    NONE = "none"
 
     @property
-    def qualified_name(self) -> str:
-        """What `--logits-processors` names: `module:Class`."""
-        return BATCH_LOGITS_PROCESSOR if self is NGramProcessor.BATCH else RECIPE_LOGITS_PROCESSOR
+    def qualified_name(self) -> str | None:
+        """What `--logits-processors` names (`module:Class`); None for NONE."""
+        return _PROCESSOR_NAMES.get(self)
 
 
 #: The module name engine/ngram_logits.py has in the vLLM process (a file of that name in a
@@ -124,9 +127,13 @@ class NGramProcessor(str, Enum):
 BATCH_PROCESSOR_MODULE = "ocrdesk_ngram_logits"
 BATCH_LOGITS_PROCESSOR = f"{BATCH_PROCESSOR_MODULE}:NGramBatchLogitsProcessor"
 RECIPE_LOGITS_PROCESSOR = "vllm.model_executor.models.deepseek_ocr:NGramPerReqLogitsProcessor"
+_PROCESSOR_NAMES = {
+    NGramProcessor.BATCH: BATCH_LOGITS_PROCESSOR,
+    NGramProcessor.RECIPE: RECIPE_LOGITS_PROCESSOR,
+}
 #: The processor a local server runs unless told otherwise.
 DEFAULT_NGRAM_PROCESSOR = NGramProcessor.BATCH
-LOGITS_PROCESSOR = DEFAULT_NGRAM_PROCESSOR.qualified_name
+LOGITS_PROCESSOR = BATCH_LOGITS_PROCESSOR
 _PROCESSOR_FLAG = "--logits_processors"
 #: The flags of `vllm serve` the model's guides give: the logits processor (OCRDesk's by
 #: default; `FamilySpec.flags` names the other), and no prefix or multimodal processor caching
@@ -176,11 +183,12 @@ class FamilySpec:
         return self.prompts[task]
 
     def flags(self, processor: NGramProcessor = DEFAULT_NGRAM_PROCESSOR) -> tuple[str, ...]:
-        """The server flags with `processor` as the n-gram logits processor."""
+        """The server flags with `processor` as the n-gram logits processor (none for NONE)."""
         flags = list(self.server_flags)
-        for i, flag in enumerate(flags[:-1]):
-            if flag == _PROCESSOR_FLAG:
-                flags[i + 1] = processor.qualified_name
+        if _PROCESSOR_FLAG in flags[:-1]:
+            at = flags.index(_PROCESSOR_FLAG)
+            name = processor.qualified_name
+            flags[at : at + 2] = [_PROCESSOR_FLAG, name] if name else []
         return tuple(flags)
 
 

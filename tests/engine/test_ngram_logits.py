@@ -42,6 +42,8 @@ def load_module() -> ModuleType:
 
 
 ngram = load_module()
+#: The batch processor runs on the GPU where there is one (expected logits are made on the CPU).
+DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
 
 
 def recipe_bans(
@@ -134,18 +136,19 @@ def test_the_transcription_bans_what_the_recipe_is_known_to_ban() -> None:
 # -- NGramBatch against the transcription --------------------------------------------------------
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("seed", range(40))
-def test_one_step_bans_what_the_recipe_bans(seed: int) -> None:
+def test_one_step_bans_what_the_recipe_bans(seed: int, device: str) -> None:
     rng = random.Random(seed)
     vocab = rng.choice([3, 5, 50])
     rows = {row: (random_output(rng, vocab), random_args(rng, vocab)) for row in range(12)}
-    batch = ngram.NGramBatch(16, "cpu")
+    batch = ngram.NGramBatch(16, device)
     for row, (output, args) in rows.items():
         batch.add(row, ngram.NGramArgs.from_extra_args(args), output)
     logits = torch.randn(len(rows), vocab, generator=torch.Generator().manual_seed(seed))
     want = expected(logits, rows)
-    got = batch.apply(logits.clone())
-    assert torch.equal(got, want)
+    got = batch.apply(logits.clone().to(device))
+    assert torch.equal(got.cpu(), want)
 
 
 def test_default_setting_bans_the_token_that_repeats_a_30_gram() -> None:
@@ -175,11 +178,12 @@ def test_rows_without_the_guard_and_rows_past_the_batch_are_untouched() -> None:
     assert len(batch) == 1  # only row 3 is guarded
 
 
-def test_stepwise_decoding_with_rows_removed_moved_and_swapped() -> None:
+@pytest.mark.parametrize("device", DEVICES)
+def test_stepwise_decoding_with_rows_removed_moved_and_swapped(device: str) -> None:
     """Lists grow between steps (vLLM appends to the same list object); the batch changes."""
     rng = random.Random(7)
     vocab = 6
-    batch = ngram.NGramBatch(8, "cpu")
+    batch = ngram.NGramBatch(8, device)
     rows: dict[int, tuple[list[int], XArgs | None]] = {}
     for step in range(300):
         event = rng.random()
@@ -206,7 +210,9 @@ def test_stepwise_decoding_with_rows_removed_moved_and_swapped() -> None:
             batch.move(a, b, swap=False)
         width = max(rows, default=-1) + 1
         logits = torch.randn(width, vocab, generator=torch.Generator().manual_seed(step))
-        assert torch.equal(batch.apply(logits.clone()), expected(logits, rows)), step
+        assert torch.equal(batch.apply(logits.clone().to(device)).cpu(), expected(logits, rows)), (
+            step
+        )
         for output, _ in rows.values():  # this step's sampled tokens, often a loop's next one
             output.append(
                 output[-4] if len(output) >= 4 and rng.random() < 0.7 else rng.randrange(vocab)
@@ -306,7 +312,8 @@ def vllm_config(max_num_seqs: int, max_model_len: int = 8192) -> SimpleNamespace
     )
 
 
-def test_against_vllms_own_processor_through_batch_updates() -> None:
+@pytest.mark.parametrize("device", DEVICES)
+def test_against_vllms_own_processor_through_batch_updates(device: str) -> None:
     pytest.importorskip("vllm", reason="vLLM is not installed (the GPU machine's payload has it)")
     from vllm import SamplingParams
     from vllm.model_executor.models.deepseek_ocr import NGramPerReqLogitsProcessor
@@ -315,7 +322,7 @@ def test_against_vllms_own_processor_through_batch_updates() -> None:
     assert ngram.NGramBatchLogitsProcessor is not None
     rows_max = 10
     config = vllm_config(rows_max)
-    ours = ngram.NGramBatchLogitsProcessor(config, torch.device("cpu"), False)
+    ours = ngram.NGramBatchLogitsProcessor(config, torch.device(device), device == "cuda")
     theirs = NGramPerReqLogitsProcessor(config, torch.device("cpu"), False)
     assert ours.is_argmax_invariant() is theirs.is_argmax_invariant() is False
 
@@ -361,7 +368,8 @@ def test_against_vllms_own_processor_through_batch_updates() -> None:
         theirs.update_state(update)
         width = max(outputs, default=-1) + 1
         logits = torch.randn(width, vocab, generator=torch.Generator().manual_seed(step))
-        assert torch.equal(ours.apply(logits.clone()), theirs.apply(logits.clone())), step
+        got = ours.apply(logits.clone().to(device)).cpu()
+        assert torch.equal(got, theirs.apply(logits.clone())), step
         for output in outputs.values():
             output.append(
                 output[-3] if len(output) >= 3 and rng.random() < 0.7 else rng.randrange(vocab)

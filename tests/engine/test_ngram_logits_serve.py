@@ -104,7 +104,17 @@ def test_the_recipes_processor_is_still_selectable(
         assert family.flags() == family.server_flags
 
 
-@pytest.mark.allow_log(r"^OCRDESK_NGRAM_PROCESSOR='fast' is none of batch, recipe: using batch$")
+def test_none_runs_vllm_without_a_processor(config: LocalServerConfig) -> None:
+    config.ngram_processor = NGramProcessor.NONE
+    command = build_command(config, 1)
+    assert "--logits_processors" not in command
+    assert "--no-enable-prefix-caching" in command
+    assert "PYTHONPATH" not in server_env(config, {})
+
+
+@pytest.mark.allow_log(
+    r"^OCRDESK_NGRAM_PROCESSOR='fast' is none of batch, recipe, none: using batch$"
+)
 def test_an_unknown_processor_name_falls_back_to_the_default(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
