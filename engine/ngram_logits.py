@@ -273,6 +273,7 @@ class NGramBatch:
             banned &= (same | beyond[:, None, :]).all(dim=2)
         if layout.whitelists is not None:
             banned &= ~(tail[:, :, None] == layout.whitelists[:, None, :]).any(dim=2)
+        banned &= tail < logits.shape[1]  # an index past the logits would stop the engine
         # A token may be banned by one column and not by another: amin makes -inf win whatever
         # the order of the writes, and +inf leaves a logit as it is.
         index = torch.where(banned, tail, 0)
