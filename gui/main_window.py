@@ -118,6 +118,7 @@ def figure_urls(image: Image.Image, blocks: list[Block]) -> dict[int, str]:
     return urls
 
 
+BOX_STEP = 0.005  # how far the keyboard moves a box edge: half a percent of the page
 ENGINE_LABEL_WIDTH = 420  # px of engine status text before it is elided
 IMAGE_CACHE = 8  # page images kept, the one shown and those beside it among them
 ENGINE_COLORS = {
@@ -413,13 +414,62 @@ class MainWindow(QMainWindow):
             "Draw a box on the page to OCR that region again (or Shift+drag at any time)"
         )
         self.ocr_page_action = self._action("&OCR page again…", "Ctrl+Shift+O", self.ocr_page)
+        self.box_menu = QMenu("&Box", self)
+        # The keyboard's way to move a box (Shift+arrows) and to resize it by its right and
+        # bottom edges (Ctrl+Shift+arrows), while the page has the focus (arrows elsewhere
+        # keep their own meaning: Shift+Down extends the queue's selection).
+        self.box_actions: list[QAction] = []
+        for name, keys, shift in (
+            ("Move box left", "Shift+Left", (-1, 0, -1, 0)),
+            ("Move box right", "Shift+Right", (1, 0, 1, 0)),
+            ("Move box up", "Shift+Up", (0, -1, 0, -1)),
+            ("Move box down", "Shift+Down", (0, 1, 0, 1)),
+            ("Narrow box", "Ctrl+Shift+Left", (0, 0, -1, 0)),
+            ("Widen box", "Ctrl+Shift+Right", (0, 0, 1, 0)),
+            ("Shorten box", "Ctrl+Shift+Up", (0, 0, 0, -1)),
+            ("Lengthen box", "Ctrl+Shift+Down", (0, 0, 0, 1)),
+        ):
+            action = QAction(name, self)
+            action.setShortcut(QKeySequence(keys))
+            action.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+            action.triggered.connect(lambda _=False, by=shift: self.nudge_box(by))
+            self.page_view.addAction(action)
+            self.box_menu.addAction(action)
+            self.box_actions.append(action)
+
+    def nudge_box(self, by: tuple[int, int, int, int]) -> None:
+        """Move the highlighted block's box edges by `by` steps of BOX_STEP of the page."""
+        target = self._block_target()
+        if target is None or not target[2][target[3]].boxes:
+            return
+        doc_id, number, blocks, index = target
+        width, height = self.page_view.page_size
+        step_x, step_y = BOX_STEP * width, BOX_STEP * height
+        x1, y1, x2, y2 = blocks[index].boxes[0]
+        dx1, dy1, dx2, dy2 = by
+        box = (x1 + dx1 * step_x, y1 + dy1 * step_y, x2 + dx2 * step_x, y2 + dy2 * step_y)
+        if dx1 == dx2 and dy1 == dy2:  # a move: the box stays whole on the page
+            shift_x = max(-box[0], min(0.0, width - box[2]))
+            shift_y = max(-box[1], min(0.0, height - box[3]))
+            box = (box[0] + shift_x, box[1] + shift_y, box[2] + shift_x, box[3] + shift_y)
+            name = "Move box"
+        else:  # a resize: at least a step wide and high, within the page
+            box = (
+                x1,
+                y1,
+                min(width, max(x1 + step_x, box[2])),
+                min(height, max(y1 + step_y, box[3])),
+            )
+            name = "Resize box"
+        if box != blocks[index].boxes[0]:
+            self._change(doc_id, number, set_box(blocks, index, box), name, index)
 
     def block_actions(self) -> list[QAction | None]:
         """The block and page corrections, in menu order (None: a separator)."""
         return [
             self.edit_block_action, self.label_action, self.delete_block_action,
             self.merge_action, self.split_action, self.move_up_action, self.move_down_action,
-            None, self.region_action, self.ocr_page_action,
+            None, self.box_menu.menuAction(), None, self.region_action, self.ocr_page_action,
         ]  # fmt: skip
 
     def _tool(self, text: str, tip: str, slot: Any) -> QToolButton:
@@ -1115,6 +1165,10 @@ class MainWindow(QMainWindow):
         count = len(target[2]) if target is not None else 0
         for action in (self.edit_block_action, self.label_action, self.delete_block_action):
             action.setEnabled(target is not None)
+        has_box = target is not None and bool(target[2][index].boxes)
+        self.box_menu.setEnabled(has_box)
+        for action in self.box_actions:
+            action.setEnabled(has_box)
         self.split_action.setEnabled(target is not None and bool(target[2][index].text.strip()))
         self.merge_action.setEnabled(target is not None and index + 1 < count)
         self.move_up_action.setEnabled(target is not None and index > 0)

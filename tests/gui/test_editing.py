@@ -293,3 +293,30 @@ def test_drag_moves_and_edges_resize_a_box(windows: Any, qtbot: Any, tmp_path: P
         return blocks is not None and blocks[1].boxes[0] == pytest.approx(moved, abs=0.06)
 
     arun(qtbot, wait_until(on_disk, what="the moved box on disk"))
+
+
+def test_the_keyboard_moves_and_resizes_a_box(windows: Any, qtbot: Any, tmp_path: Path) -> None:
+    controller, window = windows(GROUNDED)
+    item = convert(qtbot, controller, window, make_pdf(tmp_path / "keys.pdf", 1))
+    view = window.page_view
+    arun(qtbot, wait_until(lambda: view.boxes and view.editable, what="boxes"))
+    width, height = view.page_size
+    window._box_clicked(2)
+    x1, y1, x2, y2 = first_box(item, 2)
+    window.activateWindow()
+    view.setFocus()
+    qtbot.waitUntil(lambda: QApplication.focusWidget() is view, timeout=WAIT_SECONDS * 1000)
+    QTest.keyClick(view, Qt.Key.Key_Right, SHIFT)  # Shift+arrow: the box moves
+    QTest.keyClick(view, Qt.Key.Key_Down, SHIFT)
+    step_x, step_y = 0.005 * width, 0.005 * height
+    assert first_box(item, 2) == pytest.approx((x1 + step_x, y1 + step_y, x2 + step_x, y2 + step_y))
+    QTest.keyClick(view, Qt.Key.Key_Left, CTRL | SHIFT)  # Ctrl+Shift+arrow: its right edge
+    assert first_box(item, 2) == pytest.approx((x1 + step_x, y1 + step_y, x2, y2 + step_y))
+    assert window.undo_action.text().endswith("Resize box")
+    for _ in range(3):
+        QTest.keyClick(view, Qt.Key.Key_Z, CTRL)
+    assert first_box(item, 2) == (x1, y1, x2, y2)
+    # away from the page, Shift+Down is the queue's again: no box moves
+    window.queue.setFocus()
+    QTest.keyClick(window.queue, Qt.Key.Key_Down, SHIFT)
+    assert first_box(item, 2) == (x1, y1, x2, y2)
