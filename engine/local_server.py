@@ -519,6 +519,13 @@ class LocalServer:
         command = build_command(config, self.port)
         env[API_KEY_ENV] = self.api_key  # readable by this user only: /proc/PID/environ is 0400
         if config.ngram_processor is NGramProcessor.BATCH:
+            if not _BATCH_PROCESSOR_SOURCE.is_file():
+                raise EngineStartError(
+                    f"OCRDesk's n-gram logits processor is not in this installation "
+                    f"({_BATCH_PROCESSOR_SOURCE} is missing)",
+                    fix=f"set {NGRAM_PROCESSOR_ENV}=recipe to use vLLM's own processor, "
+                    "or install OCRDesk again",
+                )
             try:
                 install_batch_processor(processor_dir(config))
             except OSError as exc:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from ocrdesk.engine.errors import EngineStartError
 from ocrdesk.engine.local_server import (
     NGRAM_PROCESSOR_ENV,
     LocalServer,
@@ -216,3 +217,18 @@ async def test_the_recipes_processor_leaves_pythonpath_alone(
         if Path("/proc/self/environ").exists():
             assert "PYTHONPATH" not in environ_of(int(pid_file.read_text()))
     assert not processor_dir(config).exists()
+
+
+async def test_a_missing_module_fails_the_start_with_the_way_out(
+    config: LocalServerConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A frozen build that left the module out: the start says so and names the recipe."""
+    monkeypatch.setattr(
+        "ocrdesk.engine.local_server._BATCH_PROCESSOR_SOURCE", tmp_path / "missing.py"
+    )
+    server = LocalServer(config)
+    with pytest.raises(EngineStartError) as raised:
+        await server.start()
+    assert "n-gram logits processor is not in this installation" in raised.value.reason
+    assert f"{NGRAM_PROCESSOR_ENV}=recipe" in raised.value.fix
+    assert not server.is_running()
