@@ -24,6 +24,7 @@ import importlib.util
 import json
 import os
 import re
+import shlex
 import shutil
 import sys
 from dataclasses import dataclass
@@ -34,9 +35,9 @@ from .client import api_base
 from .local_server import (
     NOT_FOUND_FIX,
     LocalServerConfig,
+    choose_vllm,
     httpx,
     model_family,
-    resolve_vllm,
 )
 from .tasks import FAMILIES, VLLM_RANGE
 from .vllm_log import KNOWN_GOOD_VLLM
@@ -206,11 +207,13 @@ def window_check(returncode: int | None, output: str) -> Check:
 
 async def check_vllm(vllm: str | None, model: str) -> list[Check]:
     """The vLLM executable, and its version against the known-good range."""
-    argv = resolve_vllm(vllm)
+    value, source = choose_vllm(vllm)
+    argv = shlex.split(value)
     path = shutil.which(argv[0]) if argv else None
     if path is None:
         name = argv[0] if argv else "(empty)"
-        return [Check("vLLM", False, f"{name!r} is not an executable", NOT_FOUND_FIX)]
+        why = f"{name!r} (from {source.value}) is not an executable"
+        return [Check("vLLM", False, why, NOT_FOUND_FIX)]
     found = Check("vLLM", True, " ".join([path, *argv[1:]]))
 
     returncode, output = await _run([*argv, "--version"], VERSION_TIMEOUT)

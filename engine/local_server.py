@@ -59,6 +59,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, NoReturn, TypeVar
 
+from .app_settings import saved_vllm
 from .errors import EngineStartError
 from .export import atomic_write
 from .tasks import (
@@ -87,7 +88,9 @@ __all__ = [
     "LocalServerConfig",
     "ServerState",
     "ServerStatus",
+    "VllmSource",
     "build_command",
+    "choose_vllm",
     "default_ngram_processor",
     "default_vllm",
     "free_port",
@@ -201,21 +204,42 @@ class LocalServerConfig:
     restart_backoff: float = 2.0  # seconds before the 2nd try, doubled before each next one
 
 
+class VllmSource(enum.Enum):
+    """Where the vLLM command came from (said when it is not there)."""
+
+    GIVEN = "the vLLM setting (--vllm)"
+    ENV = VLLM_ENV
+    SAVED = "the window's Settings"
+    PATH = "PATH"
+
+
+def choose_vllm(vllm: str | None = None) -> tuple[str, VllmSource]:
+    """The vLLM command and where it came from: `vllm` (--vllm, or the window's setting that the
+    window passes), else $OCRDESK_VLLM, else the executable saved in the window's Settings (for
+    the CLI and doctor, engine/app_settings.py), else "vllm" on PATH."""
+    if vllm:
+        return vllm, VllmSource.GIVEN
+    if env := os.environ.get(VLLM_ENV):
+        return env, VllmSource.ENV
+    if saved := saved_vllm():
+        return saved, VllmSource.SAVED
+    return "vllm", VllmSource.PATH
+
+
 def resolve_vllm(vllm: str | None = None) -> list[str]:
-    """The vLLM command as argv words: `vllm`, else $OCRDESK_VLLM, else "vllm" (on PATH).
+    """The vLLM command as argv words (see `choose_vllm` for which).
 
     A value may be several words, e.g. "python3 -m vllm.entrypoints.cli.main".
     """
-    value = vllm or os.environ.get(VLLM_ENV) or "vllm"
-    return shlex.split(value)
+    return shlex.split(choose_vllm(vllm)[0])
 
 
 def default_vllm() -> str | None:
     """What runs when no vLLM executable is set, as a person reads it: $OCRDESK_VLLM's value, or
     the path of `vllm` on PATH; None when neither is there."""
-    env = os.environ.get(VLLM_ENV)
-    if env:
-        return f"{env} (from {VLLM_ENV})"
+    value, source = choose_vllm(None)
+    if source is not VllmSource.PATH:
+        return f"{value} (from {source.value})"
     found = shutil.which("vllm")
     return f"{found} (found on PATH)" if found else None
 
@@ -499,18 +523,14 @@ class LocalServer:
     async def _start(self) -> None:
         await self._cleanup()
         config = self.config
-        argv = resolve_vllm(config.vllm)
+        value, source = choose_vllm(config.vllm)
+        argv = shlex.split(value)
         env = server_env(config)
         if not argv or shutil.which(argv[0], path=env.get("PATH")) is None:
-            if config.vllm:
-                source = "the vLLM setting"
-            elif os.environ.get(VLLM_ENV):
-                source = VLLM_ENV
-            else:
-                source = "PATH"
             name = argv[0] if argv else ""
             raise EngineStartError(
-                f"vLLM not found: {name!r} (from {source}) is not an executable", fix=NOT_FOUND_FIX
+                f"vLLM not found: {name!r} (from {source.value}) is not an executable",
+                fix=NOT_FOUND_FIX,
             )
         self.port = free_port()
         self.api_key = secrets.token_urlsafe(24)

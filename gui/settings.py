@@ -29,10 +29,10 @@ import platformdirs
 from PySide6.QtCore import QSettings, QStandardPaths
 
 from ocrdesk.engine import DEFAULT_DPI, DEFAULT_FORMATS, DEFAULT_MODEL
+from ocrdesk.engine.app_settings import APP_NAME, settings_path
 
 KEYRING_SERVICE = "OCRDesk"
 KEYRING_USER = "remote-api-key"
-APP_NAME = "OCRDesk"
 STATE_FILE = "queue.json"
 SETTINGS_MODE = 0o600  # the file may hold the API key in clear
 
@@ -96,7 +96,9 @@ class Settings:
     """Typed access to QSettings with the defaults of `DEFAULTS`."""
 
     def __init__(self, qsettings: QSettings | None = None) -> None:
-        self.q = qsettings or QSettings(APP_NAME, APP_NAME)
+        # One INI file on every platform, at the path the engine reads the vLLM setting from
+        # (engine/app_settings.py; on Linux the file QSettings(APP_NAME, APP_NAME) used).
+        self.q = qsettings or QSettings(str(settings_path()), QSettings.Format.IniFormat)
         # The app's own settings keep their state in the user's state folder; settings given
         # as a file (tests, the screenshot script) keep it beside that file.
         self.state_path = (

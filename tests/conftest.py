@@ -68,6 +68,15 @@ def unexpected_records(
 
 
 @pytest.fixture(autouse=True)
+def own_config_home(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every test has a config folder of its own: the window's settings file there
+    (engine/app_settings.py) is one the test made, never the machine user's."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("config")))
+
+
+@pytest.fixture(autouse=True)
 def fail_on_logged_warnings(request: pytest.FixtureRequest) -> Iterator[None]:
     _warnings.records.clear()
     yield

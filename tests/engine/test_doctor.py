@@ -196,7 +196,7 @@ async def test_vllm_missing(machine: Path) -> None:
     checks = await local()
     found = by_name(checks)
     assert not found["vLLM"].ok
-    assert "'vllm' is not an executable" in found["vLLM"].detail
+    assert "'vllm' (from PATH) is not an executable" in found["vLLM"].detail
     assert "OCRDESK_VLLM" in found["vLLM"].fix
     assert "vLLM version" not in found
     assert doctor_exit_code(checks) == 1
