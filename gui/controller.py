@@ -179,10 +179,13 @@ class Controller(QObject):
     async def render_thumbnail(self, doc_id: int, number: int, width: int = 120) -> QImage | None:
         return await self.library.render_thumbnail(doc_id, number, width)
 
-    async def export(self, doc_ids: list[int], out_root: Path) -> ExportOutcome:
-        """Write the documents' results to `out_root/<stem>/` in the engine's layout."""
+    async def export(
+        self, doc_ids: list[int], out_root: Path, formats: Sequence[str] | None = None
+    ) -> ExportOutcome:
+        """Write the documents' results to `out_root/<stem>/` in the engine's layout, in the
+        `formats` named (None: the engine's defaults)."""
         return await self.library.export(
-            doc_ids, out_root, self.link.model, self.session.options.task.value
+            doc_ids, out_root, self.link.model, self.session.options.task.value, formats
         )
 
     def load_history(self, folder: Path, queued: Sequence[str] = ()) -> asyncio.Task[Any]:

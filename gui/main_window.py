@@ -19,6 +19,7 @@ import io
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from html import escape as html_escape
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,7 @@ from ocrdesk.engine.regions import overlapping, place_blocks
 from ocrdesk.gui.block_editor import BlockChange, BlockEditor, label_choices
 from ocrdesk.gui.controller import Controller, DocItem, EngineState
 from ocrdesk.gui.editing import Editor, editable
+from ocrdesk.gui.export_dialog import ExportDialog
 from ocrdesk.gui.help import AboutDialog, ShortcutsDialog
 from ocrdesk.gui.ocr_again import OcrAgainDialog, OcrChoice, ocr_again
 from ocrdesk.gui.page_view import Legend, PageView
@@ -1529,19 +1531,18 @@ class MainWindow(QMainWindow):
 
     def export_dialog(self, *, all_docs: bool = False) -> None:
         ids = list(self.controller.order) if all_docs else self._target_docs()
-        dialog = QFileDialog(self, "Export to folder", self.settings.get("output/folder"))
-        dialog.setFileMode(QFileDialog.FileMode.Directory)
-        dialog.setOption(QFileDialog.Option.ShowDirsOnly, True)
-        dialog.fileSelected.connect(lambda folder: self.export_to(ids, Path(folder)))
-        dialog.open()
-        self.file_dialog = dialog
+        self.export_window = ExportDialog.ask(
+            self, self.settings, lambda choice: self.export_to(ids, choice.folder, choice.formats)
+        )
 
     def export_all(self) -> None:
         self.export_dialog(all_docs=True)
 
-    def export_to(self, doc_ids: list[int], folder: Path) -> asyncio.Task[Any]:
+    def export_to(
+        self, doc_ids: list[int], folder: Path, formats: Sequence[str] | None = None
+    ) -> asyncio.Task[Any]:
         async def go() -> list[Path]:
-            outcome = await self.controller.export(doc_ids, folder)
+            outcome = await self.controller.export(doc_ids, folder, formats)
             self.last_export = folder
             done = f"Exported {len(outcome.folders)} document(s) to {folder}"
             if outcome.problems:

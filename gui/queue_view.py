@@ -71,6 +71,9 @@ def progress_text(item: DocItem) -> str:
         text += " · paused"
     if item.from_history:
         text += " · earlier session"
+    edited = sum(1 for p in item.pages.values() if p.result is not None and p.result.edited)
+    if edited:
+        text += f" · {edited} edited"
     return text
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from ocrdesk.engine import PageStatus
+from ocrdesk.gui.queue_view import progress_text
 from tests.engine.helpers import make_pdf
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.gui.conftest import arun, open_window, wait_until
@@ -98,6 +99,7 @@ def test_edits_are_exported_and_come_back_after_a_restart(
         window2.show_page(old.id, 1)
         arun(qtbot, wait_until(lambda: window2.page_view.editable, what="editable again"))
         assert "edited" in window2.page_label.text()
+        assert progress_text(old).endswith("· 1 edited")  # the history row says so
         assert not window2.undo_action.isEnabled()  # a new session's history starts empty
         # and it can be corrected further
         retype(window2, old.id, 1, 0, "# A better heading")

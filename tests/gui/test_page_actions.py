@@ -445,10 +445,10 @@ def test_copy_document_markdown_and_export_all(windows: Any, qtbot: Any, tmp_pat
     target = tmp_path / "all"
     target.mkdir()
     QTest.keyClick(window, Qt.Key.Key_E, CTRL | Qt.KeyboardModifier.ShiftModifier)
-    dialog = window.file_dialog
+    dialog = window.export_window
     assert dialog.isVisible()
-    dialog.selectFile(str(target))
-    dialog.accept()
+    dialog.folder_edit.setText(str(target))
+    dialog.export_button.click()
     arun(qtbot, wait_until(lambda: getattr(window, "last_export", None) == target, what="export"))
     assert sorted(p.name for p in target.iterdir()) == ["one", "other"]
     for doc in (one, other):
