@@ -108,6 +108,12 @@ _RULES: tuple[_Rule, ...] = (
         "matching your vLLM and CUDA)",
     ),
     _Rule(
+        (r"(No module named '?ocrdesk_ngram_logits|ocrdesk_ngram_logits[^\n]*(Error|failed))",),
+        "vLLM could not load OCRDesk's batch n-gram processor (engine/ngram_logits.py)",
+        "set OCRDESK_NGRAM_PROCESSOR=recipe to use vLLM's own NGramPerReqLogitsProcessor, and "
+        "report the vLLM version (docs/ngram-logits.md)",
+    ),
+    _Rule(
         (r"No module named '?vllm\.model_executor\.models\.deepseek_ocr",),
         "this vLLM is too old for DeepSeek-OCR: it has no deepseek_ocr module "
         "(needed for the NGramPerReqLogitsProcessor)",

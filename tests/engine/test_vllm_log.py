@@ -248,6 +248,14 @@ CASES = [
         ["xgrammar==0.2.5.post1"],
     ),
     ("/usr/bin/python3: No module named vllm", 1, ["not installed"], ["OCRDESK_VLLM"]),
+    (
+        "ValueError: Failed to load LogitsProcessor plugin "
+        "ocrdesk_ngram_logits:NGramBatchLogitsProcessor\n"
+        "ModuleNotFoundError: No module named 'ocrdesk_ngram_logits'",
+        1,
+        ["batch n-gram processor"],
+        ["OCRDESK_NGRAM_PROCESSOR=recipe"],
+    ),
 ]
 
 
