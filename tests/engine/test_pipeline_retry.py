@@ -69,10 +69,7 @@ def bar_page(path: Path) -> Path:
 def parts_limit() -> int:
     """A max_tokens that each part's answer fits in and the whole page's does not."""
     page = bar_page_image()
-    longest = max(
-        len(tokenize(reading(page.crop(part))))
-        for part in parts(WIDTH, HEIGHT)
-    )
+    longest = max(len(tokenize(reading(page.crop(part)))) for part in parts(WIDTH, HEIGHT))
     assert len(tokenize(reading(page))) > longest + 20
     return longest + 10
 
