@@ -12,9 +12,11 @@ Errors: see engine.errors for the exception tree.
 
 from ocrdesk import __version__
 
-from . import protocol
+from . import edits, protocol
+from .app_settings import APP_NAME, settings_path
 from .client import Completion, ModelClient, ServerPool
 from .documents import SUPPORTED_SUFFIXES, Document, find_documents, open_document
+from .edits import EditStore, edited
 from .errors import (
     DocumentError,
     EmptyFileError,
@@ -69,6 +71,7 @@ from .pipeline import (
     PageStarted,
     Pipeline,
 )
+from .regions import ocr_region, overlapping, place_blocks
 from .results import Block, Box, PageResult, PageStatus, ParsedPage
 from .run_worker import ClientSpec, JobSpec, RunWorker
 from .sanitize import Formula, clean_html, sanitize_html, split_math
@@ -90,6 +93,7 @@ from .tasks import (
 )
 
 __all__ = [
+    "APP_NAME",
     "DEFAULT_DPI",
     "DEFAULT_FORMATS",
     "DEFAULT_MODEL",
@@ -113,6 +117,7 @@ __all__ = [
     "DocumentFinished",
     "DocumentJob",
     "DocumentOpened",
+    "EditStore",
     "EmptyFileError",
     "EngineStartError",
     "Event",
@@ -161,21 +166,27 @@ __all__ = [
     "atomic_write",
     "clean_html",
     "default_vllm",
+    "edited",
+    "edits",
     "export_folder",
     "family_of",
     "figure_boxes",
     "find_documents",
     "label_color",
+    "ocr_region",
     "open_document",
+    "overlapping",
     "page_markdown",
     "parse",
     "parse_formats",
     "parse_page_range",
+    "place_blocks",
     "prompt_text",
     "protocol",
     "read_export",
     "read_exports",
     "sanitize_html",
+    "settings_path",
     "split_math",
     "strip_tags",
 ]

@@ -46,7 +46,7 @@ from . import pipeline as pl
 from . import protocol as p
 from .client import ModelClient, ServerPool, restarting
 from .errors import OCRDeskError, ServerUnavailableError
-from .export import DocumentExport
+from .export import DocumentExport, SourceId, source_id
 from .pipeline import ConvertOptions, DocumentJob, JobFeed, Pipeline
 from .protocol import ClientSpec, JobSpec
 from .sink import ExportSink
@@ -362,11 +362,16 @@ class _WorkerMain:
         )
         if spec.paused:
             job.control.pause()
+        try:  # which document this is, in every journal entry (as the CLI's sink records it)
+            ident: SourceId | None = source_id(spec.source, spec.name)
+        except OSError:
+            ident = None  # the pipeline says why it cannot be read
         export = DocumentExport(
             spec.export_folder,
             source=spec.export_source,
             model=spec.model,
             task=spec.task,
+            source_id=ident,
             origin=spec.source,  # the searchable PDF and a pasted image's copy are made from it
         )
         export.results.update(spec.skip)

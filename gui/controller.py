@@ -45,6 +45,7 @@ class Controller(QObject):
     runningChanged = Signal(bool)
     statsChanged = Signal(str)
     message = Signal(str)
+    closing = Signal()  # close() began: what keeps timers for the loop stops them
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -229,6 +230,7 @@ class Controller(QObject):
 
     async def close(self) -> None:
         """Stop the run and the local server, close documents."""
+        self.closing.emit()
         await self.session.close()
         # What the window and the queue started (page images, opening files, history) ends
         # here too, not later against widgets that are being deleted.

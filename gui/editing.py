@@ -28,8 +28,7 @@ from pathlib import Path
 from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtGui import QUndoCommand, QUndoGroup, QUndoStack
 
-from ocrdesk.engine import Block, DocumentExport, ExportFailed, PageResult
-from ocrdesk.engine.edits import EditStore, edited
+from ocrdesk.engine import Block, DocumentExport, EditStore, ExportFailed, PageResult, edited
 from ocrdesk.gui.library import DocItem, Library, Spawn
 
 log = logging.getLogger(__name__)
@@ -103,6 +102,7 @@ class DocumentEdits(QObject):
         self._rebuild_wanted = False
         self._rebuilding: asyncio.Task[None] | None = None
         self.in_run = item.job is not None  # its files are the run's worker's to write
+        self._closed = False
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(REBUILD_MS)
@@ -173,6 +173,8 @@ class DocumentEdits(QObject):
     def flush(self) -> None:
         """The window is closing: write now, on this thread, what still waits, and start the
         rebuild still to come in a thread that the process waits for before it exits."""
+        self._closed = True  # from now on a rebuild runs in a thread (`want_rebuild`)
+        self._timer.stop()  # its rebuild would need the event loop, which is closing
         while self._writes.pending:
             number = next(iter(self._writes.pending))
             generation, blocks = self._writes.pending.pop(number)
@@ -180,7 +182,6 @@ class DocumentEdits(QObject):
                 self._write_one(number, generation, blocks)
         if self._rebuild_wanted and self.item.job is None:
             self._rebuild_wanted = False
-            self._timer.stop()
             origin = self.item.source or None
             threading.Thread(
                 target=_rebuild_quietly, args=(self.folder, origin), name="ocrdesk-rebuild"
@@ -191,10 +192,13 @@ class DocumentEdits(QObject):
     def want_rebuild(self) -> None:
         """Rebuild the combined files soon (at once after a run that wrote them)."""
         self._rebuild_wanted = True
+        if self._closed:  # the run ended as the window closed: no loop to rebuild on
+            self.flush()
+            return
         self._timer.start()
 
     def _rebuild_now(self) -> None:
-        if not self._rebuild_wanted:
+        if not self._rebuild_wanted or self._closed:
             return
         if self.item.job is not None:
             return  # the run's worker writes them when the document ends: `run_ended` again
@@ -229,6 +233,10 @@ class DocumentEdits(QObject):
 
 def _rebuild_files(folder: Path, origin: str | bytes | None) -> None:
     """Worker thread: the document's combined files again, from its journal and edits."""
+    if isinstance(origin, str) and not Path(origin).is_file():
+        # A history entry's name, or a file since moved: the journal's own record of the
+        # source (its path and checksum) says where it is, or that the kept page images serve.
+        origin = None
     DocumentExport.from_journal(folder, origin=origin).finish()
 
 

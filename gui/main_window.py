@@ -69,11 +69,12 @@ from ocrdesk.engine import (
     PageResult,
     PageStatus,
     Task,
+    edits,
     family_of,
     figure_boxes,
+    overlapping,
+    place_blocks,
 )
-from ocrdesk.engine.edits import delete, merge_with_next, move, set_box, set_label, set_text, split
-from ocrdesk.engine.regions import overlapping, place_blocks
 from ocrdesk.gui.block_editor import BlockChange, BlockEditor, label_choices
 from ocrdesk.gui.controller import Controller, DocItem, EngineState
 from ocrdesk.gui.editing import Editor, editable
@@ -158,6 +159,7 @@ class MainWindow(QMainWindow):
         self._quit_box: QMessageBox | None = None
         # The controller's: its writes and rebuilds may outlive the window by a moment.
         self.editor = Editor(controller.library, controller.spawn, controller)
+        controller.closing.connect(self.editor.flush)  # no rebuild timer outlives the loop
         self.ocr_tasks: set[asyncio.Task[Any]] = set()  # regions and pages being OCRed again
         self._build()
         self._connect()
@@ -464,7 +466,7 @@ class MainWindow(QMainWindow):
             )
             name = "Resize box"
         if box != blocks[index].boxes[0]:
-            self._change(doc_id, number, set_box(blocks, index, box), name, index)
+            self._change(doc_id, number, edits.set_box(blocks, index, box), name, index)
 
     def block_actions(self) -> list[QAction | None]:
         """The block and page corrections, in menu order (None: a separator)."""
@@ -1262,10 +1264,10 @@ class MainWindow(QMainWindow):
             return
         name = "Edit block"
         if change.label != block.label:
-            blocks, name = set_label(blocks, index, change.label), "Change label"
+            blocks, name = edits.set_label(blocks, index, change.label), "Change label"
         text_changed = change.text.strip() != block.text
         if text_changed:
-            blocks = set_text(blocks, index, change.text)
+            blocks = edits.set_text(blocks, index, change.text)
             name = "Edit block" if name == "Edit block" else "Edit block and label"
         if change.split_at is not None:
             # set_text strips the text: the cut moves with what was stripped before it
@@ -1273,7 +1275,7 @@ class MainWindow(QMainWindow):
             if text_changed:
                 offset -= len(change.text) - len(change.text.lstrip())
             try:
-                blocks, name = split(blocks, index, offset), "Split block"
+                blocks, name = edits.split(blocks, index, offset), "Split block"
             except ValueError:
                 self.statusBar().showMessage(
                     "Put the cursor inside the text to split the block there.", 8000
@@ -1299,7 +1301,9 @@ class MainWindow(QMainWindow):
         def chosen(label: str) -> None:
             now = self._current_blocks(doc_id, number, index, block)
             if now and label.strip() and label.strip() != block.label:
-                self._change(doc_id, number, set_label(now, index, label), "Change label", index)
+                self._change(
+                    doc_id, number, edits.set_label(now, index, label), "Change label", index
+                )
 
         dialog.textValueSelected.connect(chosen)
         self.label_dialog = dialog
@@ -1309,13 +1313,15 @@ class MainWindow(QMainWindow):
         target = self._block_target()
         if target is not None:
             doc_id, number, blocks, index = target
-            self._change(doc_id, number, delete(blocks, index), "Delete block", None)
+            self._change(doc_id, number, edits.delete(blocks, index), "Delete block", None)
 
     def merge_block(self) -> None:
         target = self._block_target()
         if target is not None and target[3] + 1 < len(target[2]):
             doc_id, number, blocks, index = target
-            self._change(doc_id, number, merge_with_next(blocks, index), "Merge blocks", index)
+            self._change(
+                doc_id, number, edits.merge_with_next(blocks, index), "Merge blocks", index
+            )
 
     def move_block(self, delta: int) -> None:
         """Move the highlighted block `delta` places in reading order."""
@@ -1326,7 +1332,7 @@ class MainWindow(QMainWindow):
         to = max(0, min(len(blocks) - 1, index + delta))
         if to != index:
             name = "Move block up" if delta < 0 else "Move block down"
-            self._change(doc_id, number, move(blocks, index, delta), name, to)
+            self._change(doc_id, number, edits.move(blocks, index, delta), name, to)
 
     def _box_moved(self, index: int, box_index: int, box: tuple[float, ...]) -> None:
         """A box was dragged or resized on the page."""
@@ -1336,7 +1342,7 @@ class MainWindow(QMainWindow):
             return
         doc_id, number, blocks = page
         x1, y1, x2, y2 = box
-        moved = set_box(blocks, index, (x1, y1, x2, y2))
+        moved = edits.set_box(blocks, index, (x1, y1, x2, y2))
         old = blocks[index].boxes[0] if blocks[index].boxes else None
         size_same = old is not None and (
             abs((old[2] - old[0]) - (x2 - x1)) < 0.5 and abs((old[3] - old[1]) - (y2 - y1)) < 0.5

@@ -25,8 +25,16 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ocrdesk.engine import TASK_TITLES, Block, Box, ModelFamily, Sampling, Task, prompt_text
-from ocrdesk.engine.regions import ocr_region
+from ocrdesk.engine import (
+    TASK_TITLES,
+    Block,
+    Box,
+    ModelFamily,
+    Sampling,
+    Task,
+    ocr_region,
+    prompt_text,
+)
 from ocrdesk.gui.engine_link import EngineLink
 
 #: The tasks a region is OCRed with (the page's own task is offered beside them).

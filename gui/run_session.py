@@ -34,13 +34,13 @@ from PySide6.QtCore import QObject, QTimer, Signal
 from ocrdesk.engine import (
     ConvertOptions,
     DocumentExport,
+    EditStore,
     JobSpec,
     PageStatus,
     RunWorker,
     export_folder,
     protocol,
 )
-from ocrdesk.engine.edits import EditStore
 from ocrdesk.engine.protocol import ProtocolError, Report
 from ocrdesk.gui.engine_link import EngineLink, EngineState
 from ocrdesk.gui.library import DocItem, Library, Spawn

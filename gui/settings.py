@@ -28,8 +28,7 @@ from typing import Any
 import platformdirs
 from PySide6.QtCore import QSettings, QStandardPaths
 
-from ocrdesk.engine import DEFAULT_DPI, DEFAULT_FORMATS, DEFAULT_MODEL
-from ocrdesk.engine.app_settings import APP_NAME, settings_path
+from ocrdesk.engine import APP_NAME, DEFAULT_DPI, DEFAULT_FORMATS, DEFAULT_MODEL, settings_path
 
 KEYRING_SERVICE = "OCRDesk"
 KEYRING_USER = "remote-api-key"

@@ -122,6 +122,10 @@ async def test_a_run_streams_pages_and_writes_the_export(worker: RunWorker, tmp_
     assert [p["number"] for p in data["pages"]] == [1, 2, 3]
     assert (folder / "doc.layout.pdf").stat().st_size > 0
     assert "# A heading" in (folder / "doc.md").read_text(encoding="utf-8")
+    # Every journal entry says which document it was made from, as the CLI's do: resume and a
+    # rebuild from the journal (an edit in the window) check it and find the file by it.
+    entry = json.loads((folder / "pages" / "0001.json").read_text(encoding="utf-8"))
+    assert entry["source"]["path"] == str(pdf) and entry["source"]["size"] == pdf.stat().st_size
 
 
 async def test_deltas_come_in_batches_not_one_message_each(
