@@ -16,7 +16,7 @@ from . import edits, protocol
 from .app_settings import APP_NAME, settings_path
 from .client import Completion, ModelClient, ServerPool
 from .documents import SUPPORTED_SUFFIXES, Document, find_documents, open_document
-from .edits import EditStore, edited
+from .edits import Asked, EditRequest, EditStore, edited
 from .errors import (
     DocumentError,
     EmptyFileError,
@@ -105,6 +105,7 @@ __all__ = [
     "TASK_TITLES",
     "TEXT_LAYER_MODES",
     "VLLM_RANGE",
+    "Asked",
     "Block",
     "Box",
     "ClientSpec",
@@ -117,6 +118,7 @@ __all__ = [
     "DocumentFinished",
     "DocumentJob",
     "DocumentOpened",
+    "EditRequest",
     "EditStore",
     "EmptyFileError",
     "EngineStartError",

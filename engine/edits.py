@@ -19,10 +19,12 @@ splitting at an end); `move` clamps instead, so "up" on the first block is no ch
 from __future__ import annotations
 
 import contextlib
+import enum
 import json
-from collections.abc import Sequence
-from dataclasses import replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from .export import atomic_write
 from .parser import IMAGE_LABEL, parse
@@ -30,6 +32,8 @@ from .pipeline import image_prefix
 from .results import Block, BlockSource, Box, PageResult, PageStatus
 
 __all__ = [
+    "Asked",
+    "EditRequest",
     "EditStore",
     "delete",
     "edited",
@@ -44,6 +48,7 @@ __all__ = [
 
 #: What an edits file says it is, so that a file of another kind is never read as edits.
 FORMAT = "ocrdesk-edits"
+REQUESTS_FORMAT = "ocrdesk-edit-requests"
 VERSION = 1
 
 
@@ -191,12 +196,53 @@ def edited(result: PageResult, blocks: Sequence[Block]) -> PageResult:
     )
 
 
+class Asked(str, enum.Enum):
+    """What a person asked the model again from the window."""
+
+    REGION = "region"  # a region drawn on the page
+    PAGE = "page"  # the whole page, with another task or prompt
+
+
+@dataclass(frozen=True)
+class EditRequest:
+    """One request a person made from the window and the model's answer as received: kept in
+    the journal beside the edits (the edits say what the person kept of it)."""
+
+    asked: Asked
+    task: str
+    box: Box | None  # the region in page pixels (None: the whole page)
+    raw: str
+    finish_reason: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "asked": self.asked.value,
+            "task": self.task,
+            "box": [round(v, 1) for v in self.box] if self.box else None,
+            "raw": self.raw,
+            "finish_reason": self.finish_reason,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> EditRequest:
+        box = data.get("box")
+        x1, y1, x2, y2 = (float(v) for v in box) if box else (0.0, 0.0, 0.0, 0.0)
+        return cls(
+            asked=Asked(data["asked"]),
+            task=str(data.get("task", "")),
+            box=(x1, y1, x2, y2) if box else None,
+            raw=str(data.get("raw", "")),
+            finish_reason=data.get("finish_reason"),
+        )
+
+
 class EditStore:
     """One document's edits: `pages/NNNN.edits.json` in its export folder (`folder` is OUT/<stem>,
     the folder that holds `pages/`), one file per edited page, each written atomically the
     moment it is saved (a crash leaves the previous version or the new one, never half)."""
 
     SUFFIX = ".edits.json"
+    REQUESTS_SUFFIX = ".requests.json"
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
@@ -225,6 +271,31 @@ class EditStore:
             "blocks": [b.to_json() for b in blocks],
         }
         atomic_write(self.path(number), json.dumps(data, ensure_ascii=False))
+
+    def requests_path(self, number: int) -> Path:
+        return self.pages_dir / f"{number:04d}{self.REQUESTS_SUFFIX}"
+
+    def requests(self, number: int) -> list[EditRequest]:
+        """The requests made from the window for page `number`, oldest first."""
+        try:
+            data = json.loads(self.requests_path(number).read_text(encoding="utf-8"))
+            if data.get("format") != REQUESTS_FORMAT:
+                return []
+            return [EditRequest.from_json(r) for r in data["requests"]]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return []
+
+    def add_request(self, number: int, request: EditRequest) -> None:
+        """Keep one more request of page `number` (atomically, with those before it); raises
+        OSError when it cannot be written. Undo does not remove it: it is what the model said."""
+        kept = [*self.requests(number), request]
+        data = {
+            "format": REQUESTS_FORMAT,
+            "version": VERSION,
+            "number": number,
+            "requests": [r.to_json() for r in kept],
+        }
+        atomic_write(self.requests_path(number), json.dumps(data, ensure_ascii=False))
 
     def clear(self, number: int) -> None:
         """Page `number` back to the model's blocks."""

@@ -800,7 +800,7 @@ class DocumentExport:
             except (OSError, ValueError, AttributeError):
                 continue
             if made_from is not None and not made_from.same_document(self.source_id):
-                suffixes = (".layout.jpg", ".page.png", ".edits.json")
+                suffixes = (".layout.jpg", ".page.png", ".edits.json", ".requests.json")
                 for stale in (path, *(path.with_suffix(s) for s in suffixes)):
                     with contextlib.suppress(OSError):
                         stale.unlink()

@@ -63,8 +63,10 @@ from ocrdesk.engine import (
     FAMILIES,
     SUPPORTED_SUFFIXES,
     TASK_TITLES,
+    Asked,
     Block,
     ConvertOptions,
+    EditRequest,
     ModelFamily,
     PageResult,
     PageStatus,
@@ -1457,7 +1459,7 @@ class MainWindow(QMainWindow):
         box = region or (0.0, 0.0, float(size[0]), float(size[1]))
         family = self.family() or family_of(self.controller.model)
         try:
-            found, _raw, _finish = await ocr_again(
+            found, raw, finish = await ocr_again(
                 self.controller.link, image, box, choice, family, self.options().sampling
             )
         except Exception as exc:  # the server's answer, whatever went wrong, is said
@@ -1466,6 +1468,17 @@ class MainWindow(QMainWindow):
             return
         if not self._alive():
             return
+        # The model's answer as received goes into the journal, whatever the person keeps of it.
+        edits = self.editor.edits(doc_id)
+        if edits is not None:
+            asked = Asked.PAGE if region is None else Asked.REGION
+            request = EditRequest(asked, choice.task.value, region, raw, finish)
+            try:
+                await asyncio.to_thread(edits.store.add_request, number, request)
+            except OSError as exc:
+                self.statusBar().showMessage(f"The answer could not be kept: {exc}", 15000)
+            if not self._alive():
+                return
         now = item.pages.get(number)
         if now is None or now.result is None:
             return

@@ -291,3 +291,22 @@ def test_a_kill_mid_write_leaves_the_old_file(tmp_path: Path) -> None:
     assert done.stdout == "writing\n"
     assert EditStore(tmp_path).load(3) == BLOCKS
     assert EditStore(tmp_path).edited_pages() == {3}  # the writer's temporary file is no page
+
+
+def test_requests_made_from_the_window_are_kept_beside_the_edits(tmp_path: Path) -> None:
+    from ocrdesk.engine.edits import Asked, EditRequest
+
+    store = EditStore(tmp_path / "doc")
+    assert store.requests(2) == []
+    first = EditRequest(Asked.REGION, "ocr", (10.0, 20.0, 300.0, 400.0), "<|ref|>x", "stop")
+    second = EditRequest(Asked.PAGE, "free", None, "Whole page.", "length")
+    store.add_request(2, first)
+    store.add_request(2, second)
+    again = EditStore(tmp_path / "doc")  # as a new session reads them
+    assert again.requests(2) == [first, second]
+    assert again.requests(1) == []
+    # they are no edits and no journal entries
+    assert again.edited_pages() == set()
+    assert store.requests_path(2).name == "0002.requests.json"
+    store.requests_path(2).write_text("{not json", encoding="utf-8")
+    assert again.requests(2) == []  # a damaged file reads as none, never as a crash

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 from PySide6.QtCore import Qt
 
-from ocrdesk.engine import Task
+from ocrdesk.engine import Asked, EditStore, Task
 from ocrdesk.engine.regions import crop
 from ocrdesk.engine.results import BlockSource
 from tests.engine.helpers import make_pdf
@@ -138,6 +138,11 @@ def test_a_region_in_empty_space_is_ocred_and_placed_in_reading_order(
     assert texts(item) == original
     key(window, qtbot, Qt.Key.Key_Z, CTRL | SHIFT)
     assert texts(item)[3] == "A line the model missed."
+    # the model's answer as received is in the journal beside the edits, undo or not
+    (kept,) = EditStore(item.export.folder).requests(1)
+    assert kept.asked is Asked.REGION and kept.task == Task.OCR.value
+    assert kept.box == pytest.approx(dialog.drawn, abs=0.1)
+    assert "A line the model missed." in kept.raw
 
 
 def test_a_region_over_blocks_offers_to_replace_them(
