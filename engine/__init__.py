@@ -91,6 +91,7 @@ from .tasks import (
     family_of,
     prompt_text,
 )
+from .triage import LOW_CONFIDENCE
 
 __all__ = [
     "APP_NAME",
@@ -101,6 +102,7 @@ __all__ = [
     "FAMILIES",
     "FORMATS",
     "LABEL_COLORS",
+    "LOW_CONFIDENCE",
     "SUPPORTED_SUFFIXES",
     "TASK_TITLES",
     "TEXT_LAYER_MODES",

@@ -1,6 +1,7 @@
 """Model output to safe HTML: markdown rendered, model HTML sanitised, LaTeX kept for KaTeX.
 
-Each grounded block becomes `<div class="block" data-block="k" data-label="LABEL">…</div>` so the
+Each grounded block becomes `<div class="block" data-block="k" data-label="LABEL">…</div>` (class
+"block unsure" under the triage's LOW_CONFIDENCE, tinted in result.css) so the
 result view can scroll to and highlight block k. Formulas (as the engine's `split_math` finds them)
 are cut out before markdown sees them (markdown would eat their backslashes) and come back as
 `<span class="math" data-display="0|1">` holding the escaped TeX, which the page's script renders
@@ -20,7 +21,7 @@ from functools import lru_cache
 
 from markdown_it import MarkdownIt
 
-from ocrdesk.engine import Block, Formula, clean_html, split_math
+from ocrdesk.engine import LOW_CONFIDENCE, Block, Formula, clean_html, split_math
 
 # Private-use characters: the model's text cannot forge a placeholder (they are taken out first).
 _MARK_OPEN, _MARK_CLOSE = "\ue000", "\ue001"
@@ -80,7 +81,15 @@ def render_blocks(blocks: Sequence[Block], figures: dict[int, str] | None = None
             body = f'<img class="figure" src="{html.escape(figures[k], quote=True)}" alt="figure">'
             if block.text.strip():
                 body += render_markdown(block.text)
-        parts.append(f'<div class="block" data-block="{k}" data-label="{label}">{body}</div>')
+        classes, title = "block", ""
+        if block.confidence is not None and block.confidence < LOW_CONFIDENCE:
+            # the triage's low_confidence threshold: the block a person should read first
+            classes += " unsure"
+            sure = f"{block.confidence:.0%}"
+            title = f' title="The model was unsure here ({sure} mean token probability)"'
+        parts.append(
+            f'<div class="{classes}" data-block="{k}" data-label="{label}"{title}>{body}</div>'
+        )
     return "\n".join(parts)
 
 

@@ -70,6 +70,7 @@ from ocrdesk.engine import (
     ModelFamily,
     PageResult,
     PageStatus,
+    Sampling,
     Task,
     edits,
     family_of,
@@ -232,6 +233,13 @@ class MainWindow(QMainWindow):
         self.open_action = self._action("&Open…", QKeySequence.StandardKey.Open, self.open_files)
         self.paste_action = self._action("&Paste image", QKeySequence.StandardKey.Paste, self.paste)
         self.run_action = self._action("&Run", "Ctrl+R", self.run)
+        self.confidence_action = self._action("Ask for &confidence", None, self._set_confidence)
+        self.confidence_action.setCheckable(True)
+        self.confidence_action.setChecked(bool(self.settings.get("run/confidence")))
+        self.confidence_action.setToolTip(
+            "Ask the server for token probabilities: each block gets a confidence, and blocks "
+            "the model was unsure of are tinted and flagged for review (next run)"
+        )
         self.stop_action = self._action("&Stop", "Esc", self.controller.stop)
         self.export_action = self._action("&Export…", "Ctrl+E", self.export_dialog)
         self.export_all_action = self._action("Export &all…", "Ctrl+Shift+E", self.export_all)
@@ -340,8 +348,8 @@ class MainWindow(QMainWindow):
         run_menu = self.menuBar().addMenu("&Run")
         for entry in (
             self.run_action, self.stop_action, None, self.pause_action, self.cancel_doc_action,
-            self.retry_action, self.run_again_action, None, self.engine_start_action,
-            self.engine_stop_action,
+            self.retry_action, self.run_again_action, None, self.confidence_action, None,
+            self.engine_start_action, self.engine_stop_action,
         ):  # fmt: skip
             run_menu.addSeparator() if entry is None else run_menu.addAction(entry)
         help_menu = self.menuBar().addMenu("&Help")
@@ -648,7 +656,13 @@ class MainWindow(QMainWindow):
             prompt=prompt if task.needs_prompt else None,
             dpi=self.dpi_spin.value(),
             concurrency=int(self.settings.get("engine/concurrency")) or None,  # 0: auto
+            sampling=dataclasses.replace(
+                Sampling(), logprobs=bool(self.settings.get("run/confidence"))
+            ),
         )
+
+    def _set_confidence(self, on: bool) -> None:
+        self.settings.set("run/confidence", bool(on))
 
     def run(self) -> None:
         options = self.options()

@@ -70,6 +70,9 @@ DEFAULTS: dict[str, tuple[Any, type]] = {
     "run/task": ("markdown", str),
     "run/family": ("auto", str),  # "auto", "deepseek-ocr", "deepseek-ocr-2"
     "run/dpi": (DEFAULT_DPI, int),
+    # Ask for token log-probabilities: each block's confidence, low ones tinted (off by default
+    # as in the CLI: it costs the client ~11 % of its ceiling, engine/tasks.py Sampling.logprobs)
+    "run/confidence": (False, bool),
     "output/folder": (None, str),  # None: Documents/OCRDesk, decided at read time
     "export/formats": (",".join(DEFAULT_FORMATS), str),  # the export dialog's last choice
 }
@@ -153,6 +156,8 @@ class Settings:
         value = self.q.value(key, default)
         if value is None:
             return default
+        if kind is bool and isinstance(value, str):  # an INI file gives "true" / "false" back
+            return value.strip().lower() in ("true", "1", "yes")
         try:
             return kind(value)
         except (TypeError, ValueError):

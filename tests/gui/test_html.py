@@ -3,6 +3,7 @@ forged), one unbalanced formula spoiling only itself, and file names and labels 
 
 from __future__ import annotations
 
+import re
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -113,3 +114,20 @@ def test_a_file_name_that_looks_like_html_shows_as_written(
     title = window.result_view.title
     arun(qtbot, wait_until(lambda: title.text(), what="result title"))
     assert _shown(title.text(), title.textFormat()).startswith("<b>bold<i>.pdf")
+
+
+def test_a_block_the_model_was_unsure_of_is_tinted_and_says_so() -> None:
+    from ocrdesk.engine import LOW_CONFIDENCE
+    from ocrdesk.gui.html import render_blocks
+    from ocrdesk.resources import RESOURCES
+
+    box = ((0.0, 0.0, 10.0, 10.0),)
+    sure = Block("text", box, "Read well.", confidence=0.97)
+    unsure = Block("text", box, "Read badly.", confidence=LOW_CONFIDENCE - 0.07)
+    unknown = Block("text", box, "No logprobs.")  # a server that sent none: nothing to say
+    page = render_blocks([sure, unsure, unknown])
+    classes = re.findall(r'<div class="([^"]+)" data-block="(\d)"', page)
+    assert classes == [("block", "0"), ("block unsure", "1"), ("block", "2")]
+    assert "43% mean token probability" in page
+    css = (RESOURCES / "result.css").read_text(encoding="utf-8")
+    assert re.search(r"\.block\.unsure\s*\{[^}]*background", css)
