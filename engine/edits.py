@@ -49,6 +49,9 @@ __all__ = [
 #: What an edits file says it is, so that a file of another kind is never read as edits.
 FORMAT = "ocrdesk-edits"
 REQUESTS_FORMAT = "ocrdesk-edit-requests"
+REVIEWED_FORMAT = "ocrdesk-reviewed"
+#: The pages a person marked reviewed, one file per export (`EditStore.reviewed`).
+REVIEWED_FILE = "reviewed.json"
 VERSION = 1
 
 
@@ -296,6 +299,32 @@ class EditStore:
             "requests": [r.to_json() for r in kept],
         }
         atomic_write(self.requests_path(number), json.dumps(data, ensure_ascii=False))
+
+    @property
+    def reviewed_path(self) -> Path:
+        return self.pages_dir / REVIEWED_FILE
+
+    def reviewed(self) -> set[int]:
+        """The pages a person marked reviewed (their flags looked at)."""
+        try:
+            data = json.loads(self.reviewed_path.read_text(encoding="utf-8"))
+            if data.get("format") != REVIEWED_FORMAT:
+                return set()
+            return {int(n) for n in data["pages"]}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return set()
+
+    def set_reviewed(self, number: int, reviewed: bool) -> set[int]:
+        """Mark page `number` reviewed or not (atomically); the reviewed pages after it. Raises
+        OSError when it cannot be written."""
+        pages = self.reviewed()
+        if reviewed:
+            pages.add(number)
+        else:
+            pages.discard(number)
+        data = {"format": REVIEWED_FORMAT, "version": VERSION, "pages": sorted(pages)}
+        atomic_write(self.reviewed_path, json.dumps(data))
+        return pages
 
     def clear(self, number: int) -> None:
         """Page `number` back to the model's blocks."""

@@ -791,6 +791,8 @@ class DocumentExport:
         """Before the first page is written: remove journal entries made from another document
         (an earlier version of the file at this path), which would otherwise be read back as
         this document's pages. Entries of this document made with another model or task stay."""
+        from .edits import REVIEWED_FILE
+
         self._claimed = True
         if self.source_id is None:
             return
@@ -804,6 +806,8 @@ class DocumentExport:
                 for stale in (path, *(path.with_suffix(s) for s in suffixes)):
                     with contextlib.suppress(OSError):
                         stale.unlink()
+                with contextlib.suppress(OSError):  # the other document's pages marked reviewed
+                    (self.pages_dir / REVIEWED_FILE).unlink()
 
     def add_page(self, result: PageResult, image: Image.Image | None) -> None:
         """Record a finished or failed page: crops, layout image and journal entry. The page is

@@ -67,6 +67,7 @@ from ocrdesk.engine import (
     Block,
     ConvertOptions,
     EditRequest,
+    EditStore,
     ModelFamily,
     PageResult,
     PageStatus,
@@ -104,9 +105,10 @@ MODEL_CHOICES: list[tuple[str, ModelFamily | None]] = [
 ]
 
 
-def check_text(result: PageResult | None) -> str:
-    """Why a person should look at a page ("loop, uncovered"), empty when there is no reason."""
-    if result is None:
+def check_text(result: PageResult | None, reviewed: bool = False) -> str:
+    """Why a person should look at a page ("loop, uncovered"), empty when there is no reason
+    (or a person marked the page reviewed)."""
+    if result is None or reviewed:
         return ""
     return ", ".join(dict.fromkeys(f.kind.value for f in result.flags))
 
@@ -310,6 +312,9 @@ class MainWindow(QMainWindow):
         self.prev_check_action = self._action(
             "Previous page to check", "Shift+F8", lambda: self.step_check(-1)
         )
+        self.review_action = self._action("Mark page &reviewed", "Ctrl+M", self.toggle_reviewed)
+        self.review_action.setCheckable(True)
+        self._reviewed_pages: dict[int, set[int]] = {}  # doc id -> pages (EditStore.reviewed)
         self.log_action = self._action("Engine &log", "Ctrl+L", self.show_log)
         self.engine_start_action = self._action("Start &engine", None, self.apply_engine_settings)
         self.engine_stop_action = self._action(
@@ -341,7 +346,7 @@ class MainWindow(QMainWindow):
             self.prev_page_action, self.next_page_action, None, self.zoom_in_action,
             self.zoom_out_action, self.actual_size_action, self.fit_width_action,
             self.fit_page_action, None, self.next_block_action, self.prev_block_action, None,
-            self.next_check_action, self.prev_check_action, None,
+            self.next_check_action, self.prev_check_action, self.review_action, None,
             self.raw_action, self.log_action,
         ):  # fmt: skip
             view.addSeparator() if entry is None else view.addAction(entry)
@@ -782,6 +787,7 @@ class MainWindow(QMainWindow):
                 self.show_page(doc_id, self.current[1])
 
     def _doc_removed(self, doc_id: int) -> None:
+        self._reviewed_pages.pop(doc_id, None)
         for key in [k for k in self._images if k[0] == doc_id]:
             del self._images[key]
         if self.current is not None and self.current[0] == doc_id:
@@ -939,9 +945,46 @@ class MainWindow(QMainWindow):
         self.page_view.set_blocks(page.blocks() if page is not None else [])
         self._show_checks(page.result if page is not None else None)
 
+    def _reviewed(self, doc_id: int) -> set[int]:
+        """The document's pages a person marked reviewed (kept with its export)."""
+        if doc_id not in self._reviewed_pages:
+            item = self.controller.docs.get(doc_id)
+            if item is None or item.export is None:
+                return set()  # no export folder yet (history still loading): nothing kept
+            self._reviewed_pages[doc_id] = EditStore(item.export.folder).reviewed()
+        return self._reviewed_pages[doc_id]
+
+    def toggle_reviewed(self) -> None:
+        """Mark the page shown reviewed, or not any more (Ctrl+M): its flags stop asking for a
+        look (banner, thumbnail, F8), on disk with the export, so after a restart too."""
+        if self.current is None:
+            return
+        doc_id, number = self.current
+        item = self.controller.docs.get(doc_id)
+        page = item.pages.get(number) if item is not None else None
+        if item is None or item.export is None or page is None or page.result is None:
+            self.statusBar().showMessage("Only a finished page can be marked reviewed.", 5000)
+            self.review_action.setChecked(False)
+            return
+        on = number not in self._reviewed(doc_id)
+        try:
+            pages = EditStore(item.export.folder).set_reviewed(number, on)
+        except OSError as exc:
+            self.statusBar().showMessage(f"Could not keep the mark: {exc}", 10000)
+            self.review_action.setChecked(not on)
+            return
+        self._reviewed_pages[doc_id] = pages
+        self.thumbs.set_status(number, page.status, check_text(page.result, on))
+        self._show_checks(page.result)
+        state = "marked reviewed" if on else "to check again"
+        self.statusBar().showMessage(f"Page {number} {state}.", 5000)
+
     def _show_checks(self, result: PageResult | None) -> None:
-        """The page's flags over the page (engine/triage.py), and the regions they point at."""
-        flags = result.flags if result is not None else []
+        """The page's flags over the page (engine/triage.py), and the regions they point at;
+        none once a person marked the page reviewed."""
+        reviewed = self.current is not None and self.current[1] in self._reviewed(self.current[0])
+        self.review_action.setChecked(reviewed)
+        flags = result.flags if result is not None and not reviewed else []
         self.check_label.setText(
             "Check this page: " + "; ".join(f"{f.kind.value}: {f.detail}" for f in flags)
         )
@@ -955,7 +998,9 @@ class MainWindow(QMainWindow):
             (doc_id, number)
             for doc_id in self.controller.order
             for number, page in sorted(self.controller.docs[doc_id].pages.items())
-            if page.result is not None and page.result.flags
+            if page.result is not None
+            and page.result.flags
+            and number not in self._reviewed(doc_id)
         ]
         if not pages:
             self.statusBar().showMessage("No page to check", 5000)
@@ -1069,8 +1114,9 @@ class MainWindow(QMainWindow):
             len(item.pages),
             lambda n: self.controller.render_thumbnail(doc_id, n),
         )
+        reviewed = self._reviewed(doc_id)
         for number, page in item.pages.items():
-            self.thumbs.set_status(number, page.status, check_text(page.result))
+            self.thumbs.set_status(number, page.status, check_text(page.result, number in reviewed))
 
     def _thumb_chosen(self, number: int) -> None:
         if self.current is not None and self.current[1] != number:
@@ -1091,7 +1137,8 @@ class MainWindow(QMainWindow):
         if self.thumbs.doc_id == doc_id:
             page = self.controller.docs[doc_id].pages.get(number)
             if page is not None:
-                self.thumbs.set_status(number, page.status, check_text(page.result))
+                reviewed = number in self._reviewed(doc_id)
+                self.thumbs.set_status(number, page.status, check_text(page.result, reviewed))
         if self.current != (doc_id, number):
             return
         page = self.controller.docs[doc_id].pages[number]

@@ -310,3 +310,15 @@ def test_requests_made_from_the_window_are_kept_beside_the_edits(tmp_path: Path)
     assert store.requests_path(2).name == "0002.requests.json"
     store.requests_path(2).write_text("{not json", encoding="utf-8")
     assert again.requests(2) == []  # a damaged file reads as none, never as a crash
+
+
+def test_pages_marked_reviewed_are_kept_with_the_export(tmp_path: Path) -> None:
+    store = EditStore(tmp_path / "doc")
+    assert store.reviewed() == set()
+    assert store.set_reviewed(3, True) == {3}
+    assert store.set_reviewed(1, True) == {1, 3}
+    assert EditStore(tmp_path / "doc").reviewed() == {1, 3}  # as the next session reads it
+    assert store.set_reviewed(3, False) == {1}
+    assert store.edited_pages() == set()  # a mark is no edit
+    store.reviewed_path.write_text("[1, 2", encoding="utf-8")
+    assert store.reviewed() == set()  # a damaged file is no marks, never a crash
