@@ -473,7 +473,13 @@ class Legend(QWidget):
     def set_labels(self, labels: list[str]) -> None:
         for label in list(self.boxes):
             if label not in labels:
-                self.boxes.pop(label).deleteLater()
+                gone = self.boxes.pop(label)
+                # Out of the bar now: a deferred delete waits for the event loop's next turn at
+                # this level, which a window driven by qasync may not give it for a while (the
+                # old page's labels then showed beside the new ones).
+                self._layout.removeWidget(gone)
+                gone.hide()
+                gone.deleteLater()
         for label in labels:
             if label in self.boxes:
                 continue

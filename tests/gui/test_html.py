@@ -131,3 +131,18 @@ def test_a_block_the_model_was_unsure_of_is_tinted_and_says_so() -> None:
     assert "43% mean token probability" in page
     css = (RESOURCES / "result.css").read_text(encoding="utf-8")
     assert re.search(r"\.block\.unsure\s*\{[^}]*background", css)
+
+
+def test_the_legend_shows_only_the_labels_of_the_page_shown(qapp: Any) -> None:
+    from PySide6.QtWidgets import QCheckBox
+
+    from ocrdesk.gui.page_view import Legend
+
+    legend = Legend()
+    legend.show()
+    for labels in (["title", "text"], ["equation", "text"], ["text", "title"]):
+        legend.set_labels(labels)
+        qapp.processEvents()  # not the main loop's turn: deferred deletes wait
+        shown = [b.text() for b in legend.findChildren(QCheckBox) if b.isVisible()]
+        assert sorted(shown) == sorted(labels)
+    legend.close()
