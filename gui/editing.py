@@ -118,7 +118,11 @@ class DocumentEdits(QObject):
         before = page.result
         if list(blocks) == list(before.blocks):
             return False
-        self.origins.setdefault(number, _Origin(list(before.blocks), number in self.edited_pages))
+        # Whether the page came with edits: the result says so itself (history and resumed
+        # pages are read with their edits applied), which does not wait for `edited_pages` to
+        # be read from the disk; undoing to a page that had edits must not clear them.
+        was_edited = before.edited or number in self.edited_pages
+        self.origins.setdefault(number, _Origin(list(before.blocks), was_edited))
         self.stack.push(PageCommand(self, number, before, edited(before, blocks), text))
         return True
 
