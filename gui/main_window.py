@@ -26,7 +26,7 @@ from typing import Any
 
 import shiboken6
 from PIL import Image
-from PySide6.QtCore import QMimeData, Qt, QUrl, Signal
+from PySide6.QtCore import QMimeData, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import (
     QAction,
     QCloseEvent,
@@ -42,6 +42,7 @@ from PySide6.QtGui import (
 from PySide6.QtWidgets import (
     QApplication,
     QComboBox,
+    QDockWidget,
     QFileDialog,
     QHBoxLayout,
     QInputDialog,
@@ -91,6 +92,7 @@ from ocrdesk.gui.qimage import pil_to_qimage
 from ocrdesk.gui.queue_view import QueueView
 from ocrdesk.gui.recent import RecentFiles, RecentMenu
 from ocrdesk.gui.result_view import ResultView
+from ocrdesk.gui.review_list import ReviewEntry, ReviewList
 from ocrdesk.gui.search import BlockSource, SearchBar
 from ocrdesk.gui.settings import ENGINE_KEYS, Settings
 from ocrdesk.gui.thumbnails import CHECK_COLOR, ThumbnailStrip
@@ -312,6 +314,18 @@ class MainWindow(QMainWindow):
         self.prev_check_action = self._action(
             "Previous page to check", "Shift+F8", lambda: self.step_check(-1)
         )
+        self.review_list = ReviewList(self)
+        self.review_list.pageChosen.connect(self.show_page)
+        self.review_dock = QDockWidget("Needs review", self)
+        self.review_dock.setObjectName("needs-review-dock")
+        self.review_dock.setWidget(self.review_list)
+        self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, self.review_dock)
+        self.review_dock.hide()
+        self._review_dock_shown = False
+        self._review_timer = QTimer(self)  # one refresh for a burst of finished pages
+        self._review_timer.setSingleShot(True)
+        self._review_timer.setInterval(300)
+        self._review_timer.timeout.connect(self._refresh_review)
         self.review_action = self._action("Mark page &reviewed", "Ctrl+M", self.toggle_reviewed)
         self.review_action.setCheckable(True)
         self._reviewed_pages: dict[int, set[int]] = {}  # doc id -> pages (EditStore.reviewed)
@@ -346,7 +360,8 @@ class MainWindow(QMainWindow):
             self.prev_page_action, self.next_page_action, None, self.zoom_in_action,
             self.zoom_out_action, self.actual_size_action, self.fit_width_action,
             self.fit_page_action, None, self.next_block_action, self.prev_block_action, None,
-            self.next_check_action, self.prev_check_action, self.review_action, None,
+            self.next_check_action, self.prev_check_action, self.review_action,
+            self.review_dock.toggleViewAction(), None,
             self.raw_action, self.log_action,
         ):  # fmt: skip
             view.addSeparator() if entry is None else view.addAction(entry)
@@ -788,6 +803,7 @@ class MainWindow(QMainWindow):
 
     def _doc_removed(self, doc_id: int) -> None:
         self._reviewed_pages.pop(doc_id, None)
+        self._review_timer.start()
         for key in [k for k in self._images if k[0] == doc_id]:
             del self._images[key]
         if self.current is not None and self.current[0] == doc_id:
@@ -974,6 +990,7 @@ class MainWindow(QMainWindow):
             self.review_action.setChecked(not on)
             return
         self._reviewed_pages[doc_id] = pages
+        self._refresh_review()
         self.thumbs.set_status(number, page.status, check_text(page.result, on))
         self._show_checks(page.result)
         state = "marked reviewed" if on else "to check again"
@@ -992,16 +1009,32 @@ class MainWindow(QMainWindow):
         self.check_label.setVisible(bool(flags))
         self.page_view.set_marks([f.box for f in flags if f.box is not None])
 
+    def pages_to_review(self) -> list[ReviewEntry]:
+        """The pages with flags that nobody marked reviewed, in queue and page order."""
+        entries = []
+        for doc_id in self.controller.order:
+            item = self.controller.docs[doc_id]
+            reviewed = self._reviewed(doc_id)
+            for number, page in sorted(item.pages.items()):
+                if page.result is None or not page.result.flags or number in reviewed:
+                    continue
+                details = "\n".join(f.detail for f in page.result.flags)
+                entries.append(
+                    ReviewEntry(doc_id, number, item.name, check_text(page.result), details)
+                )
+        return entries
+
+    def _refresh_review(self) -> None:
+        entries = self.pages_to_review()
+        self.review_list.show_entries(entries)
+        self.review_dock.setWindowTitle(f"Needs review ({len(entries)})")
+        if entries and not self._review_dock_shown:  # shown once there is something to review
+            self._review_dock_shown = True
+            self.review_dock.show()
+
     def step_check(self, step: int) -> None:
         """Show the next (1) or previous (-1) page with flags, across the queue's documents."""
-        pages = [
-            (doc_id, number)
-            for doc_id in self.controller.order
-            for number, page in sorted(self.controller.docs[doc_id].pages.items())
-            if page.result is not None
-            and page.result.flags
-            and number not in self._reviewed(doc_id)
-        ]
+        pages = [(entry.doc_id, entry.number) for entry in self.pages_to_review()]
         if not pages:
             self.statusBar().showMessage("No page to check", 5000)
             return
@@ -1134,6 +1167,7 @@ class MainWindow(QMainWindow):
             self.show_page(self.current[0], self.current[1] + 1)
 
     def _page_changed(self, doc_id: int, number: int) -> None:
+        self._review_timer.start()
         if self.thumbs.doc_id == doc_id:
             page = self.controller.docs[doc_id].pages.get(number)
             if page is not None:

@@ -11,6 +11,7 @@ from PySide6.QtGui import QKeySequence
 from PySide6.QtTest import QTest
 
 from ocrdesk.engine import EditStore
+from ocrdesk.gui.review_list import PageRole
 from ocrdesk.gui.thumbnails import CHECK_COLOR, StatusColorRole
 from tests.conftest import MODEL_OUTPUTS, need
 from tests.engine.helpers import make_pdf
@@ -39,12 +40,21 @@ def test_a_page_marked_reviewed_stops_asking_and_stays_marked_after_a_restart(
     run_all(qtbot, controller, window, item)
     assert all(item.pages[n].result.flags for n in (1, 2, 3))
 
+    # the "Needs review" list shows every flagged page with its reasons; choosing one shows it
+    arun(qtbot, wait_until(lambda: window.review_list.count() == 3, what="the review list"))
+    assert window.review_dock.isVisible() and window.review_dock.windowTitle().endswith("(3)")
+    assert window.review_list.item(0).text() == "loops.pdf · page 1: loop, garbage"  # corpus 07
+    window.review_list.itemClicked.emit(window.review_list.item(2))
+    assert window.current == (item.id, 3)
+
     window.show_page(item.id, 2)
     assert not window.check_label.isHidden() and not window.review_action.isChecked()
     QTest.keySequence(window, QKeySequence("Ctrl+M"))
     assert window.check_label.isHidden() and window.review_action.isChecked()
     assert colours(window, 3)[1] != CHECK_COLOR and colours(window, 3)[0] == CHECK_COLOR
     assert EditStore(item.export.folder).reviewed() == {2}
+    listed = [window.review_list.item(k).data(PageRole) for k in range(window.review_list.count())]
+    assert listed == [(item.id, 1), (item.id, 3)]
     # F8 from page 1 goes past the reviewed page 2 to page 3
     window.show_page(item.id, 1)
     QTest.keySequence(window, QKeySequence("F8"))
