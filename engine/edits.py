@@ -29,7 +29,15 @@ from typing import Any
 from .export import atomic_write
 from .parser import IMAGE_LABEL, parse
 from .pipeline import image_prefix
-from .results import Block, BlockSource, Box, PageResult, PageStatus
+from .results import (
+    Block,
+    BlockSource,
+    Box,
+    PageResult,
+    PageStatus,
+    box_from_json,
+    box_to_json,
+)
 
 __all__ = [
     "Asked",
@@ -221,19 +229,17 @@ class EditRequest:
         return {
             "asked": self.asked.value,
             "task": self.task,
-            "box": [round(v, 1) for v in self.box] if self.box else None,
+            "box": box_to_json(self.box),
             "raw": self.raw,
             "finish_reason": self.finish_reason,
         }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> EditRequest:
-        box = data.get("box")
-        x1, y1, x2, y2 = (float(v) for v in box) if box else (0.0, 0.0, 0.0, 0.0)
         return cls(
             asked=Asked(data["asked"]),
             task=str(data.get("task", "")),
-            box=(x1, y1, x2, y2) if box else None,
+            box=box_from_json(data.get("box")),
             raw=str(data.get("raw", "")),
             finish_reason=data.get("finish_reason"),
         )

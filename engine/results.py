@@ -35,6 +35,19 @@ class BlockSource(str, Enum):
     EDITED = "edited"  # changed by a person in the window (engine/edits.py)
 
 
+def box_to_json(box: Box | None) -> list[float] | None:
+    """A box as the JSON files keep it: four numbers to 0.1 px, or null."""
+    return [round(v, 1) for v in box] if box else None
+
+
+def box_from_json(data: Any) -> Box | None:
+    """A box read back from the JSON files (`box_to_json`); None for a null or empty one."""
+    if not data:
+        return None
+    x1, y1, x2, y2 = (float(v) for v in data)
+    return (x1, y1, x2, y2)
+
+
 @dataclass(frozen=True)
 class Block:
     """One grounded block: its label, boxes in page-image pixels (x1 <= x2, y1 <= y2), and text.
@@ -56,7 +69,7 @@ class Block:
         return self.boxes[0] if self.boxes else None
 
     def to_json(self) -> dict[str, Any]:
-        box = [round(v, 1) for v in self.box] if self.box else None
+        box = box_to_json(self.box)
         confidence = round(self.confidence, 4) if self.confidence is not None else None
         data: dict[str, Any] = {
             "label": self.label,
@@ -107,17 +120,15 @@ class Flag:
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"kind": self.kind.value, "detail": self.detail}
         if self.box is not None:
-            data["box"] = [round(v, 1) for v in self.box]
+            data["box"] = box_to_json(self.box)
         return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Flag:
-        box = data.get("box")
-        x1, y1, x2, y2 = (float(v) for v in box) if box else (0.0, 0.0, 0.0, 0.0)
         return cls(
             kind=FlagKind(data["kind"]),
             detail=str(data.get("detail", "")),
-            box=(x1, y1, x2, y2) if box else None,
+            box=box_from_json(data.get("box")),
         )
 
 
