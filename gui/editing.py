@@ -235,8 +235,21 @@ class DocumentEdits(QObject):
             self.editor.rebuilt.emit(self.item.id)
 
 
+#: One rebuild of a folder at a time, whichever thread asks (the debounced one on the loop's
+#: worker thread, the one a closing window starts): two at once write the same temporary files.
+_REBUILDING: dict[Path, threading.Lock] = {}
+_REBUILDING_LOCK = threading.Lock()
+
+
 def _rebuild_files(folder: Path, origin: str | bytes | None) -> None:
     """Worker thread: the document's combined files again, from its journal and edits."""
+    with _REBUILDING_LOCK:
+        lock = _REBUILDING.setdefault(folder, threading.Lock())
+    with lock:
+        _rebuild_files_now(folder, origin)
+
+
+def _rebuild_files_now(folder: Path, origin: str | bytes | None) -> None:
     if isinstance(origin, str) and not Path(origin).is_file():
         # A history entry's name, or a file since moved: the journal's own record of the
         # source (its path and checksum) says where it is, or that the kept page images serve.
