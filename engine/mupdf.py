@@ -770,8 +770,13 @@ class _Pool:
             worker.token = None
             if worker in self._busy:
                 self._busy.remove(worker)
-            self._idle.append(worker)
+            # `forget` may have killed it after its reply had come: never hand a dead process
+            # to the next document (its first request would fail as "closed").
+            if not worker.aborted:
+                self._idle.append(worker)
             self._cond.notify_all()
+        if worker.aborted:
+            worker.kill()
 
     def _discard(self, worker: _Process) -> None:
         with self._cond:
@@ -787,12 +792,13 @@ class _Pool:
                 if token in worker.known:
                     worker.drops.append(token)
                     worker.known.discard(token)
-            stuck = [w for w in self._busy if w.token == token]
-            for worker in stuck:
-                worker.aborted = True
-        for worker in stuck:  # its reader gets EOF and fails the page at once
-            with contextlib.suppress(OSError):
-                worker.proc.kill()
+            # Killed under the lock, so that the process cannot meanwhile be released and taken
+            # by another document's request (which the kill would then fail as "closed").
+            for worker in self._busy:
+                if worker.token == token:
+                    worker.aborted = True  # its reader gets EOF and fails the page at once
+                    with contextlib.suppress(OSError):
+                        worker.proc.kill()
         with LOCK:
             doc = self._local.pop(token, None)
             if doc is not None:

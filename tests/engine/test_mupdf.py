@@ -179,3 +179,23 @@ def test_layout_pdfs_are_built_while_pages_render(tmp_path: Path) -> None:
         renders = [pool.submit(render, k) for k in range(24)]
         assert [f.result(timeout=300) for f in builds] == [5] * 12
         assert all(f.result(timeout=300) for f in renders)
+
+
+def test_a_document_closed_as_its_page_came_back_leaves_no_dead_process_for_the_next(
+    tmp_path: Path,
+) -> None:
+    """The race behind a CI flake: a document is closed (`forget` kills its busy render
+    process) just after that process's reply was read. The next document that took the dead
+    process failed to open with "the document was closed"."""
+    pool = mupdf._Pool(1)
+    try:
+        closing = mupdf.Source(path=str(make_pdf(tmp_path / "closing.pdf", 1)), kind="pdf")
+        pool.call("open", closing, (), 30)
+        worker = pool._acquire(closing.token)  # a request for it is under way ...
+        assert worker is not None
+        pool.forget(closing.token)  # ... its reply has come when the document is closed
+        pool._release(worker)
+        opening = mupdf.Source(path=str(make_pdf(tmp_path / "opening.pdf", 2)), kind="pdf")
+        assert pool.call("open", opening, (), 30).page_count == 2
+    finally:
+        pool.shutdown()

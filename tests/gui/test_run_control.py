@@ -43,7 +43,8 @@ def add(qtbot: Any, controller: Any, window: Any, path: Path) -> Any:
     drop(window, [path])
     arun(qtbot, wait_until(lambda: len(controller.order) > before, what="queued"))
     item = controller.docs[controller.order[-1]]
-    arun(qtbot, wait_until(lambda: item.page_count, what="opened"))
+    arun(qtbot, wait_until(lambda: item.page_count or item.error, what="opened"))
+    assert item.error is None, f"{path.name} did not open: {item.error}"
     return item
 
 
