@@ -1,6 +1,6 @@
 """Open PDFs, e-books and images as documents whose pages are rendered one at a time.
 
-    open_document(path or bytes) -> Document  (reads the page count only)
+    open_document(path or bytes) -> Document  (reads the page count; decodes images to check them)
     Document.render(n, dpi)      -> PIL RGB image of page n (1-based), rendered on demand
     find_documents(paths)        -> files to open (folders expanded), errors for missing paths
 
@@ -16,7 +16,8 @@ Which library reads a file is decided by its content, the suffix being only a hi
   multi-frame TIFF, GIF, WebP or APNG is a page; a JPEG is one page even when it carries extra
   MPO frames (a phone's depth map or preview). Frames are returned at their native size (the dpi is
   ignored), upright and in RGB (`engine.images.normalize_image`). An image with more than
-  `MAX_IMAGE_PIXELS` pixels is refused.
+  `MAX_IMAGE_PIXELS` pixels is refused, and so is one whose frames do not all decode at open (a
+  truncated JPEG fails when it is opened, not when its page is run).
 
 Every failure is an `engine.errors.DocumentError` (or one of its subclasses) naming the file and
 the reason in a few words; a raw PyMuPDF or Pillow exception never escapes.
@@ -133,6 +134,8 @@ _FILE_EXTENSION = {"JPEG": "jpg", "MPO": "jpg", "JPEG2000": "jp2", "DIB": "bmp",
 _ZIP_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".jxr")
 
 _SNIFF_BYTES = 8192
+#: How many image files are decoded at once to check them at open (see `_check_decodes`).
+_DECODE_SLOTS = threading.BoundedSemaphore(2)
 
 _short = mupdf.short_reason
 
@@ -334,8 +337,9 @@ def open_document(
 ) -> Document:
     """Open a file (a path) or raw bytes (a pasted screenshot, a download) as a `Document`.
 
-    Only the page count is read; pages are rendered by `Document.render`. For bytes, `name` is
-    the document's name (default "clipboard-YYYY-MM-DD-HHMMSS.<ext>"); for a path it is ignored.
+    Only the page count is read (an image file's frames are decoded once, to check them); pages
+    are rendered by `Document.render`. For bytes, `name` is the document's name (default
+    "clipboard-YYYY-MM-DD-HHMMSS.<ext>"); for a path it is ignored.
     `password` opens an encrypted PDF. Raises `DocumentError` or a subclass: `EmptyFileError`,
     `PasswordRequiredError`, `UnsupportedFormatError`.
     """
@@ -492,6 +496,7 @@ def _try_pillow(source: str, opener: Any, *, add_suffix: bool = False) -> Docume
         count = 1 if fmt in _SINGLE_FRAME_FORMATS else int(getattr(img, "n_frames", 1))
         if count < 1:
             raise DocumentError(source, "no pages")
+        _check_decodes(source, opener, count, fmt)
     except DocumentError:
         img.close()
         raise
@@ -499,6 +504,34 @@ def _try_pillow(source: str, opener: Any, *, add_suffix: bool = False) -> Docume
         img.close()
         raise DocumentError(source, f"broken {fmt} file ({_short(exc)})") from exc
     return _ImageDocument(source, img, count, fmt)
+
+
+def _check_decodes(source: str, opener: Any, count: int, fmt: str) -> None:
+    """Decode every frame of the image once, so that a cut or corrupt file (a JPEG whose second
+    half is missing) is refused at open, as a broken PDF is, and not only when its page is run.
+
+    Pillow reads just the header on open; only `load()` meets the missing bytes (truncated
+    images stay refused: `ImageFile.LOAD_TRUNCATED_IMAGES` is left False). The frames are decoded
+    from an image opened for the purpose and closed at once, so a queue of opened scans keeps no
+    decoded pixels; `_DECODE_SLOTS` bounds how many are decoded at the same time (a drop of many
+    large files opens them in parallel threads).
+    """
+    with _DECODE_SLOTS, opener() as probe:
+        for index in range(count):
+            try:
+                if index:
+                    probe.seek(index)
+                _check_size(probe.size, lambda reason: DocumentError(source, reason))
+                probe.load()
+            except DocumentError:
+                raise
+            except Image.DecompressionBombError as exc:
+                raise DocumentError(source, _bomb_reason(exc)) from exc
+            except MemoryError as exc:
+                raise DocumentError(source, "out of memory") from exc
+            except Exception as exc:
+                where = f"frame {index + 1} of {count}: " if count > 1 else ""
+                raise DocumentError(source, f"broken {fmt} file ({where}{_short(exc)})") from exc
 
 
 def _open_fitz(label: str, file: Path | bytes, kind: str, password: str | None) -> Document:
