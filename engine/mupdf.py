@@ -306,11 +306,16 @@ class TextLine:
 @dataclasses.dataclass(frozen=True)
 class PageText:
     """A page's invisible text: its lines in reading order, boxes in pixels of the
-    `width` x `height` image of the page (its visible area, as rotated by /Rotate)."""
+    `width` x `height` image of the page (its visible area, as rotated by /Rotate).
+
+    `turn`: degrees clockwise (a multiple of 90) the page was turned by, beyond its own
+    /Rotate, before it was OCRed (engine/rotation.py); the page's /Rotate is turned as much,
+    so that it shows upright as it was read and its visible area is the image the boxes are in."""
 
     width: int
     height: int
     lines: tuple[TextLine, ...]
+    turn: int = 0
 
 
 @dataclasses.dataclass
@@ -333,7 +338,8 @@ def write_text_layers(
     (1-based) as invisible text; the pages' own content is not touched.
 
     A page that has text already is skipped, or with `replace` its invisible text is removed
-    first (its visible text stays). Each line's font size fits its box's height and its
+    first (its visible text stays). A page whose text has a `turn` has its /Rotate turned as
+    much (it shows as it was read). Each line's font size fits its box's height and its
     horizontal scale the box's width. The fonts are subset when the PDF has none of its own.
     Raises `MuPDFError` when the PDF cannot be read or its password is missing or wrong."""
     report = TextLayerReport()
@@ -352,6 +358,8 @@ def write_text_layers(
                         report.skipped.append(number)
                         continue
                     _remove_invisible_text(page)
+                if text.turn % 360:
+                    page.set_rotation((int(page.rotation) + text.turn) % 360)
                 if _add_text_layer(page, text, fonts):
                     report.layered.append(number)
             if not own_fonts:

@@ -57,6 +57,7 @@ from .results import (
     PageStatus,
     Strategy,
 )
+from .rotation import Rotation, render_turned
 from .tasks import DEFAULT_DPI, ModelFamily, Sampling, Task, prompt_text
 
 
@@ -149,6 +150,8 @@ class DocumentJob:
     pages: str | None = None  # "1-3,7,10-"; None means all
     password: str | None = None
     skip: dict[int, PageResult] = field(default_factory=dict)  # pages already done (resume)
+    # Pages turned before they are OCRed (engine/rotation.py); pages not named are sent as is.
+    rotations: dict[int, Rotation] = field(default_factory=dict)
     control: JobControl = field(default_factory=JobControl, compare=False, repr=False)
 
     @property
@@ -495,11 +498,14 @@ class Pipeline:
             for state in list(states.values()):
                 state.document.close()
 
-    def _render(self, document: Document, number: int) -> Image.Image:
-        """The page image to send: rendered, then capped at what the model uses (boxes come
-        back relative to it, so the result's width and height are this image's)."""
+    def _render(self, document: Document, number: int, rotation: Rotation) -> Image.Image:
+        """The page image to send: rendered, turned as the person turned it, then capped at
+        what the model uses (boxes come back relative to it, so the result's width and height
+        are this image's)."""
         opts = self.options
-        return document.render(number, opts.dpi, timeout=opts.render_timeout, fit=model_size)
+        return render_turned(
+            document, number, opts.dpi, rotation, timeout=opts.render_timeout, fit=model_size
+        )
 
     async def _page(
         self,
@@ -513,7 +519,8 @@ class Pipeline:
         started = time.monotonic()
         opts = self.options
         try:
-            image = await asyncio.to_thread(self._render, state.document, number)
+            rotation = job.rotations.get(number, Rotation.NONE)
+            image = await asyncio.to_thread(self._render, state.document, number, rotation)
         except DocumentError as exc:
             return PageResult(number, 0, 0, PageStatus.FAILED, error=exc.reason), None
         url = await asyncio.to_thread(image_data_url, image, opts.image_format, opts.jpeg_quality)
