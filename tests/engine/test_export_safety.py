@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from ocrdesk.engine import export
+from ocrdesk.engine import export, label_color
 from ocrdesk.engine.cli import main
 from ocrdesk.engine.results import Block, PageResult, PageStatus
 from tests.engine.helpers import make_pdf, make_png
@@ -189,6 +189,24 @@ def test_layout_draws_a_bounded_number_of_boxes() -> None:
     drawn = export.draw_layout(image, page)
     assert drawn.getpixel((345, 345)) == (255, 255, 255)
     assert drawn.getpixel((15, 15)) != (255, 255, 255)
+
+
+def test_layout_tints_each_box_once_in_its_label_colour() -> None:
+    image = Image.new("RGB", (400, 400), "white")
+    text = Block("text", ((10.0, 10.0, 200.0, 100.0),), "")
+    title = Block("title", ((250.0, 300.0, 390.0, 390.0),), "")
+    page = PageResult(1, 400, 400, PageStatus.DONE, blocks=[text, title])
+    drawn = export.draw_layout(image, page)
+
+    def tinted(color: tuple[int, int, int]) -> tuple[int, ...]:
+        return tuple((255 * (255 - 28) + c * 28 + 127) // 255 for c in color)
+
+    for block, inside in ((text, (100, 60)), (title, (320, 350))):
+        got = drawn.getpixel(inside)
+        assert isinstance(got, tuple)
+        want = tinted(label_color(block.label))
+        assert all(abs(g - w) <= 1 for g, w in zip(got, want, strict=True)), (got, want)
+    assert drawn.getpixel((230, 200)) == (255, 255, 255)  # between the boxes: untouched
 
 
 def test_figure_boxes_name_the_crops_the_markdown_links() -> None:
