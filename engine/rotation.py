@@ -143,37 +143,65 @@ def render_turned(
 
 class RotationStore:
     """The turns of one document's pages: `pages/rotation.json` in its export folder (`folder`
-    is OUT/<stem>), for the document named `source` (its path, or a pasted image's name)."""
+    is OUT/<stem>), for the document named `source` (its path, or a pasted image's name).
+
+    Beside each page's turn it keeps, for a page turned after it was read, the turn its kept
+    result was read at (`stale`): that result describes another image than the page shows now,
+    and the page is to be read again. Reading it again at its turn (`fresh`) clears that."""
 
     def __init__(self, folder: Path, source: str) -> None:
         self.folder = folder
         self.source = source
         self.path = folder / "pages" / ROTATION_FILE
 
-    def load(self) -> dict[int, Rotation]:
-        """The turned pages and their turns; none when the file is missing, damaged, or was
-        written for another document."""
+    def _read(self) -> tuple[dict[int, Rotation], dict[int, Rotation]]:
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
             if data.get("format") != FORMAT or data.get("source") != self.source:
-                return {}
+                return {}, {}
             turns = {int(n): Rotation.parse(v) for n, v in data["pages"].items()}
+            read = {int(n): Rotation.parse(v) for n, v in (data.get("read") or {}).items()}
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            return {}
-        return {n: turn for n, turn in turns.items() if turn is not Rotation.NONE}
+            return {}, {}
+        return {n: t for n, t in turns.items() if t is not Rotation.NONE}, read
 
-    def set(self, number: int, rotation: Rotation) -> dict[int, Rotation]:
-        """Keep page `number`'s turn (atomically); the turns after it. Raises OSError when it
-        cannot be written."""
-        turns = self.load()
+    def load(self) -> dict[int, Rotation]:
+        """The turned pages and their turns; none when the file is missing, damaged, or was
+        written for another document."""
+        return self._read()[0]
+
+    def stale(self) -> dict[int, Rotation]:
+        """The pages turned since their kept result was read, and the turn it was read at."""
+        return self._read()[1]
+
+    def set(self, number: int, rotation: Rotation, *, read: bool = False) -> dict[int, Rotation]:
+        """Keep page `number`'s turn (atomically); the turns after it. `read`: the page has a
+        kept result, read at its turn before this one unless it is stale already (turned back
+        to that turn, it is not stale any more). Raises OSError when it cannot be written."""
+        turns, stale = self._read()
+        before = turns.get(number, Rotation.NONE)
+        if read and number not in stale:
+            stale[number] = before
+        if stale.get(number) is rotation:
+            del stale[number]
         turns[number] = rotation
-        self.save(turns)
-        return {n: turn for n, turn in turns.items() if turn is not Rotation.NONE}
+        self._write(turns, stale)
+        return {n: t for n, t in turns.items() if t is not Rotation.NONE}
 
-    def save(self, turns: Mapping[int, Rotation]) -> None:
-        """Keep these turns (pages not named are upright). Raises OSError."""
+    def fresh(self, number: int) -> None:
+        """Page `number` was read again at its turn: it is not stale. Raises OSError."""
+        turns, stale = self._read()
+        if stale.pop(number, None) is not None:
+            self._write(turns, stale)
+
+    def _write(self, turns: Mapping[int, Rotation], stale: Mapping[int, Rotation]) -> None:
         from .export import atomic_write  # export imports the pipeline, which imports this
 
-        kept = {str(n): int(t) for n, t in sorted(turns.items()) if t is not Rotation.NONE}
-        data = {"format": FORMAT, "version": VERSION, "source": self.source, "pages": kept}
+        data = {
+            "format": FORMAT,
+            "version": VERSION,
+            "source": self.source,
+            "pages": {str(n): int(t) for n, t in sorted(turns.items()) if t is not Rotation.NONE},
+            "read": {str(n): int(t) for n, t in sorted(stale.items())},
+        }
         atomic_write(self.path, json.dumps(data, ensure_ascii=False))

@@ -38,6 +38,7 @@ from PySide6.QtGui import (
     QIcon,
     QImage,
     QKeySequence,
+    QTransform,
 )
 from PySide6.QtWidgets import (
     QApplication,
@@ -75,11 +76,13 @@ from ocrdesk.engine import (
     Sampling,
     Task,
     edits,
+    export_folder,
     family_of,
     figure_boxes,
     overlapping,
     place_blocks,
 )
+from ocrdesk.engine.rotation import Rotation, RotationStore, turn_image, turned_size
 from ocrdesk.gui.block_editor import BlockChange, BlockEditor, label_choices
 from ocrdesk.gui.controller import Controller, DocItem, EngineState
 from ocrdesk.gui.editing import Editor, editable
@@ -131,6 +134,8 @@ def figure_urls(image: Image.Image, blocks: list[Block]) -> dict[int, str]:
 BOX_STEP = 0.005  # how far the keyboard moves a box edge: half a percent of the page
 ENGINE_LABEL_WIDTH = 420  # px of engine status text before it is elided
 IMAGE_CACHE = 8  # page images kept, the one shown and those beside it among them
+#: Over a page turned since it was read.
+STALE_TEXT = "Turned since it was read: Run reads it again upright."
 ENGINE_COLORS = {
     EngineState.READY: "#2a8a2a",
     EngineState.STARTING: "#b58900",
@@ -302,6 +307,17 @@ class MainWindow(QMainWindow):
         self.fit_width_action = self._action("Fit width", "Ctrl+1", self.page_view.fit_width)
         self.fit_page_action = self._action("Fit page", "Ctrl+2", self.page_view.fit_page)
         self.raw_action = self._action("Raw output with tags", "Ctrl+U", self._toggle_raw)
+        # As Evince and most viewers turn pages (Ctrl+Shift+L/R are taken: label, retry).
+        self.rotate_left_action = self._action(
+            "Rotate page &left", "Ctrl+Left", lambda: self.rotate_page(-1)
+        )
+        self.rotate_right_action = self._action(
+            "Rotate page ri&ght", "Ctrl+Right", lambda: self.rotate_page(1)
+        )
+        for action, way in ((self.rotate_left_action, "anti"), (self.rotate_right_action, "")):
+            action.setToolTip(f"Turn the page shown a quarter {way}clockwise: it is OCRed so")
+        self._page_turns: dict[int, tuple[Path, dict[int, Rotation], dict[int, Rotation]]] = {}
+        self._rereading: set[tuple[int, int]] = set()  # turned pages being read again
         # The keyboard's way to link the views: step through the page's boxes in reading order,
         # each highlighted on the page and in the result, as a click on it would.
         self.next_block_action = self._action("Next block", "Ctrl+Down", lambda: self.step_block(1))
@@ -359,7 +375,8 @@ class MainWindow(QMainWindow):
         for entry in (
             self.prev_page_action, self.next_page_action, None, self.zoom_in_action,
             self.zoom_out_action, self.actual_size_action, self.fit_width_action,
-            self.fit_page_action, None, self.next_block_action, self.prev_block_action, None,
+            self.fit_page_action, None, self.rotate_left_action, self.rotate_right_action, None,
+            self.next_block_action, self.prev_block_action, None,
             self.next_check_action, self.prev_check_action, self.review_action,
             self.review_dock.toggleViewAction(), None,
             self.raw_action, self.log_action,
@@ -803,6 +820,7 @@ class MainWindow(QMainWindow):
 
     def _doc_removed(self, doc_id: int) -> None:
         self._reviewed_pages.pop(doc_id, None)
+        self._page_turns.pop(doc_id, None)
         self._review_timer.start()
         for key in [k for k in self._images if k[0] == doc_id]:
             del self._images[key]
@@ -941,6 +959,10 @@ class MainWindow(QMainWindow):
         item = self.controller.docs[doc_id]
         page = item.pages.get(number)
         if page is not None and page.result is not None and page.result.width:
+            read_at = self.stale_turn(doc_id, number)
+            if read_at is not None:  # the result's image, turned as the page is now
+                since = Rotation((self.page_turn(doc_id, number) - read_at) % 360)
+                return turned_size(page.result.width, page.result.height, since)
             return page.result.width, page.result.height
         if page is not None and page.width:
             return page.width, page.height
@@ -958,7 +980,9 @@ class MainWindow(QMainWindow):
         self.controller.flush_deltas()
         item = self.controller.docs.get(self.current[0])
         page = item.pages.get(self.current[1]) if item else None
-        self.page_view.set_blocks(page.blocks() if page is not None else [])
+        # A page turned since it was read: its boxes are of the image it was read from.
+        stale = self.stale_turn(*self.current) is not None
+        self.page_view.set_blocks(page.blocks() if page is not None and not stale else [])
         self._show_checks(page.result if page is not None else None)
 
     def _reviewed(self, doc_id: int) -> set[int]:
@@ -1002,11 +1026,13 @@ class MainWindow(QMainWindow):
         reviewed = self.current is not None and self.current[1] in self._reviewed(self.current[0])
         self.review_action.setChecked(reviewed)
         flags = result.flags if result is not None and not reviewed else []
-        self.check_label.setText(
-            "Check this page: " + "; ".join(f"{f.kind.value}: {f.detail}" for f in flags)
-        )
+        text = "Check this page: " + "; ".join(f"{f.kind.value}: {f.detail}" for f in flags)
+        stale = self.current is not None and self.stale_turn(*self.current) is not None
+        if stale:
+            text = STALE_TEXT + (f" {text}" if flags else "")
+        self.check_label.setText(text)
         self.check_label.setToolTip(tooltip("\n".join(f.detail for f in flags)))
-        self.check_label.setVisible(bool(flags))
+        self.check_label.setVisible(bool(flags) or stale)
         self.page_view.set_marks([f.box for f in flags if f.box is not None])
 
     def pages_to_review(self) -> list[ReviewEntry]:
@@ -1048,7 +1074,7 @@ class MainWindow(QMainWindow):
 
     async def _load_image(self, doc_id: int, number: int, token: int) -> None:
         try:
-            image = await self.controller.render_page(doc_id, number)
+            image = await self._render_page(doc_id, number)
             qimage = None if image is None else await asyncio.to_thread(pil_to_qimage, image)
         finally:
             if token == self._render_token:
@@ -1095,7 +1121,7 @@ class MainWindow(QMainWindow):
                 continue
             if (doc_id, near) in self._images or self.current != (doc_id, number):
                 continue
-            image = await self.controller.render_page(doc_id, near)
+            image = await self._render_page(doc_id, near)
             if image is not None:
                 self._cache_image(doc_id, near, await asyncio.to_thread(pil_to_qimage, image))
 
@@ -1145,11 +1171,129 @@ class MainWindow(QMainWindow):
         self.thumbs.set_document(
             doc_id,
             len(item.pages),
-            lambda n: self.controller.render_thumbnail(doc_id, n),
+            lambda n: self._thumbnail(doc_id, n),
         )
         reviewed = self._reviewed(doc_id)
         for number, page in item.pages.items():
             self.thumbs.set_status(number, page.status, check_text(page.result, number in reviewed))
+
+    # -- turning pages -------------------------------------------------------------------------
+
+    def _rotation_store(self, item: DocItem, *, claim: bool = False) -> RotationStore:
+        """Where the document's page turns are kept: the folder its export is written to, or
+        will be at its first run (with `claim`, chosen now, as a pasted image's is, so that
+        the run writes there and finds the turns)."""
+        if item.export is not None:
+            return RotationStore(item.export.folder, item.export.source)
+        source = item.source if isinstance(item.source, str) else item.name
+        folder = item.home
+        if folder is None:
+            out = self.controller.output_folder
+            others = [d for d in self.controller.docs.values() if d is not item]
+            taken = {
+                d.export.folder.name
+                for d in others
+                if d.export is not None and d.export.folder.parent == out
+            } | {d.home.name for d in others if d.home is not None}
+            folder = export_folder(out, item.stem, taken)
+            if claim:
+                item.home = folder
+        return RotationStore(folder, source)
+
+    def _turns(self, doc_id: int) -> tuple[dict[int, Rotation], dict[int, Rotation]]:
+        """The document's turned pages and those turned since they were read (kept with its
+        export, read once per folder)."""
+        item = self.controller.docs.get(doc_id)
+        if item is None:
+            return {}, {}
+        store = self._rotation_store(item)
+        known = self._page_turns.get(doc_id)
+        if known is None or known[0] != store.folder:
+            known = (store.folder, store.load(), store.stale())
+            self._page_turns[doc_id] = known
+        return known[1], known[2]
+
+    def page_turn(self, doc_id: int, number: int) -> Rotation:
+        """How far page `number` is turned before it is OCRed."""
+        return self._turns(doc_id)[0].get(number, Rotation.NONE)
+
+    def stale_turn(self, doc_id: int, number: int) -> Rotation | None:
+        """The turn a page's result was read at, when the page was turned since (None: the
+        result, if any, is of the page as it is turned now)."""
+        item = self.controller.docs.get(doc_id)
+        page = item.pages.get(number) if item is not None else None
+        if page is None or page.result is None:
+            return None
+        return self._turns(doc_id)[1].get(number)
+
+    def rotate_page(self, quarters: int) -> None:
+        """Turn the page shown `quarters` quarter turns clockwise (negative: anticlockwise)
+        before it is OCRed; a page read already is then read again by the next Run."""
+        if self.current is None:
+            return
+        doc_id, number = self.current
+        item = self.controller.docs.get(doc_id)
+        if item is None or item.document is None:
+            self.statusBar().showMessage("Only a page that is open can be turned.", 5000)
+            return
+        if item.job is not None:
+            self.statusBar().showMessage(
+                "A page is turned before or after its document's run, not during it.", 8000
+            )
+            return
+        page = item.pages.get(number)
+        read = page is not None and page.result is not None and bool(page.result.width)
+        turn = self.page_turn(doc_id, number).turned(quarters)
+        store = self._rotation_store(item, claim=True)
+        try:
+            turns = store.set(number, turn, read=read)
+            stale = store.stale()
+        except OSError as exc:
+            self.statusBar().showMessage(f"Could not keep the turn: {exc}", 10000)
+            return
+        self._page_turns[doc_id] = (store.folder, turns, stale)
+        self._images.pop((doc_id, number), None)
+        self._figures.pop((doc_id, number), None)
+        if self.thumbs.doc_id == doc_id:
+            self.thumbs.refresh(number)
+        self.show_page(doc_id, number)
+        again = " It is read again at the next Run." if number in stale else ""
+        self.statusBar().showMessage(f"Page {number} turned to {int(turn)}°.{again}", 8000)
+
+    def _note_reread(self, doc_id: int, number: int) -> None:
+        """A page turned since it was read is read again: once its new result is in, it is
+        not stale any more (the run read it as it is turned: turning waits for the run)."""
+        key = (doc_id, number)
+        item = self.controller.docs.get(doc_id)
+        page = item.pages.get(number) if item is not None else None
+        if item is None or page is None:
+            return
+        if page.status is PageStatus.RUNNING and key not in self._rereading:
+            if self._turns(doc_id)[1].get(number) is not None:
+                self._rereading.add(key)
+        elif key in self._rereading and page.status in (PageStatus.DONE, PageStatus.TRUNCATED):
+            self._rereading.discard(key)
+            store = self._rotation_store(item)
+            try:
+                store.fresh(number)
+            except OSError as exc:
+                log.warning("could not keep that page %s was read again: %s", number, exc)
+            self._page_turns.pop(doc_id, None)
+
+    async def _render_page(self, doc_id: int, number: int) -> Image.Image | None:
+        """The page image as it is turned (what a run sends, before the model's size cap)."""
+        image = await self.controller.render_page(doc_id, number)
+        turn = self.page_turn(doc_id, number)
+        if image is None or turn is Rotation.NONE:
+            return image
+        return await asyncio.to_thread(turn_image, image, turn)
+
+    async def _thumbnail(self, doc_id: int, number: int) -> QImage | None:
+        image = await self.controller.render_thumbnail(doc_id, number)
+        turn = self.page_turn(doc_id, number)
+        if image is None or turn is Rotation.NONE:
+            return image
+        return image.transformed(QTransform().rotate(int(turn)))
 
     def _thumb_chosen(self, number: int) -> None:
         if self.current is not None and self.current[1] != number:
@@ -1173,6 +1317,7 @@ class MainWindow(QMainWindow):
             if page is not None:
                 reviewed = number in self._reviewed(doc_id)
                 self.thumbs.set_status(number, page.status, check_text(page.result, reviewed))
+        self._note_reread(doc_id, number)
         if self.current != (doc_id, number):
             return
         page = self.controller.docs[doc_id].pages[number]
@@ -1204,7 +1349,7 @@ class MainWindow(QMainWindow):
         self._update_edit_actions()
 
     async def _refigure(self, doc_id: int, number: int) -> None:
-        image = await self.controller.render_page(doc_id, number)
+        image = await self._render_page(doc_id, number)
         if image is not None and self._alive():
             await self._load_figures(doc_id, number, image)
 
@@ -1245,6 +1390,8 @@ class MainWindow(QMainWindow):
         item = self.controller.docs.get(doc_id)
         if not editable(item, number) or item is None:
             return None
+        if self.stale_turn(doc_id, number) is not None:
+            return None  # its blocks are of the image it was read from: Run reads it again
         result = item.pages[number].result
         return (doc_id, number, list(result.blocks)) if result is not None else None
 
@@ -1544,7 +1691,7 @@ class MainWindow(QMainWindow):
             return
         where = f"page {number}" if region is None else f"a region of page {number}"
         self.statusBar().showMessage(f"OCR of {where} ({TASK_TITLES[choice.task]})…")
-        image = await self.controller.render_page(doc_id, number)
+        image = await self._render_page(doc_id, number)
         if image is None:
             self.statusBar().showMessage(f"Page {number} could not be rendered.", 8000)
             return

@@ -115,6 +115,11 @@ class ThumbnailModel(QAbstractListModel):
     def has(self, page: int) -> bool:
         return page in self.images or page in self.no_image
 
+    def forget(self, page: int) -> None:
+        """Drop page `page`'s image: it is rendered again when wanted (the page was turned)."""
+        self.images.pop(page, None)
+        self.no_image.discard(page)
+
     def store(self, page: int, image: QImage | None) -> None:
         if not 1 <= page <= self.page_count:
             return
@@ -325,6 +330,14 @@ class ThumbnailStrip(QListView):
     def set_status(self, page: int, status: PageStatus, check: str = "") -> None:
         """`check`: why a person should look at the page (empty: no reason)."""
         self._model.set_status(page, PageStatus(status), check)
+
+    def refresh(self, page: int) -> None:
+        """Render page `page`'s thumbnail again (a render of it under way is dropped)."""
+        task = self._tasks.pop(page, None)
+        if task is not None:
+            task.cancel()
+        self._model.forget(page)
+        self._schedule()
 
     def status(self, page: int) -> PageStatus:
         return self._model.status.get(page, PageStatus.WAITING)

@@ -124,6 +124,21 @@ def test_store_keeps_turns_for_its_document_only(tmp_path: Path) -> None:
     assert store.load() == {}
 
 
+def test_store_says_which_read_pages_were_turned_since(tmp_path: Path) -> None:
+    store = RotationStore(tmp_path / "scan", "scan.pdf")
+    store.set(2, Rotation.RIGHT)  # not read yet: nothing is stale
+    assert store.stale() == {}
+    store.set(1, Rotation.RIGHT, read=True)  # read upright, now turned
+    store.set(1, Rotation.HALF, read=True)  # turned again: still read upright
+    assert store.stale() == {1: Rotation.NONE}
+    store.set(1, Rotation.NONE, read=True)  # back as it was read: not stale
+    assert store.stale() == {}
+    store.set(2, Rotation.LEFT, read=True)  # read turned right, now turned left
+    assert store.stale() == {2: Rotation.RIGHT}
+    store.fresh(2)  # read again at its turn
+    assert store.stale() == {} and store.load() == {2: Rotation.LEFT}
+
+
 # -- the pipeline sends the page upright ---------------------------------------------------------
 
 
