@@ -1,10 +1,10 @@
-"""Where the window keeps its settings, and reading the one of them the headless commands use too.
+"""Where the window keeps its settings, and reading the few of them the headless commands use too.
 
 The window (gui/settings.py) stores its settings with QSettings in the INI file `settings_path()`
-names; the engine never imports Qt, so `ocrdesk convert --local` and `ocrdesk doctor` read the vLLM
-executable a person chose in Settings from that file with `configparser`. Only plain values are
-read: QSettings writes a string that needs it in double quotes with backslash escapes, and one
-that is not a plain string as `@Type(...)`, which is taken as not set.
+names; the engine never imports Qt, so `ocrdesk convert --local` and `ocrdesk doctor` read the
+vLLM executable and the GPUs a person chose in Settings from that file with `configparser`. Only
+plain values are read: QSettings writes a string that needs it in double quotes with backslash
+escapes, and one that is not a plain string as `@Type(...)`, which is taken as not set.
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ from pathlib import Path
 
 import platformdirs
 
-__all__ = ["APP_NAME", "saved_setting", "saved_vllm", "settings_path"]
+__all__ = ["APP_NAME", "saved_gpus", "saved_setting", "saved_vllm", "settings_path"]
 
 APP_NAME = "OCRDesk"
 VLLM_KEY = ("engine", "vllm")
+GPUS_KEY = ("engine", "gpus")
 
 
 def settings_path() -> Path:
@@ -62,3 +63,9 @@ def saved_setting(section: str, key: str, path: Path | None = None) -> str | Non
 def saved_vllm(path: Path | None = None) -> str | None:
     """The vLLM executable chosen in the window's Settings; None when none was chosen."""
     return saved_setting(*VLLM_KEY, path=path) or None
+
+
+def saved_gpus(path: Path | None = None) -> str | None:
+    """The GPUs chosen in the window's Settings, as written there ("all", "2", "0,2"); None when
+    none were chosen."""
+    return saved_setting(*GPUS_KEY, path=path) or None

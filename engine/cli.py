@@ -31,6 +31,8 @@ from .documents import find_documents
 from .errors import EngineStartError, OCRDeskError
 from .export import DocumentExport, ExportFailed, MathStyle, printable
 from .formats import DEFAULT_FORMATS, describe_formats, parse_formats
+from .gpus import gpus_argument
+from .local_group import LocalServerGroup
 from .local_server import LocalServer, LocalServerConfig
 from .pagerange import format_page_range
 from .pipeline import (
@@ -85,6 +87,13 @@ def _add_local_options(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar="PATH",
         help="the vllm executable (or a command); default $OCRDESK_VLLM, else vllm on PATH",
+    )
+    g.add_argument(
+        "--gpus",
+        type=gpus_argument,
+        default=None,
+        metavar="all|N|0,1",
+        help="GPUs for vLLM (default: the window's setting, else all); convert runs one on each",
     )
     g.add_argument("--gpu-memory-utilization", type=float, default=None, metavar="F")
     g.add_argument("--max-model-len", type=_positive, default=8192, metavar="N")
@@ -162,6 +171,7 @@ def _local_config(args: argparse.Namespace) -> LocalServerConfig:
     return LocalServerConfig(
         model=args.model or DEFAULT_MODEL,
         vllm=args.vllm,
+        gpus=args.gpus,
         gpu_memory_utilization=args.gpu_memory_utilization,
         max_model_len=args.max_model_len,
         max_num_seqs=args.max_num_seqs,
@@ -327,6 +337,13 @@ def build_parser(
     )
     doctor.add_argument("--model", default=None)
     doctor.add_argument("--server", default=None, metavar="URL")
+    doctor.add_argument(
+        "--check-server",
+        default=None,
+        metavar="URL",
+        help="the --server checks, then send the reference page and check the answer's shape "
+        "(grounding tags, boxes, the page's words): a server that answers gibberish fails",
+    )
     doctor.add_argument("--api-key", default=os.environ.get(API_KEY_ENV))
     doctor.add_argument("--vllm", default=None, metavar="PATH")
     doctor.set_defaults(func=_doctor_command)
@@ -450,7 +467,7 @@ async def convert(args: argparse.Namespace) -> int:
         print("ocrdesk: no documents to convert", file=sys.stderr)
         return 1
 
-    local: LocalServer | None = None
+    local: LocalServerGroup | None = None
     server_start_seconds: float | None = None
     if args.server:
         clients = [
@@ -458,7 +475,7 @@ async def convert(args: argparse.Namespace) -> int:
             for url in args.server
         ]
     else:
-        local = LocalServer(_local_config(args), on_status=_print_status(args.quiet))
+        local = LocalServerGroup(_local_config(args), on_status=_print_status(args.quiet))
         start_began = time.monotonic()
         try:
             await local.start()
@@ -469,7 +486,7 @@ async def convert(args: argparse.Namespace) -> int:
                 print(f"  last lines of {local.log_path}:\n{exc.log_tail}", file=sys.stderr)
             await local.stop()
             return 1
-        clients = [supervised_client(local, timeout=args.timeout)]
+        clients = [supervised_client(server, timeout=args.timeout) for server in local.servers]
     pool = ServerPool(clients)
     try:
         try:
@@ -676,7 +693,13 @@ def _serve_command(args: argparse.Namespace) -> int:
 
 def _doctor_command(args: argparse.Namespace) -> int:
     checks = asyncio.run(
-        run_checks(model=args.model, server=args.server, api_key=args.api_key, vllm=args.vllm)
+        run_checks(
+            model=args.model,
+            server=args.check_server or args.server,
+            api_key=args.api_key,
+            vllm=args.vllm,
+            check_answer=args.check_server is not None,
+        )
     )
     print(format_checks(checks))
     return doctor_exit_code(checks)

@@ -14,6 +14,11 @@ depends on the server, the model and the pages, so it is read from the server wh
   cache has room, and shrinks it to what runs plus a margin once requests queue up.
 - A server without `/metrics` (or one that refuses it) gets `BLIND_LIMIT`, the count measured to
   give 0.96x of the best on the H200 without queueing pages far past what any single GPU runs.
+- Several GPUs: the local engine runs one server per GPU (engine/local_group.py) and the pool
+  adds their loads (`combine`); a remote data-parallel vLLM reports each engine under its own
+  `engine` label. Either way `ServerLoad.engines` counts the engines, and the limit may grow to
+  `ENGINE_LIMIT` pages for each of them (at most `MAX_LIMIT`): one GPU's ceiling must not cap
+  eight.
 
 `AdaptiveLimit` is the asyncio semaphore whose size `next_limit` sets. Nothing here does I/O:
 the client reads `/metrics` (`ModelClient.load`), the pipeline calls `next_limit` each `TICK`.
@@ -30,10 +35,12 @@ from dataclasses import dataclass
 __all__ = [
     "AUTO_START",
     "BLIND_LIMIT",
+    "ENGINE_LIMIT",
     "MAX_LIMIT",
     "TICK",
     "AdaptiveLimit",
     "ServerLoad",
+    "ceiling",
     "combine",
     "next_limit",
     "parse_metrics",
@@ -41,10 +48,13 @@ __all__ = [
 
 #: The limit the tuner starts from once the first page is back.
 AUTO_START = 16
-#: The most pages in flight the tuner ever allows: each holds its page image and its encoded
-#: request in the client (about 5 MB at the model's working size), so 256 cost about 1.3 GB; the
-#: H200 gained nothing measurable past 256 (5.26-5.84 pages/s against 5.23-5.63 at 64).
-MAX_LIMIT = 256
+#: The most pages in flight the tuner allows for each engine (GPU) of the server(s): each holds
+#: its page image and its encoded request in the client (about 5 MB at the model's working
+#: size), so 256 cost about 1.3 GB; the H200 gained nothing measurable past 256 (5.26-5.84
+#: pages/s against 5.23-5.63 at 64).
+ENGINE_LIMIT = 256
+#: The most pages in flight ever, whatever the number of engines (eight GPUs' worth).
+MAX_LIMIT = 8 * ENGINE_LIMIT
 #: Without metrics: 64 gave 5.23-5.63 pages/s on the H200 against 5.26-5.84 at 256 (0.96x).
 BLIND_LIMIT = 64
 #: Seconds between two looks at the server's load.
@@ -57,6 +67,7 @@ MARGIN_SHARE = 8
 KV_FULL = 0.9
 
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)", re.M)
+_ENGINE_LABEL = re.compile(r'\bengine="([^"]*)"')
 _RUNNING = ("vllm:num_requests_running",)
 _WAITING = ("vllm:num_requests_waiting",)
 _KV = ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc")  # the name before vLLM 0.10
@@ -64,28 +75,34 @@ _KV = ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc")  # the name befo
 
 @dataclass(frozen=True)
 class ServerLoad:
-    """What a server is doing now: requests running and waiting, and its KV cache use (0..1,
-    None when it does not say)."""
+    """What a server is doing now: requests running and waiting, its KV cache use (0..1, None
+    when it does not say; the fullest engine's), and how many engines (GPUs) run them."""
 
     running: int
     waiting: int
     kv_usage: float | None = None
+    engines: int = 1
 
 
 def parse_metrics(text: str) -> ServerLoad | None:
     """The load in a Prometheus text page of a vLLM server; None when it has no vLLM gauges.
 
-    A data-parallel server reports each engine with its own label: running and waiting are
-    summed over them, the KV cache use is the fullest engine's."""
+    A data-parallel server reports each engine with its own `engine` label: running and waiting
+    are summed over them, the KV cache use is the fullest engine's, and the distinct labels are
+    its engines."""
     sums: dict[str, float] = {}
     kv: list[float] = []
-    for name, _labels, value in _SAMPLE.findall(text):
+    engines: set[str] = set()
+    for name, labels, value in _SAMPLE.findall(text):
         try:
             number = float(value)
         except ValueError:
             continue
         if name in _RUNNING or name in _WAITING:
             sums[name] = sums.get(name, 0.0) + number
+            if name in _RUNNING:
+                found = _ENGINE_LABEL.search(labels)
+                engines.add(found.group(1) if found else "")
         elif name in _KV:
             kv.append(number)
     if _RUNNING[0] not in sums:
@@ -94,21 +111,24 @@ def parse_metrics(text: str) -> ServerLoad | None:
         running=round(sums[_RUNNING[0]]),
         waiting=round(sums.get(_WAITING[0], 0.0)),
         kv_usage=max(kv) if kv else None,
+        engines=max(1, len(engines)),
     )
 
 
 def combine(loads: Iterable[ServerLoad | None]) -> ServerLoad | None:
-    """The pool's load: the servers' summed; None if any server gives none (blind)."""
-    running = waiting = 0
+    """The pool's load: the servers' summed (engines too); None if any server gives none
+    (blind)."""
+    running = waiting = engines = 0
     kv: list[float] = []
     for load in loads:
         if load is None:
             return None
         running += load.running
         waiting += load.waiting
+        engines += load.engines
         if load.kv_usage is not None:
             kv.append(load.kv_usage)
-    return ServerLoad(running, waiting, max(kv) if kv else None)
+    return ServerLoad(running, waiting, max(kv) if kv else None, max(1, engines))
 
 
 def margin(running: int) -> int:
@@ -129,8 +149,13 @@ def next_limit(limit: int, in_flight: int, load: ServerLoad | None) -> int:
     # Nothing waits although (nearly) every slot is sent: the server has room for more. Between
     # no request waiting and a margin's worth, the limit holds (no see-saw round the knee).
     if load.waiting == 0 and in_flight >= limit - room and not full:
-        return min(MAX_LIMIT, limit * 2)
+        return min(ceiling(load.engines), limit * 2)
     return limit
+
+
+def ceiling(engines: int) -> int:
+    """The most pages in flight for servers of `engines` engines (GPUs) in all."""
+    return min(MAX_LIMIT, ENGINE_LIMIT * max(1, engines))
 
 
 class AdaptiveLimit:

@@ -59,9 +59,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, NoReturn, TypeVar
 
-from .app_settings import saved_vllm
+from .app_settings import saved_gpus, saved_vllm
 from .errors import EngineStartError
 from .export import atomic_write
+from .gpus import ALL_GPUS, Gpu, GpuChoice, GpuChoiceError, cuda_env, find_gpus, parse_gpus
 from .tasks import (
     BATCH_PROCESSOR_MODULE,
     DEFAULT_MODEL,
@@ -90,6 +91,7 @@ __all__ = [
     "ServerStatus",
     "VllmSource",
     "build_command",
+    "choose_gpus",
     "choose_vllm",
     "default_ngram_processor",
     "default_vllm",
@@ -98,6 +100,7 @@ __all__ = [
     "install_batch_processor",
     "model_family",
     "needs_trust_remote_code",
+    "pick_gpus",
     "processor_dir",
     "resolve_vllm",
     "server_env",
@@ -185,6 +188,10 @@ class LocalServerConfig:
     max_num_batched_tokens: int | None = None
     tensor_parallel_size: int = 1
     data_parallel_size: int = 1
+    # Which GPUs (engine/gpus.py): a GpuChoice, or its text ("all", "2", "0,2"); None: the one
+    # saved in the window's Settings, else all. One LocalServer runs one vLLM on the first of
+    # them; engine/local_group.py runs one per GPU.
+    gpus: GpuChoice | str | None = None
     trust_remote_code: bool | None = None  # None: auto, see needs_trust_remote_code()
     attention_backend: str | None = None  # e.g. "TRITON_ATTN" (shared/gpu/RESULTS.md)
     # vLLM's API server decodes and preprocesses every page image in one process; with 64 pages
@@ -224,6 +231,36 @@ def choose_vllm(vllm: str | None = None) -> tuple[str, VllmSource]:
     if saved := saved_vllm():
         return saved, VllmSource.SAVED
     return "vllm", VllmSource.PATH
+
+
+def choose_gpus(gpus: GpuChoice | str | None = None) -> GpuChoice:
+    """The GPU choice: `gpus` (--gpus, or the window's setting that the window passes), else the
+    one saved in the window's Settings (for the CLI and doctor), else all. A saved value that
+    does not parse is logged and taken as all."""
+    if isinstance(gpus, GpuChoice):
+        return gpus
+    if gpus is not None and gpus.strip():
+        return parse_gpus(gpus)
+    saved = saved_gpus()
+    if saved:
+        try:
+            return parse_gpus(saved)
+        except GpuChoiceError as exc:
+            log.warning("the GPUs saved in Settings are ignored: %s", exc)
+    return ALL_GPUS
+
+
+def pick_gpus(gpus: GpuChoice | str | None, found: list[Gpu]) -> list[Gpu]:
+    """The GPUs of `found` that the choice names (see `choose_gpus`); [] when none are found
+    (vLLM then runs as it always did). EngineStartError when the choice cannot be met."""
+    try:
+        return choose_gpus(gpus).pick(found)
+    except GpuChoiceError as exc:
+        raise EngineStartError(
+            f"the GPUs chosen cannot be used: {exc}",
+            fix="choose GPUs that are there: --gpus all|N|0,1 (the window: Settings, GPUs), "
+            "and see `ocrdesk doctor` for the GPUs found",
+        ) from exc
 
 
 def resolve_vllm(vllm: str | None = None) -> list[str]:
@@ -462,8 +499,12 @@ class LocalServer:
         *,
         on_state: Callable[[ServerStatus], None] | None = None,
         on_status: Callable[[str], None] | None = None,
+        found_gpus: list[Gpu] | None = None,
     ) -> None:
         self.config = config
+        # The GPUs found on the machine (None: found at each start, engine/gpus.py).
+        self.found_gpus = found_gpus
+        self.gpus: list[Gpu] = []  # the GPUs this server was started on; []: not chosen
         self.on_state = on_state
         self.on_status = on_status
         self.model = config.model
@@ -537,6 +578,12 @@ class LocalServer:
         self.url = f"http://127.0.0.1:{self.port}/v1"
         self.pid = None
         command = build_command(config, self.port)
+        found = self.found_gpus
+        if found is None:
+            found = await asyncio.to_thread(find_gpus, env)
+        self.gpus = pick_gpus(config.gpus, found)
+        if self.gpus:
+            env.update(cuda_env(self.gpus))
         env[API_KEY_ENV] = self.api_key  # readable by this user only: /proc/PID/environ is 0400
         if config.ngram_processor is NGramProcessor.BATCH:
             if not _BATCH_PROCESSOR_SOURCE.is_file():
@@ -557,10 +604,12 @@ class LocalServer:
 
         log_dir = _private_log_dir(config)
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
-        self.log_path = log_dir / f"vllm-{stamp}.log"
+        on_gpus = "".join(f"-gpu{gpu.index}" for gpu in self.gpus)
+        self.log_path = log_dir / f"vllm-{stamp}{on_gpus}.log"
         self._log_file = _open_private(self.log_path)
-        pythonpath = f"PYTHONPATH={shlex.quote(env['PYTHONPATH'])} " if "PYTHONPATH" in env else ""
-        header = f"# {API_KEY_ENV}={MASK} {pythonpath}{shlex.join(command)}\n"
+        shown = ["PYTHONPATH", *(cuda_env(self.gpus) if self.gpus else {})]
+        settings = "".join(f"{name}={shlex.quote(env[name])} " for name in shown if name in env)
+        header = f"# {API_KEY_ENV}={MASK} {settings}{shlex.join(command)}\n"
         self._log_file.write(mask_secret(header, self.api_key).encode())
         self._lines.clear()
         self._set_state(ServerState.STARTING, "starting vLLM")

@@ -38,7 +38,9 @@ vllm:request_success_total{engine="0",finished_reason="stop"} 1234.0
 
 
 def test_vllm_metrics_are_read_and_summed_over_engines() -> None:
-    assert parse_metrics(VLLM_METRICS) == ServerLoad(running=125, waiting=3, kv_usage=0.47)
+    assert parse_metrics(VLLM_METRICS) == ServerLoad(
+        running=125, waiting=3, kv_usage=0.47, engines=2
+    )
     old = "vllm:num_requests_running 2\nvllm:gpu_cache_usage_perc 0.95\n"  # before vLLM 0.10
     assert parse_metrics(old) == ServerLoad(running=2, waiting=0, kv_usage=0.95)
     assert parse_metrics("# an SGLang or other server\nsglang:num_running_reqs 3\n") is None
@@ -48,7 +50,7 @@ def test_vllm_metrics_are_read_and_summed_over_engines() -> None:
 def test_the_rule_grows_while_all_runs_and_shrinks_to_what_runs() -> None:
     # everything sent runs and nothing waits: twice as many
     assert next_limit(16, 16, ServerLoad(16, 0, 0.1)) == 32
-    assert next_limit(200, 200, ServerLoad(200, 0, 0.1)) == cc.MAX_LIMIT
+    assert next_limit(200, 200, ServerLoad(200, 0, 0.1)) == cc.ENGINE_LIMIT
     # slots not used (pages still rendering, or the documents end): no reason to grow
     assert next_limit(64, 20, ServerLoad(20, 0, 0.1)) == 64
     # a few waiting are the next pages, ready: hold
