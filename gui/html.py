@@ -1,5 +1,8 @@
 """Model output to safe HTML: markdown rendered, model HTML sanitised, LaTeX kept for KaTeX.
 
+A single newline inside a block is a line break (markdown-it's `breaks`), except beside a display
+formula, which stands on lines of its own anyway; a blank line starts a paragraph.
+
 Each grounded block becomes `<div class="block" data-block="k" data-label="LABEL">…</div>` (class
 "block unsure" under the triage's LOW_CONFIDENCE, tinted in result.css) so the
 result view can scroll to and highlight block k. Formulas (as the engine's `split_math` finds them)
@@ -28,7 +31,12 @@ _MARK_OPEN, _MARK_CLOSE = "\ue000", "\ue001"
 _PLACEHOLDER = re.compile(f"{_MARK_OPEN}(\\d+){_MARK_CLOSE}")
 # A tag of clean_html's output: its attribute values are always double-quoted.
 _TAG = re.compile(r'<(?:[^>"]|"[^"]*")*>')
-_md = MarkdownIt("commonmark", {"html": True, "breaks": False}).enable("table")
+# A block's single newlines are its lines (an address, a poem, a list of lines without bullets),
+# so they render as line breaks, as the page shows them; a blank line still starts a paragraph.
+_md = MarkdownIt("commonmark", {"html": True, "breaks": True}).enable("table")
+# A line break beside a formula's placeholder (clean_html writes `<br>`): beside a display
+# formula, which is a block of its own, it would leave an empty line.
+_BREAK_BESIDE = re.compile(f"(<br\\s*/?>\\s*)?({_MARK_OPEN}(\\d+){_MARK_CLOSE})(\\s*<br\\s*/?>)?")
 
 
 @lru_cache(maxsize=4096)
@@ -47,6 +55,14 @@ def render_markdown(text: str) -> str:
 
     def formula(index: int) -> Formula | None:
         return formulas[index] if index < len(formulas) else None
+
+    def unbroken(match: re.Match[str]) -> str:
+        found = formula(int(match.group(3)))
+        if found is not None and found.display:
+            return match.group(2)
+        return match.group(0)
+
+    rendered = _BREAK_BESIDE.sub(unbroken, rendered)
 
     def in_text(match: re.Match[str]) -> str:
         found = formula(int(match.group(1)))
