@@ -337,6 +337,13 @@ def build_parser(
     )
     doctor.add_argument("--model", default=None)
     doctor.add_argument("--server", default=None, metavar="URL")
+    doctor.add_argument(
+        "--check-server",
+        default=None,
+        metavar="URL",
+        help="the --server checks, then send the reference page and check the answer's shape "
+        "(grounding tags, boxes, the page's words): a server that answers gibberish fails",
+    )
     doctor.add_argument("--api-key", default=os.environ.get(API_KEY_ENV))
     doctor.add_argument("--vllm", default=None, metavar="PATH")
     doctor.set_defaults(func=_doctor_command)
@@ -686,7 +693,13 @@ def _serve_command(args: argparse.Namespace) -> int:
 
 def _doctor_command(args: argparse.Namespace) -> int:
     checks = asyncio.run(
-        run_checks(model=args.model, server=args.server, api_key=args.api_key, vllm=args.vllm)
+        run_checks(
+            model=args.model,
+            server=args.check_server or args.server,
+            api_key=args.api_key,
+            vllm=args.vllm,
+            check_answer=args.check_server is not None,
+        )
     )
     print(format_checks(checks))
     return doctor_exit_code(checks)

@@ -10,7 +10,12 @@ Local mode (no server): the vLLM executable, resolved as the supervisor does (en
 and its version against the known-good range; the NVIDIA GPUs and their free memory (nvidia-smi);
 the model, either a local folder with config.json or the Hugging Face cache; when it is not cached
 yet, whether the hub answers and whether the cache's disk has room for the download.
-Remote mode (a server URL): GET {server}/models answers (with the key) and lists the model.
+Remote mode (a server URL): GET {server}/models answers (with the key) and lists the model; the
+vLLM release it runs, where it says (GET /version), against the releases known to fail the model.
+With `check_answer` (`ocrdesk doctor --check-server URL`) it is also sent the reference page
+(engine/reference_page.py) and its answer must have the reference answer's shape: grounding
+tags, boxes within 0..999, the page's own words; a server that starts and answers gibberish (vLLM
+0.19.x, dummy weights) fails here and nowhere else.
 
 Nothing here imports Qt or vLLM: PySide6 is looked up with importlib.util.find_spec and the window
 is tried in a child process; vLLM is asked for its version in its own process.
@@ -31,7 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .client import api_base
+from .client import ModelClient, api_base
+from .errors import ServerError
 from .local_group import gpu_report
 from .local_server import (
     NOT_FOUND_FIX,
@@ -40,10 +46,18 @@ from .local_server import (
     httpx,
     model_family,
 )
-from .tasks import FAMILIES, VLLM_RANGE
-from .vllm_log import KNOWN_GOOD_VLLM
+from .reference_page import judge, load_reference
+from .tasks import FAMILIES, VLLM_RANGE, Sampling, Task, family_of, prompt_text
+from .vllm_log import KNOWN_GOOD_VLLM, V2_RUNNER_ENV, release_problem
 
-__all__ = ["Check", "doctor_exit_code", "format_checks", "run_checks"]
+__all__ = [
+    "Check",
+    "check_reference_answer",
+    "check_served_release",
+    "doctor_exit_code",
+    "format_checks",
+    "run_checks",
+]
 
 MIN_PYTHON = (3, 10)
 MODEL_DOWNLOAD_GB = 6.7
@@ -52,6 +66,11 @@ MIN_GPU_FREE_GIB = 8.0  # DeepSeek-OCR's weights (~6.7 GB) plus a little KV cach
 VERSION_TIMEOUT = 60.0  # `vllm --version` imports torch: seconds, not milliseconds
 HTTP_TIMEOUT = 5.0
 SMI_TIMEOUT = 15.0  # nvidia-smi can take seconds when the driver wakes the GPUs
+#: The reference page's answer is about 400 tokens; a looping or gibberish one stops here.
+REFERENCE_MAX_TOKENS = 2048
+#: Seconds for the reference page's whole answer (a busy shared server may queue it a while).
+REFERENCE_TIMEOUT = 300.0
+REFERENCE = "reference page"
 #: Prints a PlatformCheck as JSON, exits 0 when the window can open (gui/platform_check.py).
 WINDOW_CHECK_MODULE = "ocrdesk.gui.platform_check"
 WINDOW_CHECK_TIMEOUT = 90.0  # more than the check's own limit for its QApplication (60 s)
@@ -247,12 +266,18 @@ async def check_vllm(vllm: str | None, model: str) -> list[Check]:
                 "vLLM version",
                 False,
                 f"{shown} is too old for {model_name} (needs >={minimum})",
-                f"pip install -U 'vllm>={minimum}' in vLLM's environment",
+                f"pip install 'vllm{family.vllm.requirement}' in vLLM's environment",
             ),
         ]
+    problem = release_problem(shown, model)
+    if problem is not None:
+        return [found, Check("vLLM version", False, *problem)]
     detail = f"{shown} (known good for {model_name}: >={minimum})"
     if version[:2] > _required_version(VLLM_RANGE.newest_tried)[:2]:
-        detail += f"; newer than the newest tried here ({VLLM_RANGE.newest_tried})"
+        detail += (
+            f"; newer than the newest tried here ({VLLM_RANGE.newest_tried}): if it refuses the "
+            f"n-gram processor (Model Runner V2), {V2_RUNNER_ENV}=0 keeps its V1 runner"
+        )
     return [found, Check("vLLM version", True, detail)]
 
 
@@ -455,6 +480,7 @@ async def check_remote(server: str, api_key: str | None, model: str | None) -> l
             )
         ]
     checks = [Check("server", True, f"{url} serves {', '.join(served)}")]
+    checks += await check_served_release(url, headers, model or served[0])
     if model is not None:
         ok = model in served
         checks.append(
@@ -471,19 +497,85 @@ async def check_remote(server: str, api_key: str | None, model: str | None) -> l
     return checks
 
 
+async def check_served_release(url: str, headers: dict[str, str], model: str) -> list[Check]:
+    """The vLLM release a server runs (vLLM answers GET /version beside /v1), if it is known to
+    fail `model`; nothing when the server does not say or the release is not known to fail."""
+    try:
+        async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as client:
+            response = await client.get(f"{url.removesuffix('/v1')}/version", headers=headers)
+        version = str(response.json()["version"]) if response.status_code == 200 else ""
+    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        return []
+    problem = release_problem(version, model) if version else None
+    return [Check("server's vLLM", False, *problem)] if problem is not None else []
+
+
+async def check_reference_answer(server: str, api_key: str | None, model: str | None) -> Check:
+    """Send the reference page (the family's markdown-with-boxes prompt) and measure the answer
+    against the reference answer (engine/reference_page.py)."""
+    try:
+        reference = load_reference()
+    except OSError as exc:
+        return Check(
+            REFERENCE,
+            False,
+            f"the reference page is not installed with OCRDesk ({exc})"[:300],
+            "reinstall OCRDesk: its resources/reference/ folder is missing",
+        )
+    client = ModelClient(server, api_key=api_key, model=model, timeout=REFERENCE_TIMEOUT)
+    try:
+        served = await client.resolve_model()
+        prompt = prompt_text(Task.MARKDOWN, family_of(served))
+        sampling = Sampling(max_tokens=REFERENCE_MAX_TOKENS)
+        answer = await client.complete(reference.data_url(), prompt, sampling)
+    except ServerError as exc:
+        return Check(REFERENCE, False, f"no answer for the reference page: {exc}"[:300], "")
+    finally:
+        await client.close()
+    shape = judge(answer.text, reference, answer.finish_reason)
+    took = f"{served} answered in {answer.seconds:.1f} s: {shape.summary()}"
+    if not shape.problems:
+        return Check(REFERENCE, True, took)
+    spec = FAMILIES[family_of(served)]
+    return Check(
+        REFERENCE,
+        False,
+        f"{took}; " + "; ".join(shape.problems),
+        f"the server answers pages wrongly: run a vLLM in the known-good range for {spec.title} "
+        f"({spec.vllm.requirement}), with the model's real weights (not --load-format dummy), "
+        f"and the model's own flags ({' '.join(spec.flags())})",
+    )
+
+
 async def run_checks(
-    *, model: str | None, server: str | None, api_key: str | None, vllm: str | None
+    *,
+    model: str | None,
+    server: str | None,
+    api_key: str | None,
+    vllm: str | None,
+    check_answer: bool = False,
 ) -> list[Check]:
-    """Every check that applies: local mode when `server` is None, remote mode otherwise."""
-    window, rest = await asyncio.gather(check_window(), _mode_checks(model, server, api_key, vllm))
+    """Every check that applies: local mode when `server` is None, remote mode otherwise; with
+    `check_answer` the server is sent the reference page too (when it answers and serves)."""
+    window, rest = await asyncio.gather(
+        check_window(), _mode_checks(model, server, api_key, vllm, check_answer)
+    )
     return [check_python(), window, *rest]
 
 
 async def _mode_checks(
-    model: str | None, server: str | None, api_key: str | None, vllm: str | None
+    model: str | None,
+    server: str | None,
+    api_key: str | None,
+    vllm: str | None,
+    check_answer: bool = False,
 ) -> list[Check]:
     if server is not None:
-        return await check_remote(server, api_key, model)
+        checks = await check_remote(server, api_key, model)
+        # A release known to fail is no reason not to look: the answer shows how it fails.
+        if check_answer and all(check.ok for check in checks if check.name in ("server", "model")):
+            checks.append(await check_reference_answer(server, api_key, model))
+        return checks
     model = model or LocalServerConfig().model
     parts = await asyncio.gather(check_vllm(vllm, model), check_gpu(), check_model(model))
     used = [Check(*fields) for fields in await asyncio.to_thread(gpu_report)]  # GPUs for vLLM

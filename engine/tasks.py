@@ -85,22 +85,34 @@ class VllmRange:
     """The vLLM releases known to serve a family: from `minimum` up to, not including, `below`.
 
     `newest_tried` is the newest release run on the project's GPU machine (shared/gpu/RESULTS.md);
-    `below` is the first release not yet tried.
+    `below` is the first release not yet tried. `broken`: the releases in between known to fail
+    the family, each as (release, why): "0.19" is every 0.19.x.
     """
 
     minimum: str
     below: str
     newest_tried: str
+    broken: tuple[tuple[str, str], ...] = ()
 
     @property
     def requirement(self) -> str:
-        """The pip version specifier, e.g. ">=0.11.1,<0.25" (pyproject's vllm extra)."""
-        return f">={self.minimum},<{self.below}"
+        """The pip version specifier, e.g. ">=0.11.1,!=0.19.*,<0.25" (pyproject's vllm extra)."""
+        excluded = "".join(f",!={release}.*" for release, _ in self.broken)
+        return f">={self.minimum}{excluded},<{self.below}"
+
+    def broken_why(self, version: str) -> str | None:
+        """Why `version` is known to fail the family ("0.19.1" for a broken "0.19"), or None."""
+        for release, why in self.broken:
+            head = _version(release)
+            if _version(version)[: len(head)] == head:
+                return why
+        return None
 
     def __contains__(self, version: object) -> bool:
         if not isinstance(version, str):
             return False
-        return _version(self.minimum) <= _version(version) < _version(self.below)
+        inside = _version(self.minimum) <= _version(version) < _version(self.below)
+        return inside and self.broken_why(version) is None
 
 
 class NGramProcessor(str, Enum):
@@ -147,6 +159,9 @@ SERVER_FLAGS: tuple[str, ...] = (
 )
 _VLLM_BELOW = "0.25"  # the first release not tried yet
 _VLLM_NEWEST_TRIED = "0.24"  # on the project's H100, shared/gpu/RESULTS.md
+# vLLM issue 39919 (open): 0.19.0 answers DeepSeek-OCR pages with text unrelated to the page; the
+# reporter's 0.16-0.18 read the same pages right.
+_VLLM_BROKEN = (("0.19", "answers DeepSeek-OCR with gibberish (vLLM issue 39919)"),)
 
 # The trained prompts (DeepSeek-OCR-2's README lists the same document and free OCR prompts).
 # CUSTOM has none: the person writes it. LOCATE's `{text}` is the text to find.
@@ -203,7 +218,7 @@ FAMILIES: Mapping[ModelFamily, FamilySpec] = MappingProxyType(
             architecture="DeepseekOCRForCausalLM",
             trust_remote_code=False,  # vLLM has a native implementation
             # 0.11.1: the first release with vllm.model_executor.models.deepseek_ocr.
-            vllm=VllmRange("0.11.1", _VLLM_BELOW, _VLLM_NEWEST_TRIED),
+            vllm=VllmRange("0.11.1", _VLLM_BELOW, _VLLM_NEWEST_TRIED, _VLLM_BROKEN),
             prompts=_DEEPSEEK_PROMPTS,
         ),
         ModelFamily.DEEPSEEK_OCR_2: FamilySpec(
@@ -228,6 +243,7 @@ VLLM_RANGE = VllmRange(
     minimum=min((spec.vllm.minimum for spec in FAMILIES.values()), key=_version),
     below=_VLLM_BELOW,
     newest_tried=_VLLM_NEWEST_TRIED,
+    broken=_VLLM_BROKEN,
 )
 
 

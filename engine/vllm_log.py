@@ -7,14 +7,23 @@ Pure functions (no I/O), so the supervisor, the doctor and tests share them:
 - `classify_failure(log, returncode)` looks at the whole log (or its tail) and the exit status and
   returns `(reason, fix)`. It never answers a bare "failed": when nothing is recognised it still
   says how the process ended and quotes the last error-looking line.
+- `fix_environment(log, returncode)`: the environment variables whose setting is the fix of the
+  recognised failure (e.g. VLLM_USE_V2_MODEL_RUNNER=0), for a start tried again with them.
+- `vllm_version_in(line)` reads the release from vLLM's start-up line, and
+  `release_problem(version, model)` says why a release is known to fail the model's family (0.19.x
+  answers DeepSeek-OCR with gibberish) and what to install instead: a start that works is not
+  enough to trust such a release.
 - `mask_secret(text, secret)` hides the server's API key in a log line or chunk: every log line
   OCRDesk writes to a file or shows (GUI, CLI, an error's log tail) goes through it first.
 
 The patterns come from real vLLM messages (vLLM 0.11 to 0.24, the Hugging Face hub client, PyTorch)
 and from the failures recorded on the project's GPU machine (shared/gpu/RESULTS.md): flashinfer
 missing, the FlashAttention SIGFPE, the illegal memory access at warm-up and the xgrammar /
-apache-tvm-ffi mismatch. Rules are tried in order, most specific root cause first: a log that shows
-`No module named 'flashinfer'` also shows the engine core dying, and the first is what to fix.
+apache-tvm-ffi mismatch; and from vLLM's own source where no log was at hand: Model Runner V2's
+logits-processor loader (vllm/v1/worker/gpu/sample/logits_processor/loader.py, vLLM PR 56497)
+refuses a processor written for the V1 runner's interface, as both n-gram processors are.
+Rules are tried in order, most specific root cause first: a log that shows `No module named
+'flashinfer'` also shows the engine core dying, and the first is what to fix.
 """
 
 from __future__ import annotations
@@ -25,22 +34,30 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import overload
 
-from .tasks import DEFAULT_MODEL, FAMILIES, ModelFamily
+from .tasks import DEFAULT_MODEL, FAMILIES, ModelFamily, family_of
 
 __all__ = [
     "KNOWN_GOOD_VLLM",
     "MASK",
     "OCR2_MIN_VLLM",
+    "V2_RUNNER_ENV",
     "classify_failure",
+    "fix_environment",
     "known_failure",
     "mask_secret",
+    "release_problem",
     "signal_name",
     "status_from_line",
+    "vllm_version_in",
 ]
 
 #: The vLLM releases known to serve each family (the registry in engine/tasks.py owns them).
-KNOWN_GOOD_VLLM = f">={FAMILIES[ModelFamily.DEEPSEEK_OCR].vllm.minimum}"
+KNOWN_GOOD_VLLM = FAMILIES[ModelFamily.DEEPSEEK_OCR].vllm.requirement
 OCR2_MIN_VLLM = FAMILIES[ModelFamily.DEEPSEEK_OCR_2].vllm.minimum
+_OCR2_GOOD_VLLM = FAMILIES[ModelFamily.DEEPSEEK_OCR_2].vllm.requirement
+#: vLLM's switch between its model runners (vllm/envs.py): "0" keeps the V1 runner, which takes
+#: logits processors written for vllm.v1.sample.logits_processor.LogitsProcessor.
+V2_RUNNER_ENV = "VLLM_USE_V2_MODEL_RUNNER"
 
 #: What a masked secret reads as in a log.
 MASK = "***"
@@ -61,7 +78,7 @@ def mask_secret(text: str | bytes, secret: str) -> str | bytes:
 
 _INSTALL_FIX = (
     f"install a vLLM in the known-good range ({KNOWN_GOOD_VLLM} for DeepSeek-OCR, "
-    f">={OCR2_MIN_VLLM} for DeepSeek-OCR-2), e.g. `pip install -U 'vllm{KNOWN_GOOD_VLLM}'` "
+    f"{_OCR2_GOOD_VLLM} for DeepSeek-OCR-2), e.g. `pip install 'vllm{KNOWN_GOOD_VLLM}'` "
     "in vLLM's own environment"
 )
 _MEMORY_FIX = (
@@ -78,6 +95,8 @@ class _Rule:
     reason: str
     fix: str
     when: Callable[[int | None], bool] | None = None
+    #: The environment variables the fix sets, for a start tried again with them.
+    env: tuple[tuple[str, str], ...] = ()
 
     def match(self, log: str, returncode: int | None) -> re.Match[str] | bool | None:
         for pattern in self.patterns:
@@ -95,6 +114,20 @@ def _is_signal(number: int) -> Callable[[int | None], bool]:
 
 _RULES: tuple[_Rule, ...] = (
     _Rule(
+        # The loader's ValueError names the class (or the entry-point plugin) it refuses.
+        (
+            r"(?P<cls>[\w.:-]+) is not a subclass of "
+            r"vllm\.v1\.worker\.gpu\.sample\.logits_processor\.LogitsProcessor",
+        ),
+        "this vLLM runs its Model Runner V2, which refuses the logits processor {cls}: it is "
+        "written for the V1 runner's interface, as both n-gram processors are (vLLM PR 56497)",
+        f"set {V2_RUNNER_ENV}=0 in the server's environment: vLLM's V1 runner takes the "
+        "processor (vLLM 0.24 and older chose that runner by themselves). "
+        "OCRDESK_NGRAM_PROCESSOR=recipe does not help (the recipe's processor is V1-only too); "
+        f"or {_INSTALL_FIX}",
+        env=((V2_RUNNER_ENV, "0"),),
+    ),
+    _Rule(
         (r"load_lib_module\(\) got an unexpected keyword argument 'extra_lib_paths'",),
         "xgrammar is newer than the apache-tvm-ffi that vLLM pins (load_lib_module() got an "
         "unexpected keyword argument 'extra_lib_paths')",
@@ -106,6 +139,7 @@ _RULES: tuple[_Rule, ...] = (
         "vLLM's sampler needs flashinfer, which is not installed",
         "set VLLM_USE_FLASHINFER_SAMPLER=0 in the server's environment (or install flashinfer "
         "matching your vLLM and CUDA)",
+        env=(("VLLM_USE_FLASHINFER_SAMPLER", "0"),),
     ),
     _Rule(
         (r"(No module named '?ocrdesk_ngram_logits|ocrdesk_ngram_logits[^\n]*(Error|failed))",),
@@ -276,14 +310,55 @@ def _how_it_ended(returncode: int | None) -> tuple[str, str]:
     return reason, ""
 
 
-def known_failure(log: str, returncode: int | None) -> tuple[str, str] | None:
-    """(reason, fix) of the first recognised failure in `log`, or None if none is recognised."""
+def _first_rule(log: str, returncode: int | None) -> tuple[_Rule, dict[str, str]] | None:
     for rule in _RULES:
         found = rule.match(log, returncode)
         if found:
             groups = found.groupdict() if isinstance(found, re.Match) else {}
-            return rule.reason.format(**{k: (v or "").strip() for k, v in groups.items()}), rule.fix
+            return rule, {k: (v or "").strip() for k, v in groups.items()}
     return None
+
+
+def known_failure(log: str, returncode: int | None) -> tuple[str, str] | None:
+    """(reason, fix) of the first recognised failure in `log`, or None if none is recognised."""
+    first = _first_rule(log, returncode)
+    if first is None:
+        return None
+    rule, groups = first
+    return rule.reason.format(**groups), rule.fix
+
+
+def fix_environment(log: str, returncode: int | None) -> dict[str, str]:
+    """The environment variables that fix the failure `known_failure` recognises in `log`
+    ({} when it recognises none, or its fix is not a variable)."""
+    first = _first_rule(log, returncode)
+    return dict(first[0].env) if first is not None else {}
+
+
+_VERSION_LINE = re.compile(
+    r"vLLM API server version v?(?P<api>[0-9][\w.+-]*)|"
+    r"Initializing a V1 LLM engine \(v(?P<engine>[0-9][\w.+-]*)\)"
+)
+
+
+def vllm_version_in(line: str) -> str | None:
+    """The vLLM release a start-up line names ("vLLM API server version 0.19.0"), or None."""
+    found = _VERSION_LINE.search(line)
+    return (found.group("api") or found.group("engine")) if found else None
+
+
+def release_problem(version: str, model: str) -> tuple[str, str] | None:
+    """(reason, fix) when vLLM `version` is known to fail `model`'s family, else None."""
+    spec = FAMILIES[family_of(model)]
+    why = spec.vllm.broken_why(version)
+    if why is None:
+        return None
+    return (
+        f"vLLM {version} {why}",
+        f"install a vLLM in the known-good range for {spec.title}: `pip install "
+        f"'vllm{spec.vllm.requirement}'` in vLLM's environment ({spec.vllm.newest_tried} serves "
+        "it on the project's GPU machine)",
+    )
 
 
 def classify_failure(
