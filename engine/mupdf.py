@@ -54,7 +54,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -396,6 +396,8 @@ class _TextFonts:
                 fonts.append(_fitz.Font(**kwargs))
         self.fonts: list[Any] = fonts or [_fitz.Font("helv")]
         self.names = _FONT_NAMES[: len(self.fonts)]
+        self.buffers = [f.buffer for f in self.fonts]  # a copy each time it is read (3.5 MB CJK)
+        self.xrefs: list[int] = []  # the fonts' objects, once the first page has them
         self.ascender = [float(f.ascender) for f in self.fonts]
         self.descender = [float(f.descender) for f in self.fonts]
         self._chars: dict[str, tuple[int, float]] = {}
@@ -423,6 +425,32 @@ class _TextFonts:
         return runs
 
 
+def _link_fonts(page: Any, fonts: Iterable[tuple[str, int]]) -> bool:
+    """Name the fonts already in the document (name, xref) in `page`'s resources; False where
+    the resources are not simply the page's own (inherited: `insert_font` knows those cases).
+
+    Why not `insert_font` on every page: it hashes the whole font file each time to find the
+    copy already there, ~8 ms a page for the CJK font, a third of the searchable PDF's time."""
+    doc = page.parent
+    kind, value = doc.xref_get_key(page.xref, "Resources")
+    if kind == "xref":
+        holder, path = int(value.split()[0]), ""
+    elif kind == "dict":
+        holder, path = page.xref, "Resources/"
+    else:
+        return False
+    kind, value = doc.xref_get_key(holder, path + "Font")
+    if kind == "xref":
+        holder, path = int(value.split()[0]), ""
+    elif kind in ("dict", "null"):
+        path += "Font/"
+    else:
+        return False
+    for name, xref in fonts:
+        doc.xref_set_key(holder, path + name, f"{xref} 0 R")
+    return True
+
+
 def _remove_invisible_text(page: Any) -> None:
     rects = [_fitz.Rect(span["bbox"]) for span in page.get_texttrace() if span["type"] == 3]
     for rect in rects:
@@ -447,8 +475,16 @@ class _Placement:
 
 
 def _add_text_layer(page: Any, text: PageText, fonts: _TextFonts) -> bool:
-    for name, font in zip(fonts.names, fonts.fonts, strict=True):
-        page.insert_font(fontname=name, fontbuffer=font.buffer)
+    # A page with fonts of these names already (an OCRDesk PDF read again) keeps them, as
+    # insert_font does; their objects are not the ones the next pages are given.
+    taken = any(font[4] in fonts.names for font in page.get_fonts())
+    if taken or not (fonts.xrefs and _link_fonts(page, zip(fonts.names, fonts.xrefs, strict=True))):
+        xrefs = [
+            page.insert_font(fontname=name, fontbuffer=buffer)
+            for name, buffer in zip(fonts.names, fonts.buffers, strict=True)
+        ]
+        if not taken:
+            fonts.xrefs = xrefs
     visible = page.rect  # the crop box, rotated: what a viewer shows
     # Along the line in the visible page, whatever /Rotate: unrotate, scale x, rotate back.
     to_visible = _fitz.Matrix(page.rotation_matrix)
