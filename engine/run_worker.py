@@ -49,6 +49,7 @@ from .errors import OCRDeskError, ServerUnavailableError
 from .export import DocumentExport, SourceId, source_id
 from .pipeline import ConvertOptions, DocumentJob, JobFeed, Pipeline
 from .protocol import ClientSpec, JobSpec
+from .rotation import RotationStore
 from .sink import ExportSink
 
 __all__ = ["BATCH_S", "FROZEN_FLAG", "ClientSpec", "JobSpec", "RunWorker", "main", "report_of"]
@@ -359,6 +360,8 @@ class _WorkerMain:
             pages=spec.pages,
             password=spec.password,
             skip=dict(spec.skip),
+            # The turns a person gave the pages in the window (engine/rotation.py).
+            rotations=RotationStore(spec.export_folder, spec.export_source).load(),
         )
         if spec.paused:
             job.control.pause()

@@ -42,6 +42,7 @@ from ocrdesk.engine import (
     protocol,
 )
 from ocrdesk.engine.protocol import ProtocolError, Report
+from ocrdesk.engine.rotation import RotationStore
 from ocrdesk.gui.engine_link import EngineLink, EngineState
 from ocrdesk.gui.library import DocItem, Library, Spawn
 from ocrdesk.gui.run_pages import RunPages
@@ -56,7 +57,7 @@ _KEEP = (PageStatus.DONE, PageStatus.TRUNCATED)
 
 def stats_text(docs: list[DocItem], run_pages: int, elapsed: float) -> str:
     """The status bar's run line: pages done of all queued, failed ones apart, and the pace once
-    a page of this run has finished."""
+    a page of this run was converted (`RunPages.converted`: a failed page is no pace)."""
     total = sum(len(d.pages) for d in docs)
     done = sum(d.done for d in docs)
     failed = sum(d.count(PageStatus.FAILED) for d in docs)
@@ -226,7 +227,12 @@ class RunSession(QObject):
     # -- jobs ------------------------------------------------------------------------------------
 
     def _job_for(
-        self, item: DocItem, taken: set[str], only_failed: bool, edited_pages: set[int]
+        self,
+        item: DocItem,
+        taken: set[str],
+        only_failed: bool,
+        edited_pages: set[int],
+        stale: frozenset[int] = frozenset(),
     ) -> JobSpec | None:
         """The run's job for the document's unfinished pages, or with `only_failed` its failed
         pages only (None: nothing to do); `edited_pages` (a person's) are kept as they are."""
@@ -234,7 +240,7 @@ class RunSession(QObject):
             return None
 
         def kept(number: int, status: PageStatus) -> bool:
-            return status in _KEEP or number in edited_pages
+            return (status in _KEEP and number not in stale) or number in edited_pages
 
         if all(kept(n, p.status) for n, p in item.pages.items()):
             return None
@@ -293,13 +299,16 @@ class RunSession(QObject):
         for item in items:
             if item.job is None and item.id in self.library.docs:
                 edited_pages: set[int] = set()
+                stale: frozenset[int] = frozenset()
                 if item.export is not None:
                     edited_pages = await asyncio.to_thread(
                         EditStore(item.export.folder).edited_pages
                     )
+                    turns = RotationStore(item.export.folder, item.export.source)
+                    stale = frozenset(await asyncio.to_thread(turns.stale))
                 if item.job is not None or item.id not in self.library.docs:
                     continue  # joined or removed while the folder was read
-                job = self._job_for(item, taken, only_failed, edited_pages)
+                job = self._job_for(item, taken, only_failed, edited_pages, stale)
                 if job is not None:
                     jobs.append(job)
         return jobs
@@ -455,7 +464,7 @@ class RunSession(QObject):
         docs = list(self.library.docs.values())
         now = self.run_ended if self.run_ended is not None else time.monotonic()
         elapsed = now - self.run_started if self.run_started else 0.0
-        self.statsChanged.emit(stats_text(docs, self.pages.finished, elapsed))
+        self.statsChanged.emit(stats_text(docs, self.pages.converted, elapsed))
 
     # -- closing ---------------------------------------------------------------------------------
 

@@ -134,3 +134,25 @@ def test_a_page_read_already_and_turned_is_to_be_read_again(
     arun(qtbot, wait_until(lambda: window.page_view.boxes, what="its boxes again"))
     assert window.stale_turn(item.id, 1) is None and window.check_label.isHidden()
     assert store.stale() == {} and store.load() == {}
+
+
+def test_run_reads_a_turned_page_upright_and_a_stale_one_again(
+    served: Any,  # noqa: F811
+    qtbot: Any,
+    tmp_path: Path,
+) -> None:
+    raw = (PAGES_DIR / f"{LECTURE}.raw.txt").read_text(encoding="utf-8")
+    controller, window, server = served([raw])
+    item = add(qtbot, controller, window, _sideways(tmp_path))
+    window.show_page(item.id, 1)
+    run_all(qtbot, controller, window, item)  # read as it lies
+    assert (item.pages[1].result.width, item.pages[1].result.height) == (990, 1760)
+    asked = len(server.requests)
+    QTest.keySequence(window, QKeySequence("Ctrl+Right"))
+    arun(qtbot, wait_until(lambda: window.stale_turn(item.id, 1) is not None, what="stale"))
+    run_all(qtbot, controller, window, item)  # Run reads the stale page again, upright
+    arun(qtbot, wait_until(lambda: len(server.requests) > asked, what="the page asked again"))
+    arun(qtbot, wait_until(lambda: item.pages[1].result.width == 1760, what="read upright"))
+    assert item.pages[1].result.height == 990
+    arun(qtbot, wait_until(lambda: window.stale_turn(item.id, 1) is None, what="fresh"))
+    assert window.check_label.isHidden() and window.page_view.boxes
