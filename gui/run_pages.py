@@ -35,7 +35,7 @@ class RunPages(QObject):
         super().__init__(parent)
         self.library = library
         self.docs: dict[int, DocItem] = {}  # doc id -> document, while part of the run
-        self.finished = 0  # pages of this run that finished, failed ones too
+        self.converted = 0  # pages of this run with a result (a failed one is no pace: the CLI too)
         self.stats_dirty = False
         self._doc_dirty: dict[int, None] = {}  # signalled at the end of a drain turn, in order
         self._page_dirty: dict[tuple[int, int], None] = {}
@@ -56,7 +56,7 @@ class RunPages(QObject):
 
     def begin(self) -> None:
         self.docs.clear()
-        self.finished = 0
+        self.converted = 0
 
     def end(self) -> None:
         """The run ended: pages in flight go back to waiting, the documents leave it."""
@@ -153,7 +153,7 @@ class RunPages(QObject):
                 self._drop_pending(item.id, number)
                 page.width, page.height = result.width or page.width, result.height or page.height
                 item.run_done += 1
-                self.finished += 1
+                self.converted += result.status is not PageStatus.FAILED
                 self._page_dirty[(item.id, number)] = None
                 self._doc_dirty[item.id] = None
                 self.stats_dirty = True

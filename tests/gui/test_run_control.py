@@ -184,13 +184,11 @@ def test_retry_failed_pages_converts_only_those(app: Any, qtbot: Any, tmp_path: 
 
 def test_the_status_bar_counts_what_it_says(app: Any, qtbot: Any, tmp_path: Path) -> None:
     """Failed pages are not done; the run's page count is there from its start; a pace only
-    once a page of the run has finished."""
+    once a page of the run was converted (a failed one is no pace)."""
     controller, window, server = app
     item = add(qtbot, controller, window, make_pdf(tmp_path / "doc.pdf", 5))
     seen: list[tuple[str, int, bool]] = []
-    controller.statsChanged.connect(
-        lambda text: seen.append((text, item.finished, controller.running))
-    )
+    controller.statsChanged.connect(lambda text: seen.append((text, item.done, controller.running)))
     server.fail_next("400")  # the first page's request is refused: that page fails
     window.run()
     arun(qtbot, wait_until(lambda: item.finished == 5, timeout=60, what="all pages finished"))
@@ -199,9 +197,9 @@ def test_the_status_bar_counts_what_it_says(app: Any, qtbot: Any, tmp_path: Path
     assert re.fullmatch(r"\d+\.\d\d pages/s · 4 of 5 pages done · 1 failed", seen[-1][0])
     assert window.stats_label.text() == seen[-1][0]
     assert seen[0][2] and seen[0][0] == "0 of 5 pages done"  # the run's first line
-    for text, finished, _running in seen:
+    for text, done, _running in seen:
         assert "of 5 pages done" in text
-        assert ("pages/s" in text) == (finished > 0), text
+        assert ("pages/s" in text) == (done > 0), text
 
 
 def test_the_engine_light_turns_red_when_the_server_dies(
