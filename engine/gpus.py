@@ -165,6 +165,7 @@ def _from_smi(env: Mapping[str, str]) -> list[Gpu]:
             text=True,
             timeout=SMI_TIMEOUT,
             stdin=subprocess.DEVNULL,
+            env=dict(env),
             check=False,
         )
     except (OSError, subprocess.SubprocessError):
