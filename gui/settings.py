@@ -43,6 +43,7 @@ ENGINE_KEYS = frozenset(
         "engine/mode",
         "engine/model",
         "engine/vllm",
+        "engine/gpus",
         "engine/gpu_memory_utilization",
         "engine/concurrency",
         "engine/url",
@@ -61,6 +62,8 @@ DEFAULTS: dict[str, tuple[Any, type]] = {
     "engine/mode": ("local", str),  # "local" (a vLLM the app starts) or "remote"
     "engine/model": (DEFAULT_MODEL, str),  # local: hub id or folder
     "engine/vllm": ("", str),  # local: vllm executable ("" = find it)
+    # local: the GPUs, as engine/gpus.py parses them ("all", "2", "0,2"); the CLI reads it too
+    "engine/gpus": ("all", str),
     "engine/gpu_memory_utilization": (0.9, float),
     "engine/concurrency": (
         0,

@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
 )
 
 from ocrdesk.engine import DEFAULT_MODEL, TASK_TITLES, Task, default_vllm
+from ocrdesk.engine.gpus import GpuChoiceError, parse_gpus
 from ocrdesk.gui.plain_text import tooltip
 from ocrdesk.gui.settings import ENGINE_KEYS, Settings
 
@@ -66,6 +67,21 @@ class SettingsDialog(QDialog):
         vllm_row.setContentsMargins(0, 0, 0, 0)
         vllm_row.addWidget(self.vllm_edit, 1)
         vllm_row.addWidget(self.vllm_browse)
+        self.gpus_edit = QLineEdit(s.get("engine/gpus"), self)
+        self.gpus_edit.setPlaceholderText("all")
+        self.gpus_edit.setToolTip(
+            tooltip(
+                "The GPUs for the local vLLM, numbered as nvidia-smi shows them: all (the "
+                "default), a number of GPUs (2: the first two), or GPU numbers (0,2; device=1 "
+                "for GPU 1 alone). ocrdesk convert --local uses this setting too and runs one "
+                "vLLM on each GPU."
+            )
+        )
+        self.gpus_error = QLabel(self)
+        self.gpus_error.setObjectName("gpus-error")
+        self.gpus_error.setWordWrap(True)
+        self.gpus_error.hide()
+        self.gpus_edit.textChanged.connect(lambda _text: self.gpus_error.hide())
         self.gpu_spin = QDoubleSpinBox(self)
         self.gpu_spin.setRange(0.1, 0.99)
         self.gpu_spin.setSingleStep(0.05)
@@ -80,6 +96,8 @@ class SettingsDialog(QDialog):
         self.concurrency_spin.setValue(s.get("engine/concurrency"))
         lf.addRow("Model", self.model_edit)
         lf.addRow("vLLM executable", vllm_row)
+        lf.addRow("GPUs", self.gpus_edit)
+        lf.addRow(self.gpus_error)
         lf.addRow("GPU memory share", self.gpu_spin)
         lf.addRow("Pages at once", self.concurrency_spin)
 
@@ -149,6 +167,7 @@ class SettingsDialog(QDialog):
             "engine/mode": "local" if self.local_radio.isChecked() else "remote",
             "engine/model": self.model_edit.text().strip() or DEFAULT_MODEL,
             "engine/vllm": self.vllm_edit.text().strip(),
+            "engine/gpus": self._gpus(),
             "engine/gpu_memory_utilization": self.gpu_spin.value(),
             "engine/concurrency": self.concurrency_spin.value(),
             "engine/url": self.url_edit.text().strip(),
@@ -157,6 +176,14 @@ class SettingsDialog(QDialog):
             "run/dpi": self.dpi_spin.value(),
             "output/folder": self.output_edit.text().strip(),
         }
+
+    def _gpus(self) -> str:
+        """The GPUs field as the choice reads back ("0, 2" is "0,2", empty is "all"); the
+        text as typed when it is no choice (OK then says why)."""
+        try:
+            return str(parse_gpus(self.gpus_edit.text()))
+        except GpuChoiceError:
+            return self.gpus_edit.text().strip()
 
     def _browse_vllm(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "vLLM executable", self.vllm_edit.text())
@@ -169,6 +196,13 @@ class SettingsDialog(QDialog):
             self.output_edit.setText(folder)
 
     def accept(self) -> None:
+        try:
+            parse_gpus(self.gpus_edit.text())
+        except GpuChoiceError as exc:
+            self.gpus_error.setText(str(exc))
+            self.gpus_error.show()
+            self.gpus_edit.setFocus()
+            return
         s = self.settings
         values = self._values()
         changed = {key for key, value in values.items() if value != self._shown[key]}
