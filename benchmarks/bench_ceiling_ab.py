@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -65,6 +66,7 @@ def main() -> None:
     args = ap.parse_args()
     output = Path(str(LECTURE) + ".raw.txt").read_text(encoding="utf-8")
     results: dict[str, list[float]] = {name: [] for name in args.variants}
+    cpu: dict[str, list[float]] = {name: [] for name in args.variants}
     with tempfile.TemporaryDirectory() as tmp, FakeOpenAIServer([output]) as server:
         pdf = make_pdf(Path(tmp) / "ceiling.pdf", args.pages)
         for r in range(args.rounds):
@@ -76,11 +78,23 @@ def main() -> None:
                     "--api-key", server.api_key or "", "-q", *extra,
                 ]  # fmt: skip
                 started = time.perf_counter()
+                before = resource.getrusage(resource.RUSAGE_CHILDREN)
                 env = {**os.environ, "PYTHONPATH": str(cwd)}
                 subprocess.run(cmd, cwd=cwd, env=env, check=True, stderr=subprocess.DEVNULL)
                 results[name].append(args.pages / (time.perf_counter() - started))
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                used = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+                cpu[name].append(used / args.pages * 1000)
+    # CPU time (the convert process and the render processes it waited for) is what a loaded
+    # machine disturbs least: on an idle one, the ceiling is the cores divided by it.
     for name, rates in results.items():
-        print(f"{name:32s} " + " ".join(f"{x:5.1f}" for x in rates) + " pages/s")
+        print(
+            f"{name:32s} "
+            + " ".join(f"{x:5.1f}" for x in rates)
+            + " pages/s   "
+            + " ".join(f"{x:5.1f}" for x in cpu[name])
+            + " CPU ms/page"
+        )
 
 
 if __name__ == "__main__":
