@@ -73,6 +73,7 @@ from .pipeline import (
 )
 from .regions import ocr_region, overlapping, place_blocks
 from .results import Block, Box, PageResult, PageStatus, ParsedPage
+from .rotation import Rotation, RotationStore, render_turned, turn_image, turned_size
 from .run_worker import ClientSpec, JobSpec, RunWorker
 from .sanitize import Formula, clean_html, sanitize_html, split_math
 from .searchable_pdf import TEXT_LAYER_MODES
@@ -152,6 +153,8 @@ __all__ = [
     "ParsedPage",
     "PasswordRequiredError",
     "Pipeline",
+    "Rotation",
+    "RotationStore",
     "RunWorker",
     "Sampling",
     "SavedExport",
@@ -189,8 +192,11 @@ __all__ = [
     "protocol",
     "read_export",
     "read_exports",
+    "render_turned",
     "sanitize_html",
     "settings_path",
     "split_math",
     "strip_tags",
+    "turn_image",
+    "turned_size",
 ]

@@ -29,6 +29,7 @@ from PIL import Image
 from . import alto, hocr, mupdf, pandoc_formats, searchable_pdf
 from .export import DocumentExport, source_id, valid_text
 from .results import PageStatus
+from .rotation import RotationStore
 from .sanitize import sanitize_html
 from .sink import describe_write_error
 from .text_layer import PageLayout, layout_page
@@ -160,9 +161,16 @@ def _write_searchable(export: DocumentExport, path: Path) -> None:
         for layout in layouts
         if layout.number in numbering
     ]
+    # The source's own pages turned as each was read; a kept page image is the turned page.
+    read_at = (
+        {}
+        if keeps_page_images(export)
+        else RotationStore(export.folder, export.source).read_turns()
+    )
+    turns = {numbering[n]: int(t) for n, t in read_at.items() if n in numbering}
     path.parent.mkdir(parents=True, exist_ok=True)
     searchable_pdf.write_searchable_pdf(
-        source, placed, path, text_layer=export.text_layer, password=export.password
+        source, placed, path, text_layer=export.text_layer, password=export.password, turns=turns
     )
 
 

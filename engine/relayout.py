@@ -9,7 +9,8 @@ and a page without edits whose image still carries one.
 
 The page image to draw on comes, in this order, from the caller (the window has it on screen),
 from the journal (`NNNN.page.png`, kept for a searchable PDF of pasted bytes or multi-frame
-images), or from the document, rendered again at the size the model was sent. When none is
+images), or from the document, rendered again at the size the model was sent and turned as the
+page was when it was read (engine/rotation.py's `read_turns`). When none is
 there (the document was moved, deleted or changed since), the page keeps the images it had and
 `redraw` names it; every other file of the export still has the edits.
 """
@@ -30,6 +31,7 @@ from PIL import Image
 from .errors import DocumentError
 from .pipeline import image_prefix
 from .results import Block, PageResult
+from .rotation import Rotation, RotationStore, render_turned
 
 if TYPE_CHECKING:
     from .documents import Document
@@ -91,6 +93,7 @@ class PageImages:
         self.export = export
         self._document: Document | None = None
         self._no_document = False
+        self._turns: dict[int, Rotation] | None = None  # read once, on the first render
 
     def get(self, result: PageResult) -> Image.Image | None:
         size = (result.width, result.height)
@@ -103,8 +106,11 @@ class PageImages:
         document = self._open()
         if document is None or result.number > document.page_count:
             return None
+        if self._turns is None:
+            self._turns = RotationStore(self.export.folder, self.export.source).read_turns()
+        turn = self._turns.get(result.number, Rotation.NONE)
         try:
-            page = document.render(result.number, _RENDER_DPI, fit=lambda w, h: size)
+            page = render_turned(document, result.number, _RENDER_DPI, turn, fit=lambda w, h: size)
         except DocumentError:
             return None
         return _at_size(page, size)

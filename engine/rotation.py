@@ -4,6 +4,7 @@
     image = render_turned(document, 3, 144, turn)      # the page as the person turned it
     store = RotationStore(OUT / stem, source)          # pages/rotation.json beside the journal
     store.set(3, turn); store.load() -> {3: Rotation.RIGHT}
+    store.read_turns()                                 # the turn each kept result was read at
 
 A scan that lies on its side is read upright by the model only when it is sent upright, so the
 turn is applied to the page image itself, before it is sent: the result's width, height and boxes
@@ -15,15 +16,22 @@ its text layer lands on the ink.
 The turns a person chose are kept in the document's export folder, `pages/rotation.json` (like
 engine/edits.py's `reviewed.json`), written atomically the moment they change, with the name of
 the document they are for: a file left by another document that had the folder is not read.
+
+A kept result describes the image it was read from. Whatever draws on or over a kept result
+again (its layout image and crops, an export to another folder, the searchable PDF's text layer)
+renders the page at the turn that result was read at, `RotationStore.read_turns()`: the page's
+turn, or for a page turned since it was read (stale) the turn before. A run reads at `load()`
+and reads a stale page again (`kept` leaves it out of a resumed run's kept pages).
 """
 
 from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Callable, Mapping
+import os
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from PIL import Image
 
@@ -50,6 +58,7 @@ ROTATION_FILE = "rotation.json"
 VERSION = 1
 
 Fit = Callable[[int, int], tuple[int, int]]
+_Kept = TypeVar("_Kept")
 
 
 class Rotation(int, enum.Enum):
@@ -141,6 +150,20 @@ def render_turned(
     return turn_image(document.render(number, dpi, timeout=timeout, fit=wanted), rotation)
 
 
+def _same_source(written: object, source: str) -> bool:
+    """Whether a rotation file written for `written` is for the document named `source`: the
+    same name, or the same file named another way (the window keeps the path a person dropped,
+    `ocrdesk convert` the one on its command line, maybe relative)."""
+    if not isinstance(written, str):
+        return False
+    if written == source:
+        return True
+    try:
+        return os.path.samefile(written, source)
+    except (OSError, ValueError):
+        return False
+
+
 class RotationStore:
     """The turns of one document's pages: `pages/rotation.json` in its export folder (`folder`
     is OUT/<stem>), for the document named `source` (its path, or a pasted image's name).
@@ -157,7 +180,7 @@ class RotationStore:
     def _read(self) -> tuple[dict[int, Rotation], dict[int, Rotation]]:
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
-            if data.get("format") != FORMAT or data.get("source") != self.source:
+            if data.get("format") != FORMAT or not _same_source(data.get("source"), self.source):
                 return {}, {}
             turns = {int(n): Rotation.parse(v) for n, v in data["pages"].items()}
             read = {int(n): Rotation.parse(v) for n, v in (data.get("read") or {}).items()}
@@ -173,6 +196,28 @@ class RotationStore:
     def stale(self) -> dict[int, Rotation]:
         """The pages turned since their kept result was read, and the turn it was read at."""
         return self._read()[1]
+
+    def read_turns(self) -> dict[int, Rotation]:
+        """The turn each page's kept result was read at (pages not named: as they lie): its
+        stale turn if it was turned since, else its turn. The one rule for drawing on a kept
+        result again (see the module docstring)."""
+        turns, stale = self._read()
+        read = {**turns, **stale}
+        return {n: t for n, t in sorted(read.items()) if t is not Rotation.NONE}
+
+    def kept(self, kept: Mapping[int, _Kept], edited: Collection[int]) -> dict[int, _Kept]:
+        """Of the `kept` pages (a resumed run's, by number), those a run keeps: not the pages
+        turned since they were read, which are read again at their turn, unless a person
+        edited them (edits are never undone by a new answer)."""
+        stale = self.stale()
+        return {n: r for n, r in kept.items() if n not in stale or n in edited}
+
+    def keep_read(self, turns: Mapping[int, Rotation]) -> None:
+        """Keep exactly `turns`, none of them stale: for a copy of kept results (an export to
+        another folder), each at the turn it was read at; with none to keep, a folder without a
+        rotation file gets none. Raises OSError."""
+        if any(t is not Rotation.NONE for t in turns.values()) or self.path.exists():
+            self._write(turns, {})
 
     def set(self, number: int, rotation: Rotation, *, read: bool = False) -> dict[int, Rotation]:
         """Keep page `number`'s turn (atomically); the turns after it. `read`: the page has a

@@ -31,7 +31,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from PIL import Image
@@ -64,15 +64,21 @@ def write_searchable_pdf(
     *,
     text_layer: str = "skip",
     password: str | None = None,
+    turns: Mapping[int, int] | None = None,
 ) -> SearchablePdfReport:
     """Write `out_path`: the pages of `source` with the text of `layouts` as an invisible layer.
 
-    `source` is a PDF path, or a sequence of image paths (page n is the n-th image). The file
+    `source` is a PDF path, or a sequence of image paths (page n is the n-th image). `turns`:
+    the degrees clockwise a page of `source` was turned before it was OCRed (engine/rotation.py;
+    its layout's boxes are of the turned page). The file
     appears complete or not at all (written beside it, then renamed). Raises ValueError for an
     unknown `text_layer`, `mupdf.MuPDFError` when the source cannot be read."""
     if text_layer not in TEXT_LAYER_MODES:
         raise ValueError(f"text_layer must be one of {', '.join(TEXT_LAYER_MODES)}")
-    by_number = {layout.number: _page_text(layout) for layout in layouts}
+    turns = turns or {}
+    by_number = {
+        layout.number: _page_text(layout, turns.get(layout.number, 0)) for layout in layouts
+    }
     out_path = Path(out_path)
     fd, tmp_name = tempfile.mkstemp(prefix=".", suffix=".tmp.pdf", dir=out_path.parent)
     os.close(fd)
@@ -109,9 +115,9 @@ def _images_pdf(images: list[Path], path: Path) -> None:
         mupdf.append_image_pages(path, pages[start : start + _IMAGE_CHUNK], create=not start)
 
 
-def _page_text(layout: PageLayout) -> mupdf.PageText:
+def _page_text(layout: PageLayout, turn: int = 0) -> mupdf.PageText:
     """A page's lines, block by block in the model's (reading) order."""
     lines = tuple(
         mupdf.TextLine(line.text, line.box) for block in layout.blocks for line in block.lines
     )
-    return mupdf.PageText(layout.width, layout.height, lines)
+    return mupdf.PageText(layout.width, layout.height, lines, turn=turn)

@@ -39,6 +39,8 @@ from ocrdesk.engine import (
     PageResult,
     PageStatus,
     PasswordRequiredError,
+    Rotation,
+    RotationStore,
     StreamParser,
     atomic_write,
     export_folder,
@@ -46,6 +48,7 @@ from ocrdesk.engine import (
     open_document,
     page_markdown,
     read_exports,
+    render_turned,
 )
 from ocrdesk.gui.qimage import pil_to_qimage
 from ocrdesk.gui.settings import QueueState
@@ -490,12 +493,20 @@ def _thumbnail(document: Document, number: int, width: int) -> Image.Image:
 
 
 def _write_export(export: DocumentExport, item: DocItem, results: list[PageResult]) -> None:
-    """Worker thread: render each finished page again (for crops and layout) and write it all."""
+    """Worker thread: render each finished page again (for crops and layout), turned as it was
+    when it was read, and write it all; the turns go with the copy (its searchable PDF and a
+    window opening it turn the pages as the results were read)."""
+    turns: dict[int, Rotation] = {}
+    if item.export is not None:
+        turns = RotationStore(item.export.folder, item.export.source).read_turns()
+        if export.folder != item.export.folder:
+            RotationStore(export.folder, export.source).keep_read(turns)
     for result in results:
         image = None
         if item.document is not None and result.status is not PageStatus.FAILED:
+            turn = turns.get(result.number, Rotation.NONE)
             with contextlib.suppress(Exception):
-                image = item.document.render(result.number, item.dpi)
+                image = render_turned(item.document, result.number, item.dpi, turn)
                 if result.width and image.size != (result.width, result.height):
                     image = image.resize((result.width, result.height))
         export.add_page(result, image)

@@ -73,6 +73,8 @@ from ocrdesk.engine import (
     ModelFamily,
     PageResult,
     PageStatus,
+    Rotation,
+    RotationStore,
     Sampling,
     Task,
     edits,
@@ -81,8 +83,9 @@ from ocrdesk.engine import (
     figure_boxes,
     overlapping,
     place_blocks,
+    turn_image,
+    turned_size,
 )
-from ocrdesk.engine.rotation import Rotation, RotationStore, turn_image, turned_size
 from ocrdesk.gui.block_editor import BlockChange, BlockEditor, label_choices
 from ocrdesk.gui.controller import Controller, DocItem, EngineState
 from ocrdesk.gui.editing import Editor, editable

@@ -37,12 +37,12 @@ from ocrdesk.engine import (
     EditStore,
     JobSpec,
     PageStatus,
+    RotationStore,
     RunWorker,
     export_folder,
     protocol,
 )
 from ocrdesk.engine.protocol import ProtocolError, Report
-from ocrdesk.engine.rotation import RotationStore
 from ocrdesk.gui.engine_link import EngineLink, EngineState
 from ocrdesk.gui.library import DocItem, Library, Spawn
 from ocrdesk.gui.run_pages import RunPages

@@ -9,11 +9,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
+from PIL import Image, ImageChops, ImageStat
 from PySide6.QtGui import QKeySequence
 from PySide6.QtTest import QTest
 
-from ocrdesk.engine.rotation import Rotation, RotationStore
+from ocrdesk.engine import Rotation, RotationStore, turn_image
+from ocrdesk.engine.export import draw_layout
+from ocrdesk.gui.library import ExportOutcome
 from ocrdesk.gui.main_window import STALE_TEXT
 from ocrdesk.gui.thumbnails import ImageRole
 from tests.fakes.openai_server import PAGES_DIR
@@ -156,3 +158,55 @@ def test_run_reads_a_turned_page_upright_and_a_stale_one_again(
     assert item.pages[1].result.height == 990
     arun(qtbot, wait_until(lambda: window.stale_turn(item.id, 1) is None, what="fresh"))
     assert window.check_label.isHidden() and window.page_view.boxes
+
+
+def _drawn_on(layout: Path, page: Image.Image, result: Any) -> float:
+    """How far a layout image is from `result`'s boxes drawn on `page` (mean grey difference)."""
+    with Image.open(layout) as img:
+        drawn = img.convert("L")
+    assert drawn.size == page.size
+    expected = draw_layout(page, result).convert("L")
+    return float(ImageStat.Stat(ImageChops.difference(drawn, expected)).mean[0])
+
+
+def test_export_to_another_folder_draws_each_page_turned_as_it_was_read(
+    served: Any,  # noqa: F811
+    qtbot: Any,
+    tmp_path: Path,
+) -> None:
+    """A page turned right and read upright is exported to another folder on the page turned,
+    not on the page as it lies squashed to the result's size; turned again (stale), it is still
+    exported as it was read; the copy keeps the turns its results were read at."""
+    raw = (PAGES_DIR / f"{LECTURE}.raw.txt").read_text(encoding="utf-8")
+    controller, window, _server = served([raw])
+    sideways = _sideways(tmp_path)
+    item = add(qtbot, controller, window, sideways)
+    window.show_page(item.id, 1)
+    QTest.keySequence(window, QKeySequence("Ctrl+Right"))
+    arun(qtbot, wait_until(lambda: window.page_turn(item.id, 1) is Rotation.RIGHT, what="right"))
+    run_all(qtbot, controller, window, item)
+    result = item.pages[1].result
+    assert (result.width, result.height) == (1760, 990)
+    upright = turn_image(Image.open(sideways).convert("RGB"), Rotation.RIGHT)
+    squashed = Image.open(sideways).convert("RGB").resize(upright.size)
+
+    def export(name: str) -> Path:
+        outcome: ExportOutcome = arun(
+            qtbot, controller.library.export([item.id], tmp_path / name, "m", "markdown")
+        )
+        assert outcome.problems == [] and len(outcome.folders) == 1
+        return outcome.folders[0]
+
+    copy = export("copy")
+    layout = copy / "pages" / "0001.layout.jpg"
+    assert _drawn_on(layout, upright, result) < 2  # 0.3: the JPEG's loss
+    assert _drawn_on(layout, squashed, result) > 5
+    kept = RotationStore(copy, item.export.source)
+    assert kept.load() == {1: Rotation.RIGHT} and kept.stale() == {}
+
+    QTest.keySequence(window, QKeySequence("Ctrl+Right"))  # half a turn now: to be read again
+    arun(qtbot, wait_until(lambda: window.stale_turn(item.id, 1) is Rotation.RIGHT, what="stale"))
+    again = export("again")
+    assert _drawn_on(again / "pages" / "0001.layout.jpg", upright, result) < 2
+    kept = RotationStore(again, item.export.source)
+    assert kept.load() == {1: Rotation.RIGHT} and kept.stale() == {}
