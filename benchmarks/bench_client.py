@@ -14,8 +14,10 @@ what `Sampling.logprobs` costs the client (bigger chunks to decode, tokens to pa
 confidence).
 
 Usage: .venv/bin/python benchmarks/bench_client.py [--pages 100] [--big 2000] [--concurrency 16]
-       [--small 20] [--large 20] [--memory-only] [--logprobs [--rounds 3]]
-       (--memory-only: skip the ceiling runs, peak RSS figures only; --large 0: no poster run)
+       [--small 20] [--large 20] [--memory-only] [--logprobs [--rounds 3]] [--retry none]
+       (--memory-only: skip the ceiling runs, peak RSS figures only; --large 0: no poster run;
+       --retry: convert's --retry, whose default `auto` OCRs again by region every page here,
+       since the replayed boxes leave the generated pages' lines uncovered)
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ def run_convert(
     server: FakeOpenAIServer,
     concurrency: int,
     logprobs: bool | None = None,
+    retry: str | None = None,
 ) -> tuple[float, int]:
     """Wall seconds and peak RSS (KiB) of one `ocrdesk convert` process (`logprobs`: asked for
     or not, through the request fields; None: the default)."""
@@ -68,6 +71,8 @@ def run_convert(
         "--server", server.url, "--api-key", server.api_key or "", "-q",
         "--concurrency", str(concurrency),
     ]  # fmt: skip
+    if retry is not None:
+        cmd += ["--retry", retry]
     if logprobs is not None:
         value = "true" if logprobs else "false"
         cmd += ["--request-field", f"logprobs={value}"]
@@ -96,6 +101,7 @@ def main() -> None:
         "--logprobs", action="store_true", help="the ceiling with logprobs on and off, alternated"
     )
     ap.add_argument("--rounds", type=int, default=3, help="rounds of each with --logprobs")
+    ap.add_argument("--retry", choices=("auto", "none"), help="convert's --retry (its default)")
     args = ap.parse_args()
     outputs = corpus_outputs()
     # file 11 is a real DeepSeek-OCR-2 grounded page (tables, captions): a typical page's output
@@ -125,8 +131,10 @@ def main() -> None:
             )
         small = make_pdf(root / "small.pdf", args.small)
         big = make_pdf(root / "big.pdf", args.big)
-        s_small, rss_small = run_convert(small, root / "out2", server, args.concurrency)
-        s_big, rss_big = run_convert(big, root / "out3", server, args.concurrency)
+        s_small, rss_small = run_convert(
+            small, root / "out2", server, args.concurrency, retry=args.retry
+        )
+        s_big, rss_big = run_convert(big, root / "out3", server, args.concurrency, retry=args.retry)
         print(f"peak RSS, {args.small} pages: {rss_small / 1024:.0f} MiB ({s_small:.1f} s)")
         print(
             f"peak RSS, {args.big} pages: {rss_big / 1024:.0f} MiB ({s_big:.1f} s, "

@@ -1,6 +1,8 @@
 """ALTO v4 XML: the OCR's text and layout for archives (Library of Congress ALTO 4.4).
 
     text = alto_document(layouts, source="scan.pdf")
+    tags = {}; body = "".join(alto_pages(layouts, tags))   -> the pages, the tags they use
+    text = alto_head(tags, source=...) + body + ALTO_TAIL   -> the same file
 
 Measurements are pixels (`MeasurementUnit` pixel) of each page image that was sent; one `Page`
 per page, its `PrintSpace` the whole image, holding the blocks in the model's reading order:
@@ -12,13 +14,20 @@ them; a figure is an `Illustration`, a table a `ComposedBlock` of TYPE "table" a
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from xml.sax.saxutils import escape, quoteattr
 
 from .results import Box
 from .text_layer import BlockLayout, Line, PageLayout, label_role
 
-__all__ = ["ALTO_NAMESPACE", "ALTO_SCHEMA_LOCATION", "alto_document"]
+__all__ = [
+    "ALTO_NAMESPACE",
+    "ALTO_SCHEMA_LOCATION",
+    "ALTO_TAIL",
+    "alto_document",
+    "alto_head",
+    "alto_pages",
+]
 
 ALTO_NAMESPACE = "http://www.loc.gov/standards/alto/ns-v4#"
 ALTO_SCHEMA_LOCATION = "http://www.loc.gov/standards/alto/v4/alto-4-4.xsd"
@@ -30,14 +39,30 @@ def _position(box: Box) -> str:
     return f'HPOS="{x1}" VPOS="{y1}" WIDTH="{max(0, x2 - x1)}" HEIGHT="{max(0, y2 - y1)}"'
 
 
+#: What follows the last page.
+ALTO_TAIL = "</Layout>\n</alto>\n"
+
+
 def alto_document(layouts: Iterable[PageLayout], *, source: str = "") -> str:
     """The pages as one ALTO v4 document. `source` is the file name it was made from."""
-    pages = list(layouts)
-    tags: dict[str, str] = {}  # label -> tag ID
-    for layout in pages:
+    tags: dict[str, str] = {}
+    body = "".join(alto_pages(layouts, tags))
+    return alto_head(tags, source=source) + body + ALTO_TAIL
+
+
+def alto_pages(layouts: Iterable[PageLayout], tags: dict[str, str]) -> Iterator[str]:
+    """Each page's `Page` element, a layout taken as it comes; `tags` (label -> LayoutTag ID)
+    gets each label the first time a block has it. The Tags come before the pages in the file,
+    so a long document's pages are written aside first (see formats.py) and `alto_head` after."""
+    for layout in layouts:
         for block in layout.blocks:
             if block.label not in tags:
                 tags[block.label] = f"tag_{len(tags) + 1}_{_NOT_ID.sub('_', block.label)[:40]}"
+        yield _page(layout, tags)
+
+
+def alto_head(tags: dict[str, str], *, source: str = "") -> str:
+    """Everything before the first page: the description and the `tags` of `alto_pages`."""
     out = [
         '<?xml version="1.0" encoding="UTF-8"?>\n',
         f'<alto xmlns="{ALTO_NAMESPACE}" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"'
@@ -61,9 +86,6 @@ def alto_document(layouts: Iterable[PageLayout], *, source: str = "") -> str:
         )
         out.append("</Tags>\n")
     out.append("<Layout>\n")
-    for layout in pages:
-        out.append(_page(layout, tags))
-    out.append("</Layout>\n</alto>\n")
     return "".join(out)
 
 

@@ -20,14 +20,17 @@ multi-frame TIFF, an EPUB) has its page images kept in the journal (`keeps_page_
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import itertools
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
 
 from . import alto, hocr, mupdf, pandoc_formats, searchable_pdf
-from .export import DocumentExport, source_id, valid_text
+from .export import DocumentExport, atomic_writer, source_id, valid_text
 from .results import PageStatus
 from .rotation import RotationStore
 from .sanitize import sanitize_html
@@ -62,8 +65,10 @@ class SourceMissingError(Exception):
     """The searchable PDF's source document is not there (moved, deleted or changed)."""
 
 
-def _layouts(export: DocumentExport) -> list[PageLayout]:
-    return [layout_page(r) for r in export.pages() if r.status is not PageStatus.FAILED]
+def _layouts(export: DocumentExport) -> Iterator[PageLayout]:
+    """The pages' layouts in page order, each made as it is read from the journal: a writer
+    takes one at a time (2,000 pages of layouts held at once were ~220 MiB)."""
+    return (layout_page(r) for r in export.pages() if r.status is not PageStatus.FAILED)
 
 
 def _page_texts(export: DocumentExport) -> list[tuple[int, str]]:
@@ -85,11 +90,24 @@ def _pandoc_writer(fmt: str) -> Callable[[DocumentExport, Path], None]:
 
 def _write_hocr(export: DocumentExport, path: Path) -> None:
     name = Path(export.source).name
-    export.write_text(path, hocr.hocr_document(_layouts(export), title=name, source=name))
+    with atomic_writer(path) as out:
+        for part in hocr.hocr_parts(_layouts(export), title=name, source=name):
+            out.write(valid_text(part))
 
 
 def _write_alto(export: DocumentExport, path: Path) -> None:
-    export.write_text(path, alto.alto_document(_layouts(export), source=Path(export.source).name))
+    # The Tags (every label) come before the pages: the pages go to a file aside, then after
+    # the head into the export, so that no more than one page is held.
+    tags: dict[str, str] = {}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile("w+", encoding="utf-8", dir=path.parent) as body:
+        for part in alto.alto_pages(_layouts(export), tags):
+            body.write(valid_text(part))
+        body.seek(0)
+        with atomic_writer(path) as out:
+            out.write(valid_text(alto.alto_head(tags, source=Path(export.source).name)))
+            shutil.copyfileobj(body, out)
+            out.write(alto.ALTO_TAIL)
 
 
 def _direct_kind(path: Path) -> str | None:
@@ -150,17 +168,18 @@ def searchable_source(export: DocumentExport) -> tuple[Path | list[Path], dict[i
 
 
 def _write_searchable(export: DocumentExport, path: Path) -> None:
-    layouts = [layout for layout in _layouts(export) if any(b.lines for b in layout.blocks)]
-    if not layouts:  # no text to lay over the pages: the source is all there is
+    layouts = (layout for layout in _layouts(export) if any(b.lines for b in layout.blocks))
+    first = next(layouts, None)
+    if first is None:  # no text to lay over the pages: the source is all there is
         if path.exists():
             path.unlink()
         return
     source, numbering = searchable_source(export)
-    placed = [
+    placed = (
         PageLayout(numbering[layout.number], layout.width, layout.height, layout.blocks)
-        for layout in layouts
+        for layout in itertools.chain([first], layouts)
         if layout.number in numbering
-    ]
+    )
     # The source's own pages turned as each was read; a kept page image is the turned page.
     read_at = (
         {}

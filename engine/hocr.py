@@ -1,6 +1,7 @@
 """hOCR: the OCR's text and layout as XHTML (hOCR 1.2), page / block / paragraph / line / word.
 
     text = hocr_document(layouts, title="scan.pdf")  -> one XHTML file, an ocr_page per page
+    for part in hocr_parts(layouts, title=...): ...  -> the same file in pieces, a page each
     text = hocr_page(layout)                         -> the same for one page (OCRmyPDF reads
                                                         the first ocr_page of a file)
 
@@ -17,13 +18,13 @@ of that above its bottom (a common descender).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from xml.sax.saxutils import escape, quoteattr
 
 from .results import Box
 from .text_layer import BlockLayout, Line, PageLayout, label_role
 
-__all__ = ["hocr_document", "hocr_page"]
+__all__ = ["hocr_document", "hocr_page", "hocr_parts"]
 
 _LINE_CLASSES = {"heading": "ocr_header", "caption": "ocr_caption", "page_footer": "ocr_footer"}
 _BLOCK_CLASSES = {"table": "ocr_table", "figure": "ocr_photo"}
@@ -40,7 +41,15 @@ def _bbox(box: Box) -> str:
 def hocr_document(layouts: Iterable[PageLayout], *, title: str = "", source: str = "") -> str:
     """The pages as one hOCR document. `source` names the image or document in each page's
     `image` property (optional)."""
-    head = (
+    return "".join(hocr_parts(layouts, title=title, source=source))
+
+
+def hocr_parts(
+    layouts: Iterable[PageLayout], *, title: str = "", source: str = ""
+) -> Iterator[str]:
+    """`hocr_document` in pieces: the head, one piece per page (each layout taken as it comes),
+    the end; for writing a long document to a file without holding it."""
+    yield (
         '<?xml version="1.0" encoding="UTF-8"?>\n'
         '<!DOCTYPE html PUBLIC "-//W3C//DTD XHTML 1.0 Transitional//EN"\n'
         '    "http://www.w3.org/TR/xhtml1/DTD/xhtml1-transitional.dtd">\n'
@@ -52,11 +61,9 @@ def hocr_document(layouts: Iterable[PageLayout], *, title: str = "", source: str
         f'<meta name="ocr-capabilities" content="{_CAPABILITIES}"/>\n'
         "</head>\n<body>\n"
     )
-    parts = [head]
     for layout in layouts:
-        parts.append(_page(layout, source))
-    parts.append("</body>\n</html>\n")
-    return "".join(parts)
+        yield _page(layout, source)
+    yield "</body>\n</html>\n"
 
 
 def hocr_page(layout: PageLayout, *, source: str = "") -> str:

@@ -54,7 +54,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -328,14 +328,16 @@ class TextLayerReport:
 
 def write_text_layers(
     pdf_path: Path,
-    pages: dict[int, PageText],
+    pages: Mapping[int, PageText] | Iterable[tuple[int, PageText]],
     out_path: Path,
     *,
     replace: bool,
     password: str | None = None,
 ) -> TextLayerReport:
-    """Save to `out_path` the PDF at `pdf_path` with `pages[n]`'s lines written on page n
-    (1-based) as invisible text; the pages' own content is not touched.
+    """Save to `out_path` the PDF at `pdf_path` with `pages[n]`'s lines (or those of each
+    (n, text) that `pages` yields) written on page n (1-based) as invisible text; the pages' own
+    content is not touched. An iterable is taken one page at a time (a generator keeps no page's
+    text after its page is written); a number beyond the PDF's pages, or given again, is left out.
 
     A page that has text already is skipped, or with `replace` its invisible text is removed
     first (its visible text stays). A page whose text has a `turn` has its /Rotate turned as
@@ -348,9 +350,13 @@ def write_text_layers(
         try:
             own_fonts = any(doc.get_page_fonts(i) for i in range(doc.page_count))
             fonts = _TextFonts()
-            for number in range(1, doc.page_count + 1):
-                text = pages.get(number)
-                if text is None or not text.lines or text.width <= 0 or text.height <= 0:
+            items = sorted(pages.items()) if isinstance(pages, Mapping) else pages
+            seen: set[int] = set()
+            for number, text in items:
+                if not 1 <= number <= doc.page_count or number in seen:
+                    continue
+                seen.add(number)
+                if not text.lines or text.width <= 0 or text.height <= 0:
                     continue
                 page = doc.load_page(number - 1)
                 if page.get_text("text").strip():

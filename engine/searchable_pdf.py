@@ -76,9 +76,8 @@ def write_searchable_pdf(
     if text_layer not in TEXT_LAYER_MODES:
         raise ValueError(f"text_layer must be one of {', '.join(TEXT_LAYER_MODES)}")
     turns = turns or {}
-    by_number = {
-        layout.number: _page_text(layout, turns.get(layout.number, 0)) for layout in layouts
-    }
+    # One page at a time, as MuPDF writes it: a long document's layouts are never all held.
+    by_number = ((lay.number, _page_text(lay, turns.get(lay.number, 0))) for lay in layouts)
     out_path = Path(out_path)
     fd, tmp_name = tempfile.mkstemp(prefix=".", suffix=".tmp.pdf", dir=out_path.parent)
     os.close(fd)
