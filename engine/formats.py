@@ -117,12 +117,28 @@ def _direct_kind(path: Path) -> str | None:
             if b"%PDF-" in handle.read(1024):
                 return "pdf"
         with Image.open(path) as img:
-            upright = img.getexif().get(0x0112, 1) == 1  # EXIF Orientation: MuPDF ignores it
+            upright = _orientation(img) == 1  # EXIF Orientation: MuPDF ignores it
             if img.format in ("PNG", "JPEG") and getattr(img, "n_frames", 1) == 1 and upright:
                 return "image"
     except (OSError, ValueError, Image.DecompressionBombError):
         pass
     return None
+
+
+def _orientation(img: Image.Image) -> int:
+    """The EXIF Orientation of an opened image (1: as stored), its pixels not decoded.
+
+    Pillow's `getexif()` decodes a whole PNG without an eXIf chunk before its pixels, to look
+    for one after them: one full decode per page image, the hottest frame of a GPU run's client
+    (issue 18). An eXIf chunk after the pixels is not looked for."""
+    if img.format == "PNG":
+        data = img.info.get("exif")
+        if not isinstance(data, bytes):
+            return 1
+        exif = Image.Exif()
+        exif.load(data)
+        return int(exif.get(0x0112, 1))
+    return int(img.getexif().get(0x0112, 1))
 
 
 def _source_file(export: DocumentExport) -> Path | None:
