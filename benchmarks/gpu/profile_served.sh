@@ -44,22 +44,24 @@ run() {  # name, extra convert flags...
   python3 -m ocrdesk convert /tmp/pages -o "/tmp/out_$name" --server "$URL" "${JOB[@]}" "$@" \
     --stats "$OUT/$name.json" 2> "$OUT/$name.err" &
   local cpid=$!
+  local spies=()
   if [ "$name" = defaults ]; then
     sleep 12  # past the first window and the tuner's climb: the steady state
-    for pid in $(pgrep -f "vllm.entrypoints|VLLM|EngineCore" ) ; do
-      "$PYSPY" record --nonblocking --pid "$pid" --duration "$PROFILE_S" --rate 50 -f raw \
-        -o "$OUT/pyspy.$pid.txt" > "$OUT/pyspy.$pid.log" 2>&1 &
+    for pid in $(pgrep -f "vllm.entrypoints|VLLM|EngineCore") "$cpid"; do
+      label=$pid; [ "$pid" = "$cpid" ] && label=client
+      "$PYSPY" record --nonblocking --threads --pid "$pid" --duration "$PROFILE_S" --rate 50 \
+        -f raw -o "$OUT/pyspy.$label.txt" > /dev/null 2>&1 &
+      spies+=($!)
     done
-    "$PYSPY" record --nonblocking --pid "$cpid" --duration "$PROFILE_S" --rate 50 -f raw \
-      -o "$OUT/pyspy.client.txt" > "$OUT/pyspy.client.log" 2>&1 &
-    ps -o pid,pcpu,rss,args -p "$(pgrep -d, -f 'vllm|ocrdesk')" > "$OUT/ps.txt" 2>/dev/null
+    ps -o pid,pcpu,rss,nlwp,args -p "$(pgrep -d, -f 'vllm|ocrdesk')" | cut -c1-160 > "$OUT/ps.txt"
+    top -b -H -n 1 -p "$cpid" | head -30 > "$OUT/top.client.txt"
   fi
   wait $cpid; local rc=$?
+  [ ${#spies[@]} -gt 0 ] && wait "${spies[@]}"
   kill $gpid 2>/dev/null; wait $gpid 2>/dev/null
   echo "$name rc=$rc $(python3 -c "import json; s=json.load(open('$OUT/$name.json')); print(s['pages_per_second'], 'pages/s')" 2>/dev/null)"
 }
 run defaults
-wait  # the profilers
 for c in $FIXED; do run "c$c" --concurrency "$c"; done
 kill -TERM $SPID; wait $SPID
 
@@ -73,7 +75,8 @@ for f in sorted(glob.glob(f"{out}/*.json")):
     rows = [r for r in csv.reader(open(f"{out}/{name}.gpu.csv")) if len(r) == 2]
     busy = [float(r[0]) for r in rows if r[0].strip().replace('.', '', 1).isdigit()]
     print(f"{name}: {s.get('pages_per_second')} pages/s, GPU busy {sum(busy)/max(1,len(busy)):.0f} %")
-for f in sorted(glob.glob(f"{out}/pyspy.*.txt")):
+spies = sorted(glob.glob(f"{out}/pyspy.*.txt"), key=os.path.getsize, reverse=True)
+for f in spies[:2] + [x for x in spies[2:] if x.endswith("client.txt")]:
     inc, own, total = collections.Counter(), collections.Counter(), 0
     for line in open(f):
         stack, _, n = line.rstrip().rpartition(" ")
