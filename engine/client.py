@@ -586,9 +586,14 @@ class ServerPool:
         if not clients:
             raise ValueError("a server pool needs at least one server")
         self.clients = clients
+        self._picks = [0] * len(clients)
 
     def pick(self) -> ModelClient:
-        return min(self.clients, key=lambda c: c.busy)
+        # Ties go to the server picked least: pages sent in one burst are picked before any of
+        # their requests has started (and raised its server's `busy`), and all went to the first.
+        index = min(range(len(self.clients)), key=lambda i: (self.clients[i].busy, self._picks[i]))
+        self._picks[index] += 1
+        return self.clients[index]
 
     @property
     def in_flight(self) -> int:

@@ -198,3 +198,21 @@ async def test_no_answer_is_retried_once_only(tmp_path: Path) -> None:
         requests = len(server.requests)
     assert len(failed(events)) == 1
     assert requests == 1 + NO_ANSWER_RETRIES
+
+
+async def test_a_burst_of_pages_is_spread_over_the_pool(tmp_path: Path) -> None:
+    """Pages sent at once are picked before any request has started; each server gets its
+    share, not the first server all of them."""
+    pdf = make_pdf(tmp_path / "eight.pdf", 8)
+    with (
+        FakeOpenAIServer([GROUNDED], token_delay=0.01) as a,
+        FakeOpenAIServer([GROUNDED], token_delay=0.01) as b,
+    ):
+        pool = ServerPool([ModelClient(a.url), ModelClient(b.url)])
+        try:
+            pipeline = Pipeline(pool, ConvertOptions(concurrency=8))
+            events = [event async for event in pipeline.run([DocumentJob(pdf)])]
+        finally:
+            await pool.close()
+    assert len(finished(events)) == 8
+    assert len(a.requests) >= 3 and len(b.requests) >= 3, (len(a.requests), len(b.requests))
