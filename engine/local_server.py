@@ -74,7 +74,16 @@ from .tasks import (
     family_by_architecture,
     family_of,
 )
-from .vllm_log import MASK, classify_failure, known_failure, mask_secret, status_from_line
+from .vllm_log import (
+    MASK,
+    V2_RUNNER_ENV,
+    classify_failure,
+    known_failure,
+    mask_secret,
+    release_problem,
+    status_from_line,
+    vllm_version_in,
+)
 
 try:  # openai >= 3 depends on `httpx2`, older ones on `httpx`: the same API under two names
     import httpx
@@ -403,6 +412,11 @@ def server_env(config: LocalServerConfig, base: dict[str, str] | None = None) ->
         folder = str(processor_dir(config))
         paths = [path for path in env.get("PYTHONPATH", "").split(os.pathsep) if path]
         env["PYTHONPATH"] = os.pathsep.join([folder, *(p for p in paths if p != folder)])
+    if config.ngram_processor is not NGramProcessor.NONE:
+        # Both n-gram processors are written against the V1 interface, which vLLM's Model
+        # Runner V2 refuses at load (vLLM PR 56497) after the weights are in; V1 is the runner
+        # vLLM <= 0.24 picked for them by itself. A person's own setting wins.
+        env.setdefault(V2_RUNNER_ENV, "0")
     return env
 
 
@@ -519,6 +533,9 @@ class LocalServer:
         self._reader: asyncio.Task[None] | None = None
         self._log_file: IO[bytes] | None = None
         self._lines: deque[str] = deque(maxlen=_LOG_LINES)
+        # (reason, fix) of the vLLM release the log named, when it is known to fail the model
+        # (issue 18: 0.19.x answers DeepSeek-OCR with unrelated text); None until it is named.
+        self._release: tuple[str, str] | None = None
         self._lock = asyncio.Lock()
         self._stopping = False  # stop() is under way: a start that sees vLLM exit says so
 
@@ -612,6 +629,7 @@ class LocalServer:
         header = f"# {API_KEY_ENV}={MASK} {settings}{shlex.join(command)}\n"
         self._log_file.write(mask_secret(header, self.api_key).encode())
         self._lines.clear()
+        self._release = None
         self._set_state(ServerState.STARTING, "starting vLLM")
 
         try:
@@ -654,6 +672,8 @@ class LocalServer:
                 while True:
                     if exited.done():
                         await self._fail(proc.returncode)
+                    if self._release is not None and self._release[0]:
+                        await self._refuse_release(*self._release)
                     if await self._answers(client):
                         return
                     remaining = deadline - loop.time()
@@ -663,6 +683,15 @@ class LocalServer:
                     delay = min(delay * 1.5, 1.0)
         finally:
             exited.cancel()
+
+    async def _refuse_release(self, reason: str, fix: str) -> NoReturn:
+        """Stop a vLLM whose release is known to answer this model wrongly: it would start,
+        then read every page as unrelated text."""
+        await self._terminate()
+        await self._drain_log()
+        self.last_failure = (reason, fix)
+        self._set_state(ServerState.FAILED, reason)
+        raise EngineStartError(reason, fix, self.log_tail(50))
 
     async def _answers(self, client: Any) -> bool:
         """GET /health is 200 and GET /v1/models (with the key) lists a model."""
@@ -743,6 +772,8 @@ class LocalServer:
         if self.pid is None and (found := _WATCHDOG_PID.search(line)):
             self.pid = int(found.group(1))
             return
+        if self._release is None and (version := vllm_version_in(line)) is not None:
+            self._release = release_problem(version, self.config.model) or ("", "")
         status = status_from_line(line)
         # "ready" is ours to say, after the checks; once said it stays: with several API server
         # processes, the others log their start-up after the first pages are answered.

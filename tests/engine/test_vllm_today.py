@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -184,3 +185,38 @@ async def test_the_doctor_fails_vllm_0_19_and_says_what_to_install(
     found, version = await check_vllm(str(FAKE_VLLM), OCR)
     assert version.ok and "newer than the newest tried here" in version.detail
     assert f"{V2_RUNNER_ENV}=0" in version.detail
+
+
+# -- what the local engine does about them ---------------------------------------------------------
+
+
+def test_the_local_engine_keeps_vllm_on_the_runner_that_takes_its_processor(
+    config: LocalServerConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ocrdesk.engine.local_server import server_env
+    from ocrdesk.engine.tasks import NGramProcessor
+
+    monkeypatch.delenv(V2_RUNNER_ENV, raising=False)
+    assert server_env(config)[V2_RUNNER_ENV] == "0"
+    assert server_env(replace(config, ngram_processor=NGramProcessor.RECIPE))[V2_RUNNER_ENV] == "0"
+    assert V2_RUNNER_ENV not in server_env(replace(config, ngram_processor=NGramProcessor.NONE))
+    monkeypatch.setenv(V2_RUNNER_ENV, "1")  # a person's own choice stays
+    assert server_env(config)[V2_RUNNER_ENV] == "1"
+
+
+async def test_the_local_engine_refuses_a_vllm_release_that_reads_deepseek_ocr_wrong(
+    config: LocalServerConfig,
+) -> None:
+    config.env["FAKE_VLLM_VERSION"] = "0.19.1"
+    config.env["FAKE_VLLM_START_DELAY"] = "3"
+    server = LocalServer(replace(config, model=OCR))
+    with pytest.raises(EngineStartError) as caught:
+        await server.start()
+    assert "0.19.1" in caught.value.reason and "!=0.19.*" in caught.value.fix
+    assert server.last_failure is not None
+    config.env["FAKE_VLLM_VERSION"] = "0.24.0"  # a release known to serve it starts
+    good = LocalServer(replace(config, model=OCR))
+    try:
+        await good.start()
+    finally:
+        await good.stop()
