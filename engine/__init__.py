@@ -45,6 +45,7 @@ from .export import (
     read_exports,
 )
 from .formats import DEFAULT_FORMATS, FORMATS, ExportFormat, parse_formats
+from .gpus import GpuChoiceError, parse_gpus
 from .local_server import (
     LocalServer,
     LocalServerConfig,
@@ -131,6 +132,7 @@ __all__ = [
     "ExportSink",
     "FamilySpec",
     "Formula",
+    "GpuChoiceError",
     "JobControl",
     "JobFeed",
     "JobSpec",
@@ -186,6 +188,7 @@ __all__ = [
     "page_markdown",
     "parse",
     "parse_formats",
+    "parse_gpus",
     "parse_page_range",
     "place_blocks",
     "prompt_text",

@@ -665,6 +665,7 @@ class MainWindow(QMainWindow):
                 {
                     "model": s.get("engine/model"),
                     "vllm": s.get("engine/vllm") or None,
+                    "gpus": s.get("engine/gpus") or None,
                     "gpu_memory_utilization": s.get("engine/gpu_memory_utilization"),
                     # A fixed count also caps the local server; auto leaves vLLM its own.
                     "max_num_seqs": s.get("engine/concurrency") or None,

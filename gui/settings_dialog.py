@@ -28,8 +28,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ocrdesk.engine import DEFAULT_MODEL, TASK_TITLES, Task, default_vllm
-from ocrdesk.engine.gpus import GpuChoiceError, parse_gpus
+from ocrdesk.engine import (
+    DEFAULT_MODEL,
+    TASK_TITLES,
+    GpuChoiceError,
+    Task,
+    default_vllm,
+    parse_gpus,
+)
 from ocrdesk.gui.plain_text import tooltip
 from ocrdesk.gui.settings import ENGINE_KEYS, Settings
 

@@ -15,7 +15,7 @@ EXPORTED_MODULES = {
 }
 
 #: Known breaks of the rule, to be fixed where they are (the engine exporting the names).
-KNOWN = {("gui/settings_dialog.py", "ocrdesk.engine.gpus")}
+KNOWN: set[tuple[str, str]] = set()
 
 
 def _engine_imports(path: Path) -> list[tuple[int, str]]:
