@@ -512,14 +512,13 @@ async def convert(args: argparse.Namespace) -> int:
             text_layer=args.text_layer,
         )
         jobs: list[DocumentJob] = []
-        rereads: dict[int, tuple[RotationStore, set[int]]] = {}  # id(job) -> stale pages
         for path in paths:
             job = DocumentJob(path, pages=args.pages, password=args.password)
             for note in await asyncio.to_thread(
                 sink.open, job, args.output, taken, resume=args.resume
             ):
                 print(f"ocrdesk: {printable(note)}", file=sys.stderr)
-            rereads[id(job)] = await asyncio.to_thread(_turn_pages, job, sink.exports[id(job)])
+            await asyncio.to_thread(_turn_pages, job, sink.exports[id(job)])
             jobs.append(job)
 
         progress = _Progress(args.quiet)
@@ -535,14 +534,6 @@ async def convert(args: argparse.Namespace) -> int:
                 if isinstance(event, HANDLED_EVENTS)
                 else None
             )
-            if isinstance(event, PageFinished) and failure is None:
-                store, stale = rereads[id(event.job)]
-                if event.result.number in stale:  # read again at its turn: not stale any more
-                    stale.discard(event.result.number)
-                    try:
-                        await asyncio.to_thread(store.fresh, event.result.number)
-                    except OSError as exc:
-                        progress.write(f"ocrdesk: {describe_write_error(exc, store.path)}")
             if failure is not None:
                 failed = True
                 if failure.page is not None:
@@ -610,14 +601,13 @@ async def convert(args: argparse.Namespace) -> int:
             await local.stop()
 
 
-def _turn_pages(job: DocumentJob, export: DocumentExport) -> tuple[RotationStore, set[int]]:
+def _turn_pages(job: DocumentJob, export: DocumentExport) -> None:
     """The turns a person gave `job`'s pages in the window, kept in its export folder
     (engine/rotation.py): its pages are rendered turned, and a resumed page turned since it was
-    read is read again (unless a person edited it). Returns the store and those pages."""
+    read is read again (unless a person edited it; the sink marks it read once written)."""
     store = RotationStore(export.folder, export.source)
     job.rotations = store.load()
     job.skip = store.kept(job.skip, export.edits.edited_pages())
-    return store, set(store.stale()) - set(job.skip)
 
 
 def supervised_client(server: LocalServer, *, timeout: float = 300.0) -> ModelClient:

@@ -26,6 +26,7 @@ with `failure.page_result()` (whose error reads "could not write ...").
 
 from __future__ import annotations
 
+import contextlib
 import errno
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -43,6 +44,10 @@ from .export import (
 )
 from .pipeline import DocumentFinished, DocumentJob, DocumentOpened, Event, PageFailed, PageFinished
 from .results import PageResult, PageStatus
+from .rotation import RotationStore
+
+#: What a page read again ends as when its answer is kept.
+_READ = frozenset({PageStatus.DONE, PageStatus.TRUNCATED})
 
 #: The events `ExportSink.handle` does anything for. Callers hand only these to a thread for the
 #: blocking writes: a page streams hundreds of deltas, and a thread hop each cost the CLI two
@@ -103,6 +108,7 @@ class ExportSink:
         self.text_layer = text_layer
         self.exports: dict[int, DocumentExport] = {}  # id(job) -> export
         self._open: set[int] = set()  # documents with pages written and no finish yet
+        self._stale: dict[int, tuple[RotationStore, set[int]]] = {}  # turned since read
 
     def add(self, job: DocumentJob, export: DocumentExport) -> None:
         """Write `job`'s events into `export` (a folder the caller chose)."""
@@ -174,10 +180,29 @@ class ExportSink:
                     event.result,
                 )
             self._open.add(key)
+            if isinstance(event, PageFinished) and event.result.status in _READ:
+                self._note_read(key, export, event)
             return None
         if isinstance(event, DocumentFinished):
             self._open.discard(key)
             return self._finish(event.job.label, export)
+        return None
+
+    def _note_read(self, key: int, export: DocumentExport, event: PageFinished) -> None:
+        """A page turned since its kept result was read (engine/rotation.py) has been read
+        again at its turn, and written: it is not stale any more. Before the combined files
+        are written, so that its searchable PDF page takes the turn it was read at."""
+        if key not in self._stale:
+            store = RotationStore(export.folder, export.source)
+            self._stale[key] = (store, set(store.stale()))
+        store, stale = self._stale[key]
+        number = event.result.number
+        if number not in stale:
+            return None
+        stale.discard(number)
+        # Not written: the page stays stale, and the next run reads it once more. Nothing lost.
+        with contextlib.suppress(OSError):
+            store.fresh(number)
         return None
 
     def close(self) -> list[WriteFailure]:

@@ -163,6 +163,10 @@ def test_convert_resumes_a_folder_whose_page_was_turned_since_it_was_read(
     assert store.read_turns() == {1: Rotation.RIGHT}
     with Image.open(folder / "pages" / "0001.layout.jpg") as layout:
         assert layout.size == UPRIGHT
+    # The searchable PDF, written when the run ended, shows page 1 as it was read again: turned
+    # (the sink marked it read before the combined files were written).
+    with pymupdf.open(folder / "lectures.searchable.pdf") as searchable:
+        assert searchable[0].rotation == 90 and searchable[1].rotation == 0
 
 
 def test_export_redraws_an_edited_turned_page_turned(tmp_path: Path) -> None:
