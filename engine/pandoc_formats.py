@@ -34,7 +34,10 @@ __all__ = ["FORMATS", "PandocError", "available", "pages_html", "write_document"
 #: What `write_document` writes, by its file suffix.
 FORMATS = ("docx", "html", "epub")
 #: The markdown the model writes: pandoc's, with its `\( \)` and `\[ \]` formula delimiters.
-_MARKDOWN = "markdown+tex_math_single_backslash"
+# hard_line_breaks: a block's single newlines are its lines (an address, a definition over five
+# lines), as the window shows them (gui/html.py); the filter drops a break beside a display
+# formula, which stands on its own lines already.
+_MARKDOWN = "markdown+tex_math_single_backslash+hard_line_breaks"
 _PAGE_CLASS = "ocrdesk-page"
 
 _FILTER = r"""
@@ -45,6 +48,15 @@ end
 function Image(img)
   if local_path(img.src) then return nil end
   return pandoc.Span(img.caption)
+end
+local function display(el) return el and el.t == "Math" and el.mathtype == "DisplayMath" end
+function Inlines(inlines)
+  for i = #inlines, 1, -1 do
+    if inlines[i].t == "LineBreak" and (display(inlines[i-1]) or display(inlines[i+1])) then
+      inlines:remove(i)
+    end
+  end
+  return inlines
 end
 function Div(div)
   if not div.classes:includes("PAGE_CLASS") then return nil end

@@ -136,3 +136,20 @@ def test_unknown_format_and_missing_pandoc(folder: Path, monkeypatch: pytest.Mon
     with pytest.raises(PandocError):
         write_document("docx", PAGES, folder / "x.docx", resource_dir=folder)
     assert not (folder / "x.docx").exists()
+
+
+def test_a_blocks_lines_stay_lines_and_display_formulas_get_no_break() -> None:
+    """As the window shows them (gui/html.py): lecture-024's definition is five lines, and
+    lecture-006's display formulas, each on its own lines, get no break beside them."""
+    from ocrdesk.engine.parser import parse
+
+    def html(name: str) -> str:
+        raw = (PAGES_DIR / f"{name}.raw.txt").read_text(encoding="utf-8")
+        return pages_html([(1, parse(raw, 3520, 1980).markdown)])
+
+    definition = [p for p in re.findall(r"<p>(.*?)</p>", html("lecture-024"), re.S) if "<br" in p]
+    assert len(definition) == 1 and definition[0].count("<br />") == 4
+    formulas = html("lecture-006")
+    assert formulas.count('<math display="block"') >= 4
+    # Its only single newlines sit beside display formulas ("Bsp:" and a formula; two formulas).
+    assert "<br />" not in formulas
