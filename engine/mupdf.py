@@ -54,7 +54,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -421,13 +421,18 @@ class _TextFonts:
         """`text` cut into runs of characters set in the same font (the first that has
         them): (font index, the run, its advance in em)."""
         runs: list[tuple[int, str, float]] = []
-        for char in text:
-            index, advance = self._char(char)
-            if runs and runs[-1][0] == index:
-                _, run, width = runs[-1]
-                runs[-1] = (index, run + char, width + advance)
+        known = self._chars
+        start, current, width = 0, -1, 0.0
+        for k, char in enumerate(text):
+            index, advance = known.get(char) or self._char(char)
+            if index != current:
+                if k:
+                    runs.append((current, text[start:k], width))
+                start, current, width = k, index, advance
             else:
-                runs.append((index, char, advance))
+                width += advance
+        if text:
+            runs.append((current, text[start:], width))
         return runs
 
 
@@ -506,11 +511,32 @@ def _add_text_layer(page: Any, text: PageText, fonts: _TextFonts) -> bool:
     )
     shape = page.new_shape()
     wrote = False
-    for line in text.lines:
-        wrote |= _add_text_line(shape, line, fonts, placement)
+    # Shape.insert_text calls page.insert_font for every run, which lists the page's fonts
+    # (a scan of its resources) to find the one it has: a third of the layer's time. The fonts
+    # cannot change while the shape is written, so each name's first answer is the answer.
+    page.insert_font = _FontMemo(page.insert_font)
+    try:
+        for line in text.lines:
+            wrote |= _add_text_line(shape, line, fonts, placement)
+    finally:
+        del page.insert_font
     if wrote:
         shape.commit()
     return wrote
+
+
+class _FontMemo:
+    """`Page.insert_font` answering each font name after the first from what it said then."""
+
+    def __init__(self, insert_font: Callable[..., int]) -> None:
+        self._insert_font = insert_font
+        self._xrefs: dict[str, int] = {}
+
+    def __call__(self, fontname: str = "helv", **kwargs: Any) -> int:
+        xref = self._xrefs.get(fontname)
+        if xref is None:
+            xref = self._xrefs[fontname] = self._insert_font(fontname=fontname, **kwargs)
+        return xref
 
 
 def _add_text_line(shape: Any, line: TextLine, fonts: _TextFonts, where: _Placement) -> bool:
