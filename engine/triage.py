@@ -424,7 +424,10 @@ def ink_mask(image: Image.Image, width: int = INK_WIDTH) -> Image.Image:
     )
     paper = coarse.filter(ImageFilter.MaxFilter(3)).resize(small.size, Image.Resampling.BILINEAR)
     contrast = ImageChops.subtract(paper, small)
-    return contrast.point(lambda v: 255 if v > INK_CONTRAST else 0)
+    return contrast.point(_INK)
+
+
+_INK = [255 if v > INK_CONTRAST else 0 for v in range(256)]  # `ink_mask`'s contrast to ink
 
 
 def ink_share(image: Image.Image) -> float:
@@ -474,11 +477,17 @@ UNCOVERED_MIN_CELLS = 150
 # pixel of the square is ink and 255 only where all are: the same pixels as Pillow's MaxFilter and
 # MinFilter (both replicate the border), 5 to 20 times faster than their sorting rank filter.
 def _dilate(mask: Image.Image, size: int) -> Image.Image:
-    return mask.filter(ImageFilter.BoxBlur(size // 2)).point(lambda v: 255 if v > 0 else 0)
+    return mask.filter(ImageFilter.BoxBlur(size // 2)).point(_ANY_INK)
 
 
 def _erode(mask: Image.Image, size: int) -> Image.Image:
-    return mask.filter(ImageFilter.BoxBlur(size // 2)).point(lambda v: 255 if v >= 255 else 0)
+    return mask.filter(ImageFilter.BoxBlur(size // 2)).point(_ALL_INK)
+
+
+# `Image.point` tables (a function there is called 256 times per call to build one).
+_ANY_INK = [0] + [255] * 255
+_ALL_INK = [0] * 255 + [255]
+_CELL_INKED = [255 if v >= round(255 * UNCOVERED_CELL_INK) else 0 for v in range(256)]
 
 
 _RUN = re.compile(rb"[^\x00]+")
@@ -549,10 +558,7 @@ def uncovered_regions(
     mask = ink_mask(image)
     cell = UNCOVERED_CELL
     cols, rows = max(1, mask.width // cell), max(1, mask.height // cell)
-    level = round(255 * UNCOVERED_CELL_INK)
-    cells = mask.resize((cols, rows), Image.Resampling.BOX).point(
-        lambda v: 255 if v >= level else 0
-    )
+    cells = mask.resize((cols, rows), Image.Resampling.BOX).point(_CELL_INKED)
     sx, sy = cols / image.width, rows / image.height
     draw = ImageDraw.Draw(cells)
     m = UNCOVERED_MARGIN
@@ -621,7 +627,17 @@ def _script(ch: str) -> str:
 
 def scripts(text: str) -> Counter[str]:
     """Letters of `text` by script."""
-    return Counter(_script(ch) for ch in text if ch.isalpha())
+    return _letter_scripts(Counter(text))
+
+
+def _letter_scripts(chars: Counter[str]) -> Counter[str]:
+    """Letters by script, from characters counted (each distinct character looked up once;
+    the scripts in the order of their first letter, as counting the text would give them)."""
+    found: Counter[str] = Counter()
+    for ch, n in chars.items():
+        if ch.isalpha():
+            found[_script(ch)] += n
+    return found
 
 
 def malformed_boxes(raw: str, width: int, height: int) -> list[tuple[str, Box | None]]:
@@ -662,19 +678,22 @@ def check_garbage(page: PageResult, others: Mapping[str, int] | None = None) -> 
     script they use is not foreign to this page.
     """
     flags: list[Flag] = []
-    text = strip_tags(page.raw)
-    visible = [ch for ch in text if not ch.isspace()]
-    bad = sum(
-        1 for ch in visible if ch == "\ufffd" or unicodedata.category(ch) in ("Cc", "Cs", "Co")
-    )
-    if visible and bad >= GARBAGE_MIN_BAD and bad >= GARBAGE_SHARE * len(visible):
+    chars = Counter(strip_tags(page.raw))  # each distinct character is looked at once
+    visible = bad = 0
+    for ch, n in chars.items():
+        if ch.isspace():
+            continue
+        visible += n
+        if ch == "\ufffd" or unicodedata.category(ch) in ("Cc", "Cs", "Co"):
+            bad += n
+    if visible and bad >= GARBAGE_MIN_BAD and bad >= GARBAGE_SHARE * visible:
         flags.append(
             Flag(
                 FlagKind.GARBAGE,
-                f"{bad} replacement or control characters ({bad / len(visible):.0%})",
+                f"{bad} replacement or control characters ({bad / visible:.0%})",
             )
         )
-    letters = scripts(text)
+    letters = _letter_scripts(chars)
     total = sum(letters.values())
     main = max(letters, key=letters.__getitem__).lower() if letters else ""
     for script, n in letters.items():
