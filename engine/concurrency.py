@@ -20,17 +20,31 @@ depends on the server, the model and the pages, so it is read from the server wh
   `ENGINE_LIMIT` pages for each of them (at most `MAX_LIMIT`): one GPU's ceiling must not cap
   eight.
 
-`AdaptiveLimit` is the asyncio semaphore whose size `next_limit` sets. Nothing here does I/O:
-the client reads `/metrics` (`ModelClient.load`), the pipeline calls `next_limit` each `TICK`.
+- A server that runs all it is sent does not prove that more in flight pay: the client may be
+  what bounds the run. Measured on the H200 (issue 18, `convert --server`, 192 pages of 1,000
+  tokens, dummy DeepSeek-OCR, --retry none): the doubling alone climbed 16, 32, 64, 128, 256
+  and gave 7.93 pages/s, against 9.60 at a fixed 64 and 7.45 at a fixed 256 (0.83x of the
+  best), with the convert process at 230 % CPU and vLLM's engine core idle 77 %: more streams
+  only cost the client more per page. So `Climb` also watches the output it gets: a raise from
+  `JUDGED_FROM` up is kept only if, once the new limit is filled, the output per second
+  (vLLM's `vllm:generation_tokens_total`, else the text the client was streamed) grew by
+  `GAIN` over the rate before it; otherwise the limit goes back and stays there for
+  `RETRY_SECONDS`. Below `JUDGED_FROM` the limit doubles each tick as before: a server with
+  metrics running all it is sent gets at least the blind count, and judging costs a window per
+  step.
+
+`AdaptiveLimit` is the asyncio semaphore whose size `Climb` sets. Nothing here does I/O: the
+client reads `/metrics` (`ModelClient.load`), the pipeline calls `Climb.step` each `TICK`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import re
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = [
     "AUTO_START",
@@ -39,6 +53,8 @@ __all__ = [
     "MAX_LIMIT",
     "TICK",
     "AdaptiveLimit",
+    "Climb",
+    "Phase",
     "ServerLoad",
     "ceiling",
     "combine",
@@ -65,23 +81,38 @@ MIN_MARGIN = 4
 MARGIN_SHARE = 8
 #: A KV cache fuller than this stops growth: vLLM would start preempting requests.
 KV_FULL = 0.9
+#: Raises from this limit up are judged by the output they bring (`Climb`); below, not.
+JUDGED_FROM = BLIND_LIMIT
+#: Ticks of output a rate is measured over, the limit filled all along (1.5 s).
+WINDOW = 3
+#: A raise is kept when the output per second grew by this factor at least.
+GAIN = 1.10
+#: Seconds a raise gets to be filled and measured; one not measured by then is taken back (the
+#: client did not even fill it: it did not pay).
+JUDGE_SECONDS = 5.0
+#: Seconds a limit whose raise did not pay is kept before another raise is tried (the pages
+#: may have changed).
+RETRY_SECONDS = 30.0
 
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)", re.M)
 _ENGINE_LABEL = re.compile(r'\bengine="([^"]*)"')
 _RUNNING = ("vllm:num_requests_running",)
 _WAITING = ("vllm:num_requests_waiting",)
 _KV = ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc")  # the name before vLLM 0.10
+_GENERATED = "vllm:generation_tokens_total"
 
 
 @dataclass(frozen=True)
 class ServerLoad:
     """What a server is doing now: requests running and waiting, its KV cache use (0..1, None
-    when it does not say; the fullest engine's), and how many engines (GPUs) run them."""
+    when it does not say; the fullest engine's), how many engines (GPUs) run them, and the
+    output tokens it generated since it started (None when it does not say)."""
 
     running: int
     waiting: int
     kv_usage: float | None = None
     engines: int = 1
+    generated: float | None = None
 
 
 def parse_metrics(text: str) -> ServerLoad | None:
@@ -89,7 +120,7 @@ def parse_metrics(text: str) -> ServerLoad | None:
 
     A data-parallel server reports each engine with its own `engine` label: running and waiting
     are summed over them, the KV cache use is the fullest engine's, and the distinct labels are
-    its engines."""
+    its engines. The generated tokens are summed over them."""
     sums: dict[str, float] = {}
     kv: list[float] = []
     engines: set[str] = set()
@@ -98,7 +129,7 @@ def parse_metrics(text: str) -> ServerLoad | None:
             number = float(value)
         except ValueError:
             continue
-        if name in _RUNNING or name in _WAITING:
+        if name in _RUNNING or name in _WAITING or name == _GENERATED:
             sums[name] = sums.get(name, 0.0) + number
             if name in _RUNNING:
                 found = _ENGINE_LABEL.search(labels)
@@ -112,14 +143,16 @@ def parse_metrics(text: str) -> ServerLoad | None:
         waiting=round(sums.get(_WAITING[0], 0.0)),
         kv_usage=max(kv) if kv else None,
         engines=max(1, len(engines)),
+        generated=sums.get(_GENERATED),
     )
 
 
 def combine(loads: Iterable[ServerLoad | None]) -> ServerLoad | None:
-    """The pool's load: the servers' summed (engines too); None if any server gives none
-    (blind)."""
+    """The pool's load: the servers' summed (engines and generated tokens too, these None
+    unless every server says); None if any server gives none (blind)."""
     running = waiting = engines = 0
     kv: list[float] = []
+    generated: float | None = 0.0
     for load in loads:
         if load is None:
             return None
@@ -128,7 +161,10 @@ def combine(loads: Iterable[ServerLoad | None]) -> ServerLoad | None:
         engines += load.engines
         if load.kv_usage is not None:
             kv.append(load.kv_usage)
-    return ServerLoad(running, waiting, max(kv) if kv else None, max(1, engines))
+        generated = (
+            None if generated is None or load.generated is None else generated + load.generated
+        )
+    return ServerLoad(running, waiting, max(kv) if kv else None, max(1, engines), generated)
 
 
 def margin(running: int) -> int:
@@ -156,6 +192,101 @@ def next_limit(limit: int, in_flight: int, load: ServerLoad | None) -> int:
 def ceiling(engines: int) -> int:
     """The most pages in flight for servers of `engines` engines (GPUs) in all."""
     return min(MAX_LIMIT, ENGINE_LIMIT * max(1, engines))
+
+
+class Phase(enum.Enum):
+    """Where `Climb` stands."""
+
+    CLIMBING = enum.auto()  # raises are made when `next_limit` asks for them
+    JUDGING = enum.auto()  # a raise was made: is it filled, and did the output grow?
+    SETTLED = enum.auto()  # a raise did not pay: the limit holds until RETRY_SECONDS pass
+
+
+@dataclass
+class Climb:
+    """`next_limit`, with every raise from `JUDGED_FROM` up kept only if it paid.
+
+    `step` is given, each tick, the clock and the output so far: the server's generated tokens
+    when its load says (`ServerLoad.generated`), else `streamed`, what the client has been
+    streamed (characters). Only ticks with the limit filled (`next_limit`'s own test) count
+    towards a rate, over `WINDOW` ticks in a row at one limit."""
+
+    phase: Phase = Phase.CLIMBING
+    #: The limit before the raise being judged, and the output per second there.
+    previous: int = 0
+    before: float = 0.0
+    #: When the raise being judged was made, or the climb settled.
+    since: float = 0.0
+    #: (clock, output) of the ticks in a row with the current limit filled, the last WINDOW + 1.
+    samples: deque[tuple[float, float]] = field(default_factory=deque)
+    #: Whether `samples` count the server's tokens (True) or the text streamed (False), and the
+    #: limit they were taken at.
+    served: bool | None = None
+    sampled: int = 0
+
+    def step(
+        self, limit: int, in_flight: int, load: ServerLoad | None, now: float, streamed: float
+    ) -> int:
+        """The next in-flight limit (see `next_limit`); `now` in seconds, any origin."""
+        proposed = next_limit(limit, in_flight, load)
+        if load is None or proposed < limit:  # blind, or requests queue: the rules as they were
+            self._restart()
+            return proposed
+        self._sample(limit, in_flight, load, now, streamed)
+        if self.phase is Phase.JUDGING:
+            if self._measured():
+                if self._rate() >= self.before * GAIN:
+                    self.phase = Phase.CLIMBING  # it paid; its samples are the next baseline
+                    return limit
+                return self._settle(now)
+            return self._settle(now) if now - self.since >= JUDGE_SECONDS else limit
+        if self.phase is Phase.SETTLED:
+            if now - self.since < RETRY_SECONDS:
+                return limit
+            self.phase = Phase.CLIMBING
+        if proposed > limit and limit >= JUDGED_FROM:
+            if not self._measured():
+                return limit  # the rate at this limit is not known yet
+            self.previous, self.before, self.since = limit, self._rate(), now
+            self.phase = Phase.JUDGING
+            self.samples.clear()
+        return proposed
+
+    def _sample(
+        self, limit: int, in_flight: int, load: ServerLoad, now: float, streamed: float
+    ) -> None:
+        served = load.generated is not None
+        output = load.generated if load.generated is not None else streamed
+        if (
+            served != self.served
+            or limit != self.sampled
+            or (self.samples and output < self.samples[-1][1])
+        ):
+            # another measure, another limit, or a server restarted (its counter too)
+            self.samples.clear()
+            self.served, self.sampled = served, limit
+        if in_flight < limit - margin(load.running):
+            self.samples.clear()  # not filled: what comes out says nothing of this limit
+            return
+        self.samples.append((now, output))
+        while len(self.samples) > WINDOW + 1:
+            self.samples.popleft()
+
+    def _measured(self) -> bool:
+        return len(self.samples) > WINDOW
+
+    def _rate(self) -> float:
+        (start, first), (end, last) = self.samples[0], self.samples[-1]
+        return (last - first) / (end - start) if end > start else 0.0
+
+    def _settle(self, now: float) -> int:
+        self.phase, self.since = Phase.SETTLED, now
+        self.samples.clear()
+        return self.previous
+
+    def _restart(self) -> None:
+        self.phase = Phase.CLIMBING
+        self.samples.clear()
 
 
 class AdaptiveLimit:

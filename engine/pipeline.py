@@ -465,13 +465,17 @@ class Pipeline:
                 feed.ended = True
                 queue.put_nowait(None)
 
+        climb = concurrency.Climb()
+        streamed = 0  # characters of answer text streamed so far: the output without metrics
+
         async def tune() -> None:
             while True:
                 await asyncio.sleep(concurrency.TICK)
                 if not window.opened:
                     continue
                 load = await self.pool.load()
-                limit = concurrency.next_limit(slots.limit, self.pool.in_flight, load)
+                in_flight, now = self.pool.in_flight, time.monotonic()
+                limit = climb.step(slots.limit, in_flight, load, now, streamed)
                 if limit != slots.limit:
                     slots.set_limit(limit)
                     self.limits.append(limit)
@@ -484,7 +488,9 @@ class Pipeline:
                 if event is None:
                     break
                 yield event
-                if isinstance(event, (PageFinished, PageFailed, PageCancelled)):
+                if isinstance(event, PageDelta):
+                    streamed += len(event.text)
+                elif isinstance(event, (PageFinished, PageFailed, PageCancelled)):
                     slots.release()
             await producer
         finally:
