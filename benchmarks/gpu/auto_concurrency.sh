@@ -4,7 +4,7 @@
 # DEFAULTS (no --concurrency: the in-flight count found from the server's /metrics) and at fixed
 # counts, alternated, in one server's life, so the ratios compare like with like. Figures as JSON
 # into $OUT, a summary table on stdout.
-#   PAGES (default 192)  FIXED (default "64 256")  ROUNDS (default 2)
+#   PAGES (default 192)  FIXED (default "64 256")  ROUNDS (default 2)  JOB_EXTRA (more convert flags)
 set -uo pipefail
 export PYTHONPATH=/tmp/site:$PWD VLLM_USE_FLASHINFER_SAMPLER=0
 OUT=${OUT:-/tmp/auto}; mkdir -p "$OUT"
@@ -17,7 +17,7 @@ mkdir -p /tmp/one && cp /tmp/pages/page000.png /tmp/one/
 SERVER_FLAGS=(--model "${MODEL:-/tmp/dsocr}" --vllm /tmp/vllm --vllm-arg=--load-format --vllm-arg=dummy
   --attention-backend TRITON_ATTN --max-num-batched-tokens 16384 --gpu-memory-utilization 0.9)
 SERVER_FLAGS+=(${SERVE_EXTRA:-})
-JOB=(--max-tokens 1000 --request-field ignore_eos=true -q)
+JOB=(--max-tokens 1000 --request-field ignore_eos=true -q ${JOB_EXTRA:-})
 secs() { python3 -c "import time; print(round(time.time() - $1, 1))"; }
 t0=$(date +%s.%N)
 python3 -m ocrdesk serve "${SERVER_FLAGS[@]}" > "$OUT/serve.out" 2> "$OUT/serve.err" &
