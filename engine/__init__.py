@@ -46,6 +46,7 @@ from .export import (
 )
 from .formats import DEFAULT_FORMATS, FORMATS, ExportFormat, parse_formats
 from .gpus import GpuChoiceError, parse_gpus
+from .local_group import LocalServerGroup
 from .local_server import (
     LocalServer,
     LocalServerConfig,
@@ -138,6 +139,7 @@ __all__ = [
     "JobSpec",
     "LocalServer",
     "LocalServerConfig",
+    "LocalServerGroup",
     "MathStyle",
     "ModelClient",
     "ModelFamily",

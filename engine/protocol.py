@@ -6,8 +6,8 @@ these classes is a `ProtocolError`, never silently dropped.
 
 Host to worker (`Command`):
 
-    Run(client, options, jobs)    Add(token, jobs)    Pause(key)    Resume(key)    Cancel(key)
-    Stop()                        Target(url, api_key, reason)
+    Run(servers, options, jobs)   Add(token, jobs)    Pause(key)    Resume(key)    Cancel(key)
+    Stop()                        Target(url, api_key, reason, server)
 
 Worker to host (`Report`; `key` is the JobSpec's key):
 
@@ -16,12 +16,16 @@ Worker to host (`Report`; `key` is the JobSpec's key):
     Restarted(key, number)        Cancelled(key, number)
     PageDone(key, result)         DocumentDone(key, cancelled)
     Added(token, ok)              Notice(text)
-    Reconnect()                   Ended(error or None)
+    Reconnect(server)             Ended(error or None)
 
 A `Delta` carries text only: the host keeps its own `StreamParser` per running page (the blocks
 and their indices come from it, the way the final parse gives them). A `PageDone` is sent only
-after the page's export files are written. A `Reconnect` asks the host to bring a crashed local
-server back; the worker's requests wait until the host answers with a `Target`.
+after the page's export files are written.
+
+A run has one server or several (`Run.servers`, a `ClientSpec` each: the local engine runs one
+vLLM per GPU); the worker spreads the pages over them. A `Reconnect(server)` asks the host to
+bring that one crashed local server back (`server` is its index in `Run.servers`); the requests
+to it wait until the host answers with a `Target` of the same index, the other servers' go on.
 
 Messages travel in batches: `encode` a sequence; `decode_reports` (the host) or
 `decode_commands` (the worker) gives it back as a list.
@@ -82,7 +86,7 @@ class ProtocolError(TypeError):
 
 @dataclass(frozen=True)
 class ClientSpec:
-    """The server the worker talks to. `supervised`: a local server the host restarts."""
+    """One server the worker talks to. `supervised`: a local server the host restarts."""
 
     url: str
     api_key: str | None = None
@@ -113,7 +117,9 @@ class JobSpec:
 
 @dataclass(frozen=True)
 class Run:
-    client: ClientSpec
+    """Convert `jobs` with the pages spread over `servers` (at least one)."""
+
+    servers: tuple[ClientSpec, ...]
     options: ConvertOptions
     jobs: tuple[JobSpec, ...]
 
@@ -148,12 +154,13 @@ class Stop:
 
 @dataclass(frozen=True)
 class Target:
-    """The answer to a `Reconnect`: the server is at `url` again, or (url None) it is not
-    coming back and its requests fail with `reason`."""
+    """The answer to a `Reconnect(server)`: that server is at `url` again, or (url None) it is
+    not coming back and its requests fail with `reason`."""
 
     url: str | None
     api_key: str | None = None
     reason: str | None = None
+    server: int = 0  # its index in `Run.servers`
 
 
 # -- worker to host ------------------------------------------------------------------------------
@@ -233,7 +240,10 @@ class Notice:
 
 @dataclass(frozen=True)
 class Reconnect:
-    """The local server is gone: the host restarts it and answers with a `Target`."""
+    """The local server `Run.servers[server]` is gone: the host restarts that one and answers
+    with a `Target` of the same index."""
+
+    server: int = 0
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,15 @@ host only decodes a batch of small messages every few tens of milliseconds.
 Host side, from one thread (the GUI's), never blocking:
 
     worker = RunWorker.spawn()                    # starts the worker process
-    worker.run(ClientSpec(url, key, model), options, [JobSpec(...), ...])
+    worker.run(ClientSpec(url, key, model), options, [JobSpec(...), ...])  # or several servers
     worker.add([JobSpec(...)], token) / .pause(key) / .resume(key) / .cancel(key) / .stop()
     for report in worker.receive():               # whatever has arrived; [] when nothing has
         match report: ...                         # engine.protocol's report classes
     worker.close()
+
+A run over several servers (the local engine's one vLLM per GPU) spreads its pages over them
+with one `ServerPool`; a supervised server that dies under a page is restarted on its own (the
+worker asks the host with `Reconnect(index)`), while the others go on.
 
 What crosses the socket, and how it is encoded, is `engine.protocol`'s alone. The pipeline's
 events become reports here (`report_of`); deltas of one page within one batch are sent as one.
@@ -39,6 +43,7 @@ import subprocess
 import sys
 import threading
 import traceback
+from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
 
@@ -122,8 +127,17 @@ class RunWorker:
             except OSError:
                 return  # the worker is gone; `receive` finds out and says so
 
-    def run(self, client: ClientSpec, options: ConvertOptions, jobs: list[JobSpec]) -> None:
-        self.send(p.Run(client, options, tuple(jobs)))
+    def run(
+        self,
+        servers: ClientSpec | Sequence[ClientSpec],
+        options: ConvertOptions,
+        jobs: list[JobSpec],
+    ) -> None:
+        """Convert `jobs` through one server or several (the pages spread over them)."""
+        specs = (servers,) if isinstance(servers, ClientSpec) else tuple(servers)
+        if not specs:
+            raise ValueError("a run needs at least one server")
+        self.send(p.Run(specs, options, tuple(jobs)))
 
     def add(self, jobs: list[JobSpec], token: int) -> None:
         """Add documents to the run; answered by `Added(token, ok)`."""
@@ -142,13 +156,14 @@ class RunWorker:
         """End the run: pages in flight are dropped, the files so far written; then `Ended`."""
         self.send(p.Stop())
 
-    def target(self, url: str, api_key: str | None) -> None:
-        """Answer a `Reconnect`: the server is back at `url`."""
-        self.send(p.Target(url, api_key))
+    def target(self, url: str, api_key: str | None, server: int = 0) -> None:
+        """Answer a `Reconnect(server)`: that server is back at `url`."""
+        self.send(p.Target(url, api_key, server=server))
 
-    def no_target(self, reason: str) -> None:
-        """Answer a `Reconnect`: the server is not coming back; its requests fail with `reason`."""
-        self.send(p.Target(None, reason=reason))
+    def no_target(self, reason: str, server: int = 0) -> None:
+        """Answer a `Reconnect(server)`: that server is not coming back; its requests fail with
+        `reason`."""
+        self.send(p.Target(None, reason=reason, server=server))
 
     # -- from the worker -------------------------------------------------------------------------
 
@@ -265,7 +280,7 @@ class _WorkerMain:
         self.feed: JobFeed | None = None
         self.run_task: asyncio.Task[str | None] | None = None
         self.stopping = False
-        self.target: asyncio.Future[p.Target] | None = None
+        self.targets: dict[int, asyncio.Future[p.Target]] = {}  # server index -> its restart
 
     async def serve(self) -> None:
         loop = asyncio.get_running_loop()
@@ -302,7 +317,7 @@ class _WorkerMain:
     def handle(self, message: p.Command) -> None:
         """Carry out one command. Raises ProtocolError for anything that is not a command."""
         match message:
-            case p.Run(client=client, options=options, jobs=specs):
+            case p.Run(servers=servers, options=options, jobs=specs):
                 if self.run_task is None or self.run_task.done():
                     # The jobs exist before the next command is read: a pause right after the
                     # run must find its document.
@@ -311,7 +326,7 @@ class _WorkerMain:
                     self.sink = ExportSink(model="", task="")
                     self.feed = JobFeed([self.job(s) for s in specs])
                     self.stopping = False
-                    self.run_task = asyncio.create_task(self.run(client, options, self.feed))
+                    self.run_task = asyncio.create_task(self.run(servers, options, self.feed))
                     self.run_task.add_done_callback(self.ended)
             case p.Add(token=token, jobs=specs):
                 feed = self.feed
@@ -328,9 +343,10 @@ class _WorkerMain:
                     job.control.cancel()
             case p.Stop():
                 self.stop()
-            case p.Target():
-                if self.target is not None and not self.target.done():
-                    self.target.set_result(message)
+            case p.Target(server=index):
+                target = self.targets.pop(index, None)
+                if target is not None and not target.done():
+                    target.set_result(message)
             case _:
                 raise p.ProtocolError(f"not a command: {message!r}")
 
@@ -383,22 +399,33 @@ class _WorkerMain:
         self.sink.add(job, export)
         return job
 
-    def make_client(self, spec: ClientSpec) -> ModelClient:
+    def make_client(self, spec: ClientSpec, index: int = 0) -> ModelClient:
+        """The client of the run's server `index`; a supervised one asks for its restart."""
         client = ModelClient(spec.url, api_key=spec.api_key, model=spec.model, timeout=spec.timeout)
-        return restarting(client, self.ask_host_to_restart) if spec.supervised else client
+        if not spec.supervised:
+            return client
 
-    async def ask_host_to_restart(self) -> tuple[str, str | None]:
-        """The local server is gone: the host restarts it and answers with its address."""
-        self.target = asyncio.get_running_loop().create_future()
-        self.outbox.put(p.Reconnect())
-        answer = await self.target
+        async def restart() -> tuple[str, str | None]:
+            return await self.ask_host_to_restart(index)
+
+        return restarting(client, restart)
+
+    async def ask_host_to_restart(self, index: int = 0) -> tuple[str, str | None]:
+        """The local server `index` is gone: the host restarts that one and answers with its
+        address. (One request per server at a time: `restarting` holds a lock per client.)"""
+        target = self.targets[index] = asyncio.get_running_loop().create_future()
+        self.outbox.put(p.Reconnect(index))
+        answer = await target
         if answer.url is None:  # the host could not bring it back
             raise ServerUnavailableError(answer.reason or "the local server is not running")
         return answer.url, answer.api_key
 
-    async def run(self, spec: ClientSpec, options: ConvertOptions, feed: JobFeed) -> str | None:
-        """The pipeline over `feed`; returns the error that ended it, None if none did."""
-        pool = ServerPool([self.make_client(spec)])
+    async def run(
+        self, servers: Sequence[ClientSpec], options: ConvertOptions, feed: JobFeed
+    ) -> str | None:
+        """The pipeline over `feed`, its pages spread over `servers`; returns the error that
+        ended it, None if none did."""
+        pool = ServerPool([self.make_client(spec, i) for i, spec in enumerate(servers)])
         events = Pipeline(pool, options).run(feed)
         delivering: asyncio.Future[None] | None = None
         try:

@@ -1,10 +1,15 @@
-"""The window's link to the model server: a remote OpenAI-compatible URL, or a local vLLM that
-the app starts, watches and restarts. Its state is an `EngineState`, with a line beside it.
+"""The window's link to the model server: a remote OpenAI-compatible URL, or the local engine
+the app starts, watches and restarts: one vLLM on each GPU the GPUs setting chooses (all by
+default; `engine.LocalServerGroup`, as `convert --local` runs it). Its state is an
+`EngineState`, with a line beside it: the group's folded state (ready once every server is;
+otherwise the first failure or restart, naming its GPU).
 
-Connecting and the local server's life run on the engine thread's asyncio loop
+Connecting and the local servers' life run on the engine thread's asyncio loop
 (`gui.engine_thread`); the link's state changes reach the GUI thread as `changed` signals.
-A run that loses the server tells the link (`lost`): a remote server is asked again at once,
-and the light turns red when it does not answer, instead of staying green while every page fails.
+A run gets every server (`client_specs`) and spreads its pages over them; a local server that
+dies under a run is brought back on its own (`bring_back(index)`), the others keep serving.
+A run that loses a remote server tells the link (`lost`): it is asked again at once, and the
+light turns red when it does not answer, instead of staying green while every page fails.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from ocrdesk.engine import (
     EngineStartError,
     LocalServer,
     LocalServerConfig,
+    LocalServerGroup,
     ModelClient,
     OCRDeskError,
     ServerState,
@@ -69,7 +75,7 @@ class EngineLink(QObject):
         self.engine_thread = EngineThread()
         self._inGui.connect(lambda callback: callback())
         self.client: ModelClient | None = None
-        self.local: LocalServer | None = None
+        self.group: LocalServerGroup | None = None  # the local engine, while it is used
         self.model = ""
         self.state = EngineState.NONE
         self.detail = "no engine configured"
@@ -81,6 +87,13 @@ class EngineLink(QObject):
     def _set(self, state: EngineState, detail: str) -> None:
         self.state, self.detail = state, detail
         self.changed.emit(state, detail)
+
+    @property
+    def local(self) -> LocalServer | None:
+        """The first local server (its GPU's), None in remote mode or before the first one is
+        made; all of them are `group.servers`."""
+        group = self.group
+        return group.servers[0] if group is not None and group.servers else None
 
     @property
     def ready(self) -> bool:
@@ -113,7 +126,8 @@ class EngineLink(QObject):
 
     def lost(self, reason: str) -> None:
         """A run could not reach the server: a remote one is asked again, and is marked as an
-        error when it does not answer. (A local one is watched, and restarted, by LocalServer.)"""
+        error when it does not answer. (Local ones are watched, and restarted, by their
+        LocalServer.)"""
         if self._remote is None or self.state is not EngineState.READY:
             return
         if self._checking is None or self._checking.done():
@@ -136,16 +150,14 @@ class EngineLink(QObject):
     # -- local ---------------------------------------------------------------------------------
 
     def use_local(self, config: dict[str, Any]) -> asyncio.Task[Any]:
-        """Start a local vLLM with `config` (LocalServerConfig fields) and use it."""
+        """Start the local engine with `config` (LocalServerConfig fields; its "gpus" choose the
+        GPUs, one vLLM on each) and use it."""
         self._connecting = self.spawn(self._use_local(config))
         return self._connecting
 
-    def _state_from_engine(self, status: ServerStatus) -> None:
-        """LocalServer's state callback; it runs on the engine thread."""
-        self._inGui.emit(lambda: self._local_state(status))
-
-    def _local_state(self, status: ServerStatus) -> None:
-        if self.local is None:
+    def _local_state(self, group: LocalServerGroup, status: ServerStatus) -> None:
+        """The group's folded state, on the GUI thread; a group no longer used is not heard."""
+        if self.group is not group:
             return
         state = status.state
         if state is ServerState.READY and self.client is not None:  # up again after a restart
@@ -158,56 +170,66 @@ class EngineLink(QObject):
     async def _use_local(self, config: dict[str, Any]) -> None:
         await self._stop_local()
         await self._close_client()
-        server = LocalServer(LocalServerConfig(**config), on_state=self._state_from_engine)
-        self.local = server
+        group = LocalServerGroup(LocalServerConfig(**config))
+        # Called on the engine thread, where the servers live.
+        group.on_state = lambda status: self._inGui.emit(lambda: self._local_state(group, status))
+        self.group = group
         self._set(EngineState.STARTING, "starting the local vLLM server")
         try:
-            await self.engine_thread.run(server.start())
+            await self.engine_thread.run(group.start())
         except EngineStartError as exc:
-            self.local = None
+            self.group = None
             fix = in_window_terms(exc.fix)
             self.last_log = exc.log_tail
             self._set(EngineState.ERROR, exc.reason + (f" ({fix})" if fix else ""))
             return
         except OCRDeskError as exc:
-            self.local = None
+            self.group = None
             self._set(EngineState.ERROR, str(exc))
             return
+        first = group.servers[0]
 
         async def connect() -> ModelClient:
-            # Pages never go through this client (the run's worker has its own, which asks for
-            # a restart when the server dies under a page); it marks the engine as connected.
-            return ModelClient(server.url, api_key=server.api_key, model=server.model)
+            # Run pages never go through this client (the run's worker has one per server,
+            # each asking for its server's restart when it dies under a page); it marks the
+            # engine as connected, and the window's region OCR uses the first server.
+            return ModelClient(first.url, api_key=first.api_key, model=first.model)
 
         self.client = await self.engine_thread.run(connect())
-        self.model = server.model
+        self.model = group.model
         self._set(EngineState.READY, f"local vLLM: {self.model}")
 
     async def _stop_local(self) -> None:
-        server, self.local = self.local, None
-        if server is not None:
+        group, self.group = self.group, None
+        if group is not None:
             with contextlib.suppress(Exception):
-                await self.engine_thread.run(server.stop())
+                await self.engine_thread.run(group.stop())
 
     # -- for the run ---------------------------------------------------------------------------
 
-    def client_spec(self) -> ClientSpec:
-        """The server as the worker must reach it now: a restarted local server has a new port
-        and key."""
-        server = self.local
-        if server is not None:
-            return ClientSpec(
-                server.url, api_key=server.api_key, model=server.model, supervised=True
+    def client_specs(self) -> tuple[ClientSpec, ...]:
+        """The servers as the worker must reach them now (a restarted local server has a new
+        port and key): each local one, supervised, in the group's order (the index a restart
+        request names); or the one remote server."""
+        group = self.group
+        if group is not None and group.servers:
+            return tuple(
+                ClientSpec(server.url, api_key=server.api_key, model=server.model, supervised=True)
+                for server in group.servers
             )
         assert self._remote is not None, "no engine is ready"
-        return self._remote
+        return (self._remote,)
 
-    async def bring_back(self) -> tuple[str, str | None]:
-        """The run lost the local server: restart it. Returns its (url, api key); raises
-        OCRDeskError (or anything LocalServer raises) when it does not come back."""
-        server = self.local
-        if server is None:
+    async def bring_back(self, index: int = 0) -> tuple[str, str | None]:
+        """The run lost local server `index` (of `client_specs`): restart that one only.
+        Returns its (url, api key); raises OCRDeskError (or anything LocalServer raises) when it
+        does not come back."""
+        group = self.group
+        if group is None or not group.servers:
             raise OCRDeskError("the local server was stopped")
+        if not 0 <= index < len(group.servers):
+            raise OCRDeskError(f"there is no local server {index} (of {len(group.servers)})")
+        server = group.servers[index]
         await self.engine_thread.run(server.ensure_running())
         return server.url, server.api_key
 
@@ -221,7 +243,7 @@ class EngineLink(QObject):
             await asyncio.gather(connecting, return_exceptions=True)
 
     async def stop(self) -> None:
-        """Stop the local vLLM (freeing the GPU) or drop the remote connection."""
+        """Stop the local vLLM servers (freeing the GPUs) or drop the remote connection."""
         await self._stop_local()
         await self._close_client()
         self._set(EngineState.STOPPED, "Run > Start engine starts it again")
@@ -232,11 +254,12 @@ class EngineLink(QObject):
         self.engine_thread.close()
 
     def log(self) -> str:
-        """The state and the last lines of the local server's log, for the Log button."""
+        """The state and the last lines of the local servers' logs (each under its GPU's name
+        when there are several), for the Log button."""
         head = f"{self.state.value}: {self.detail}\n\n"
-        if self.local is not None:
+        if self.group is not None and self.group.servers:
             with contextlib.suppress(Exception):
-                return head + self.local.log_tail(200)
+                return head + self.group.log_tail(200)
         return head + (self.last_log or "(no server log)")
 
 

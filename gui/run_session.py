@@ -352,7 +352,7 @@ class RunSession(QObject):
         error: str | None = None
         try:
             worker = self._ensure_worker()
-            worker.run(self.link.client_spec(), self.options, jobs)
+            worker.run(self.link.client_specs(), self.options, jobs)
             self._drain_timer.start()
             error = await asyncio.shield(end)
         except asyncio.CancelledError:
@@ -384,17 +384,18 @@ class RunSession(QObject):
         self.runningChanged.emit(False)
         self.emit_stats()
 
-    async def _reconnect(self) -> None:
-        """The worker lost the local server: bring it back, and always answer."""
+    async def _reconnect(self, server: int) -> None:
+        """The worker lost local server `server` (its index in the run's servers): bring that
+        one back, and always answer."""
         worker = self.worker
         if worker is None:
             return
         try:
-            url, api_key = await self.link.bring_back()
+            url, api_key = await self.link.bring_back(server)
         except Exception as exc:
-            worker.no_target(str(exc) or "the local server did not come back")
+            worker.no_target(str(exc) or "the local server did not come back", server)
         else:
-            worker.target(url, api_key)
+            worker.target(url, api_key, server)
 
     # -- reports, on the GUI thread --------------------------------------------------------------
 
@@ -444,8 +445,8 @@ class RunSession(QObject):
                     answer.set_result(ok)
             case protocol.Notice(text=text):
                 self.message.emit(text)
-            case protocol.Reconnect():
-                self.spawn(self._reconnect())
+            case protocol.Reconnect(server=server):
+                self.spawn(self._reconnect(server))
             case (
                 protocol.Opened()
                 | protocol.DocumentFailed()

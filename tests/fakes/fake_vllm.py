@@ -31,6 +31,8 @@ FAKE_VLLM_PID_FILE=F         write this process's pid to F
 FAKE_VLLM_VERSION=V          what `vllm --version` prints
 FAKE_VLLM_LOG_KEY=1          print the API key in the non-default args line, as a vLLM given
                              `--api-key` does
+FAKE_VLLM_ACCESS_LOG=1       print an access-log line (as vLLM's uvicorn does) for each chat
+                             request answered, so a test counts the requests each server took
 """
 
 from __future__ import annotations
@@ -136,6 +138,22 @@ def main(argv: list[str]) -> None:
                 print(f"(APIServer pid={pid}) INFO:     Started server process", flush=True)
 
         threading.Thread(target=log_late_servers, daemon=True).start()
+
+    if env.get("FAKE_VLLM_ACCESS_LOG") == "1":
+
+        def log_requests() -> None:
+            logged = 0
+            while True:
+                while logged < server.completed:
+                    logged += 1
+                    print(
+                        f"(APIServer pid={os.getpid()}) INFO:     127.0.0.1:0 - "
+                        f'"POST /v1/chat/completions HTTP/1.1" 200 OK',
+                        flush=True,
+                    )
+                time.sleep(0.01)
+
+        threading.Thread(target=log_requests, daemon=True).start()
 
     crash_after = int(env.get("FAKE_VLLM_CRASH_AFTER", "0"))
     marker = state / "crashed"
