@@ -64,11 +64,14 @@ __all__ = [
 
 #: The limit the tuner starts from once the first page is back.
 AUTO_START = 16
-#: The most pages in flight the tuner allows for each engine (GPU) of the server(s): each holds
-#: its page image and its encoded request in the client (about 5 MB at the model's working
-#: size), so 256 cost about 1.3 GB; the H200 gained nothing measurable past 256 (5.26-5.84
-#: pages/s against 5.23-5.63 at 64).
-ENGINE_LIMIT = 256
+#: The most pages in flight the tuner allows for each engine (GPU) of the server(s). Measured on
+#: the H200 (issue 18, 192 pages of 1,000 tokens, `convert --server`): 256 in flight was slower
+#: than 128 or 64 in both leases (7.45 against 9.60 at 64; 7.60-7.96 against 8.87-9.05 at
+#: 128 and 8.07-8.60 at 64), the client being the bound there, and a raise to 256 that `Climb`
+#: takes back has by then sent every page of a run this size (the tuner went 16 ... 256, 128
+#: and gave 0.65-0.79x of a fixed 128). Each page in flight also holds its image and request
+#: in the client (about 5 MB at the model's working size).
+ENGINE_LIMIT = 128
 #: The most pages in flight ever, whatever the number of engines (eight GPUs' worth).
 MAX_LIMIT = 8 * ENGINE_LIMIT
 #: Without metrics: 64 gave 5.23-5.63 pages/s on the H200 against 5.26-5.84 at 256 (0.96x).

@@ -60,7 +60,7 @@ from types import TracebackType
 from typing import IO, Any, NoReturn, TypeVar
 
 from .app_settings import saved_gpus, saved_vllm
-from .errors import EngineStartError
+from .errors import EngineStartError, OCRDeskError
 from .export import atomic_write
 from .gpus import ALL_GPUS, Gpu, GpuChoice, GpuChoiceError, cuda_env, find_gpus, parse_gpus
 from .tasks import (
@@ -71,8 +71,11 @@ from .tasks import (
     LOGITS_PROCESSOR,
     ModelFamily,
     NGramProcessor,
+    Sampling,
+    Task,
     family_by_architecture,
     family_of,
+    prompt_text,
 )
 from .vllm_log import (
     MASK,
@@ -134,6 +137,14 @@ VLLM_ENV = "OCRDESK_VLLM"
 NGRAM_PROCESSOR_ENV = "OCRDESK_NGRAM_PROCESSOR"
 #: OCRDesk's batch n-gram processor, copied for the vLLM process as BATCH_PROCESSOR_MODULE.
 _BATCH_PROCESSOR_SOURCE = Path(__file__).with_name("ngram_logits.py")
+#: A fresh vLLM compiles kernels for the shapes of its first requests (Triton JIT of the
+#: attention, the fused MoE and the slot mapping: "Triton kernel JIT compilation during
+#: inference" in its log). On the H200 that made a fresh local server's first page take 7.9 s
+#: against 0.7 s for a page on a warm one (issue 18, benchmarks/results/gpu-goals.md). So the
+#: reference page is sent with this many output tokens before the server is called ready, and
+#: the first page a person sends takes a page's time.
+WARM_UP_TOKENS = 16
+WARM_UP_TIMEOUT = 300.0
 _PRIVATE_DIR = 0o700
 _PRIVATE_FILE = 0o600
 
@@ -218,6 +229,7 @@ class LocalServerConfig:
     stop_timeout: float = 15.0  # SIGTERM, then this long, then SIGKILL
     restart_tries: int = 3  # ensure_running: starts tried before giving up
     restart_backoff: float = 2.0  # seconds before the 2nd try, doubled before each next one
+    warm_up: bool = True  # one short request before the server is called ready (WARM_UP_TOKENS)
 
 
 class VllmSource(enum.Enum):
@@ -642,10 +654,33 @@ class LocalServer:
         self._reader = asyncio.create_task(self._read_log(self._proc))
         try:
             await self._wait_ready(self._proc)
+            if self.config.warm_up:
+                await self._warm_up()
         except BaseException:
             await self._cleanup()
             raise
         self._set_state(ServerState.READY)
+
+    async def _warm_up(self) -> None:
+        """Send the reference page with a few output tokens before the server is called ready
+        (see WARM_UP_TOKENS). A warm-up that fails says so in the log and is not a failed start:
+        the pages will meet whatever it met, with their own errors."""
+        from .client import ModelClient  # the client imports the engine's tuner, not this module
+        from .reference_page import load_reference
+
+        self._set_state(ServerState.STARTING, "warming up")
+        client = ModelClient(self.url, api_key=self.api_key, timeout=WARM_UP_TIMEOUT)
+        try:
+            reference = load_reference()
+            served = await client.resolve_model()
+            prompt = prompt_text(Task.MARKDOWN, family_of(served))
+            await client.complete(reference.data_url(), prompt, Sampling(max_tokens=WARM_UP_TOKENS))
+        except (OCRDeskError, OSError) as exc:
+            note = f"[ocrdesk] the warm-up request failed: {exc}"
+            self._write_log(f"{note}\n".encode())
+            self._lines.append(note)
+        finally:
+            await client.close()
 
     async def _spawn(self, command: list[str], env: dict[str, str]) -> asyncio.subprocess.Process:
         """Start `command` under the watchdog, output merged into one pipe."""

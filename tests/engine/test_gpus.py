@@ -159,7 +159,7 @@ def test_the_limit_grows_past_one_gpus_ceiling_with_more_engines() -> None:
                 return limit
             limit = following
 
-    assert grown(1) == cc.ENGINE_LIMIT == 256
+    assert grown(1) == cc.ENGINE_LIMIT == 128
     assert grown(2) == 2 * cc.ENGINE_LIMIT
     assert grown(64) == cc.MAX_LIMIT  # never past the absolute ceiling
     assert cc.ceiling(4) == 4 * cc.ENGINE_LIMIT

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import signal
@@ -513,3 +514,37 @@ async def test_the_log_reader_splits_progress_bars_and_keeps_huge_lines(
     assert len(server.log_tail(2).splitlines()[0]) == 200_000
     assert server.log_tail(1) == "\ufffd tail without newline"
     assert (tmp_path / "raw.log").stat().st_size > 200_000
+
+
+async def _posts_logged(server: LocalServer, wait: float) -> int:
+    """Chat requests the fake logged (FAKE_VLLM_ACCESS_LOG) within `wait` seconds."""
+    await asyncio.sleep(wait)
+    return server.log_tail(500).count("POST /v1/chat/completions")
+
+
+async def test_a_fresh_server_is_warmed_up_before_it_is_ready(config: LocalServerConfig) -> None:
+    # The first request a fresh vLLM answers compiles kernels (7.9 s on the H200 against 0.7 s
+    # for a page on a warm server): it is made before the server is called ready, not by a page.
+    config.env["FAKE_VLLM_ACCESS_LOG"] = "1"
+    seen: list[ServerStatus] = []
+    server = LocalServer(config, on_state=seen.append)
+    await server.start()
+    try:
+        assert server.current.state is ServerState.READY
+        assert await _posts_logged(server, 0.5) == 1
+        messages = [s.message for s in seen if s.state is ServerState.STARTING]
+        assert messages[-1] == "warming up"
+        assert "warm-up request failed" not in server.log_tail(500)
+    finally:
+        await server.stop()
+
+
+async def test_warm_up_can_be_left_out(config: LocalServerConfig) -> None:
+    config.env["FAKE_VLLM_ACCESS_LOG"] = "1"
+    server = LocalServer(dataclasses.replace(config, warm_up=False))
+    await server.start()
+    try:
+        assert server.current.state is ServerState.READY
+        assert await _posts_logged(server, 0.5) == 0
+    finally:
+        await server.stop()
