@@ -565,8 +565,9 @@ async def convert(args: argparse.Namespace) -> int:
                 progress.write(f"ocrdesk: {event.error}")
             elif isinstance(event, DocumentFinished):
                 lost = unwritten.get(id(event.job), 0)
-                done = sum(r.status is not PageStatus.FAILED for r in event.results) - lost
-                line = f"{event.job.label}: {done}/{len(event.results)} pages"
+                statuses = event.statuses.values()
+                done = sum(s is not PageStatus.FAILED for s in statuses) - lost
+                line = f"{event.job.label}: {done}/{len(statuses)} pages"
                 line += f" -> {sink.exports[id(event.job)].folder}"
                 if lost:
                     line += f" ({lost} could not be written)"

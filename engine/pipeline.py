@@ -223,8 +223,11 @@ class PageFailed:
 @dataclass(frozen=True)
 class DocumentFinished:
     job: DocumentJob
-    results: list[PageResult]  # every finished page, in page order
-    cancelled: bool = False  # the document was cancelled: pages are missing from `results`
+    # The status of every finished page (resumed ones included), in page order. The results
+    # themselves came with each page's PageFinished / PageFailed, and are in the journal: the
+    # pipeline holds none once its event is taken, so a long document's memory stays flat.
+    statuses: dict[int, PageStatus]
+    cancelled: bool = False  # the document was cancelled: pages are missing from `statuses`
 
 
 Event = (
@@ -285,8 +288,9 @@ class _DocState:
     def __init__(self, job: DocumentJob, document: Document, pages: list[int]) -> None:
         self.job = job
         self.document = document
-        self.results: dict[int, PageResult] = {n: job.skip[n] for n in pages if n in job.skip}
-        self.pending = len(pages) - len(self.results)
+        # Only the status of a finished page, not its result (see DocumentFinished).
+        self.statuses = {n: job.skip[n].status for n in pages if n in job.skip}
+        self.pending = len(pages) - len(self.statuses)
         self.pages = pages
         self.todo: deque[int] = deque(n for n in pages if n not in job.skip)
         self.tasks: dict[int, asyncio.Task[None]] = {}
@@ -365,9 +369,9 @@ class Pipeline:
             if state.finished:
                 return
             state.finished = True
-            results = [state.results[n] for n in state.pages if n in state.results]
-            cancelled = state.job.control.cancelled and len(results) < len(state.pages)
-            queue.put_nowait(DocumentFinished(state.job, results, cancelled))
+            statuses = {n: state.statuses[n] for n in state.pages if n in state.statuses}
+            cancelled = state.job.control.cancelled and len(statuses) < len(state.pages)
+            queue.put_nowait(DocumentFinished(state.job, statuses, cancelled))
             state.document.close()
             states.pop(id(state.job), None)
             if state in active:
@@ -398,7 +402,7 @@ class Pipeline:
             else:
                 event = PageFinished(state.job, result, image)
             queue.put_nowait(event)
-            state.results[result.number] = result
+            state.statuses[result.number] = result.status
             finish_page(state)
 
         def page_ended(state: _DocState, number: int, task: asyncio.Task[None]) -> None:
@@ -418,7 +422,8 @@ class Pipeline:
             if job is None:
                 return False
             if job.control.cancelled:
-                queue.put_nowait(DocumentFinished(job, list(job.skip.values()), True))
+                skipped = {n: job.skip[n].status for n in sorted(job.skip)}
+                queue.put_nowait(DocumentFinished(job, skipped, True))
                 return True
             try:
                 document = await asyncio.to_thread(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +29,7 @@ from ocrdesk.engine.pipeline import (
     PageStarted,
     Pipeline,
 )
-from ocrdesk.engine.results import PageStatus
+from ocrdesk.engine.results import PageResult, PageStatus
 from ocrdesk.engine.tasks import Sampling, Task
 from tests.conftest import MODEL_OUTPUTS, need
 from tests.engine.helpers import make_pdf, make_png
@@ -77,7 +79,27 @@ async def test_events_and_results_for_a_pdf(tmp_path: Path) -> None:
     assert server.max_in_flight <= 2
     done = events[-1]
     assert isinstance(done, DocumentFinished)
-    assert [r.number for r in done.results] == [1, 2, 3]
+    assert done.statuses == dict.fromkeys([1, 2, 3], PageStatus.DONE)
+
+
+async def test_no_result_is_held_once_its_event_is_taken(tmp_path: Path) -> None:
+    """A long document's memory stays flat: once the consumer has taken a page's PageFinished
+    and let it go, nothing in the pipeline keeps its result (raw text, blocks, flags)."""
+    pdf = make_pdf(tmp_path / "doc.pdf", 12)
+    alive: list[weakref.ref[PageResult]] = []
+    with FakeOpenAIServer([GROUNDED]) as server:
+        pool = pool_for(server)
+        async for event in Pipeline(pool, ConvertOptions(concurrency=2)).run([DocumentJob(pdf)]):
+            if isinstance(event, PageFinished):
+                alive.append(weakref.ref(event.result))
+            elif isinstance(event, DocumentFinished):
+                gc.collect()
+                held = [ref().number for ref in alive if ref() is not None]  # type: ignore[union-attr]
+                assert held == [], f"results of pages {held} still held at the document's end"
+                assert list(event.statuses) == list(range(1, 13))
+            del event
+        await pool.close()
+    assert len(alive) == 12
 
 
 async def test_request_is_what_vllm_deepseek_ocr_expects(tmp_path: Path) -> None:

@@ -101,7 +101,7 @@ async def test_cancel_stops_a_document_and_hands_its_slots_back(tmp_path: Path) 
     assert cancelled == [1, 2, 3]
     assert finished_pages(events, slow) == []
     done = [e for e in events if isinstance(e, DocumentFinished) and e.job is slow]
-    assert len(done) == 1 and done[0].cancelled and done[0].results == []
+    assert len(done) == 1 and done[0].cancelled and done[0].statuses == {}
     # The slots came back: the next document ran to the end with the same bound of 3.
     assert finished_pages(events, after) == [1, 2]
     assert not any(isinstance(e, PageFailed) for e in events)
