@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import json
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -189,7 +188,7 @@ def redraw(
 
 def draw_page(export: DocumentExport, result: PageResult, image: Image.Image) -> None:
     """One page's figure crops and layout image, from `result`'s blocks on `image`."""
-    from .export import atomic_write, crop_figures, draw_layout
+    from .export import atomic_binary_writer, crop_figures, draw_layout
 
     image = _at_size(image.convert("RGB"), (result.width, result.height))
     # Crops are numbered from 0 with no gap: those past the page's figures now (it had more
@@ -199,10 +198,7 @@ def draw_page(export: DocumentExport, result: PageResult, image: Image.Image) ->
         while True:
             (export.images_dir / f"{image_prefix(result.number)}{k}.png").unlink()
             k += 1
-    buffer = io.BytesIO()
     layout = draw_layout(image, result)
-    if result.edited:
-        layout.save(buffer, format="JPEG", quality=85, comment=blocks_tag(result.blocks))
-    else:
-        layout.save(buffer, format="JPEG", quality=85)
-    atomic_write(export.page_layout_path(result.number), buffer.getvalue())
+    comment = {"comment": blocks_tag(result.blocks)} if result.edited else {}
+    with atomic_binary_writer(export.page_layout_path(result.number)) as handle:
+        layout.save(handle, format="JPEG", quality=85, **comment)
