@@ -161,11 +161,18 @@ class EngineLink(QObject):
             return
         state = status.state
         if state is ServerState.READY and self.client is not None:  # up again after a restart
-            self._set(EngineState.READY, f"local vLLM: {self.model}")
+            self._set(EngineState.READY, self._ready_text(group))
         elif state is ServerState.FAILED:
             self._set(EngineState.ERROR, f"local vLLM {status}")
         elif state in (ServerState.STARTING, ServerState.RESTARTING):
             self._set(EngineState.STARTING, f"local vLLM: {status}")
+
+    def _ready_text(self, group: LocalServerGroup) -> str:
+        """The ready line: the model, and the GPUs when it runs on more than one."""
+        text = f"local vLLM: {self.model}"
+        if len(group.servers) > 1:
+            text += f" on GPUs {', '.join(str(gpu.index) for gpu in group.gpus)}"
+        return text
 
     async def _use_local(self, config: dict[str, Any]) -> None:
         await self._stop_local()
@@ -197,7 +204,7 @@ class EngineLink(QObject):
 
         self.client = await self.engine_thread.run(connect())
         self.model = group.model
-        self._set(EngineState.READY, f"local vLLM: {self.model}")
+        self._set(EngineState.READY, self._ready_text(group))
 
     async def _stop_local(self) -> None:
         group, self.group = self.group, None

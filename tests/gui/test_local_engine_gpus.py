@@ -89,6 +89,7 @@ def test_the_window_runs_a_vllm_on_each_gpu_and_restarts_only_the_one_that_died(
     assert group is not None and len(group.servers) == 2
     assert started(two_gpus) == ["0", "1"]
     assert len({s.url for s in group.servers}) == 2, "each GPU's server has a port of its own"
+    assert controller.detail.endswith(" on GPUs 0, 1"), controller.detail
     first_pid = group.servers[0].pid
     log = controller.engine_log()
     assert "== GPU 0 (" in log and "== GPU 1 (" in log, "the Log button shows both servers"
