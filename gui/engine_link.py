@@ -161,11 +161,24 @@ class EngineLink(QObject):
             return
         state = status.state
         if state is ServerState.READY and self.client is not None:  # up again after a restart
+            if self.client.url != group.servers[0].url:  # it came back on another port and key
+                self.spawn(self._reconnect(group))
             self._set(EngineState.READY, self._ready_text(group))
         elif state is ServerState.FAILED:
             self._set(EngineState.ERROR, f"local vLLM {status}")
         elif state in (ServerState.STARTING, ServerState.RESTARTING):
             self._set(EngineState.STARTING, f"local vLLM: {status}")
+
+    async def _reconnect(self, group: LocalServerGroup) -> None:
+        """The first server was restarted: the window's client follows it to its new address."""
+        client = await self.engine_thread.run(_first_server_client(group))
+        if self.group is not group:  # the engine changed meanwhile
+            await self.engine_thread.run(client.close())
+            return
+        old, self.client = self.client, client
+        if old is not None:
+            with contextlib.suppress(Exception):
+                await self.engine_thread.run(old.close())
 
     def _ready_text(self, group: LocalServerGroup) -> str:
         """The ready line: the model, and the GPUs when it runs on more than one."""
@@ -194,15 +207,7 @@ class EngineLink(QObject):
             self.group = None
             self._set(EngineState.ERROR, str(exc))
             return
-        first = group.servers[0]
-
-        async def connect() -> ModelClient:
-            # Run pages never go through this client (the run's worker has one per server,
-            # each asking for its server's restart when it dies under a page); it marks the
-            # engine as connected, and the window's region OCR uses the first server.
-            return ModelClient(first.url, api_key=first.api_key, model=first.model)
-
-        self.client = await self.engine_thread.run(connect())
+        self.client = await self.engine_thread.run(_first_server_client(group))
         self.model = group.model
         self._set(EngineState.READY, self._ready_text(group))
 
@@ -277,3 +282,12 @@ async def _connect(url: str, api_key: str | None) -> tuple[ModelClient, str | OC
         return client, await client.resolve_model()
     except OCRDeskError as exc:
         return client, exc
+
+
+async def _first_server_client(group: LocalServerGroup) -> ModelClient:
+    """Engine thread: the window's client of a local engine, for its first server. Run pages
+    never go through it (the run's worker has one per server, each asking for its server's
+    restart when it dies under a page); it marks the engine as connected, and the window's
+    region OCR uses it."""
+    first = group.servers[0]
+    return ModelClient(first.url, api_key=first.api_key, model=first.model)

@@ -69,6 +69,15 @@ def test_local_engine_starts_converts_restarts_and_stops(
     assert (tmp_path / "crashed").exists(), "the stand-in server was meant to crash once"
     assert doc.count(PageStatus.DONE) == 5
     assert controller.state == "ready"
+    # the window's own client (region OCR) follows the server to its new port and key
+    link = controller.link
+    arun(
+        qtbot,
+        wait_until(
+            lambda: link.client is not None and link.client.url == controller.local.url,
+            what="client follows",
+        ),
+    )
 
     new_pid = controller.local.pid
     arun(qtbot, controller.close())
