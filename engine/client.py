@@ -297,6 +297,10 @@ class ModelClient:
         self.headers_timeout = headers_timeout
         self.first_token_timeout = first_token_timeout
         self.busy = 0
+        #: Why the server is not there any more (its requests failed to connect after every
+        #: retry, or its restart failed); None while it answers. A pool sends new pages to the
+        #: servers still there, and the pipeline sends a page again that failed on a gone one.
+        self.gone: str | None = None
         self.send_vllm_xargs = True
         self.has_metrics = True  # until /metrics is missing or has no vLLM gauges
         self.on_connection_error = on_connection_error
@@ -348,59 +352,75 @@ class ModelClient:
         closes the HTTP stream, so the server stops generating."""
         self.busy += 1  # before any await, so a pool picking right after this call sees it
         try:
-            model = await self.resolve_model()
-            messages = build_messages(image_url, prompt)
-            started = time.monotonic()
-            attempt = 0
-            no_answer = 0
-            while True:
-                attempt += 1
-                streamed_any = False
-                wait: float | None = None  # what the server asked for (Retry-After)
-                try:
-                    text, finish, tokens, first, logprobs = await self._stream_once(
-                        model, messages, sampling, on_delta, on_tokens, started
-                    )
-                    return Completion(
-                        text, finish, tokens, time.monotonic() - started, first, attempt, logprobs
-                    )
-                except openai.BadRequestError as exc:
-                    if self.send_vllm_xargs and _rejects_vllm_xargs(exc):
-                        log.info("%s rejects vllm_xargs; sending without them", self.url)
-                        self.send_vllm_xargs = False
-                        continue
-                    raise ServerError(f"{self.url} refused the request: {exc.message}") from exc
-                except AnswerTooLargeError as exc:
-                    raise ServerError(f"{self.url}: {exc}") from exc
-                except _StreamedError as wrapped:
-                    streamed_any = wrapped.streamed
-                    cause = wrapped.cause
-                    if not _retryable(cause) or attempt > self.max_retries:
-                        raise ServerError(f"{self.url}: stream broke off: {cause}") from cause
-                except _NoAnswer as exc:
-                    no_answer += 1
-                    if attempt > self.max_retries or no_answer > NO_ANSWER_RETRIES:
-                        raise ServerError(f"{self.url}: {exc}") from exc
-                except openai.APIStatusError as exc:
-                    if not _retryable(exc) or attempt > self.max_retries:
-                        raise ServerError(
-                            f"{self.url}: HTTP {exc.status_code}: {exc.message}"
-                        ) from exc
-                    wait = retry_after(exc.response.headers)
-                except (openai.APIConnectionError, OSError) as exc:
-                    if attempt > self.max_retries:
-                        raise ServerUnavailableError(f"{self.url}: {exc}") from exc
-                    if self.on_connection_error is not None:
-                        await self.on_connection_error()
-                if streamed_any and on_restart is not None:
-                    on_restart()
-                delay = self.backoff * (2 ** (attempt - 1)) * (0.5 + random.random())
-                if wait is not None:
-                    delay = wait  # the server knows when it has room again
-                log.info("retrying %s in %.1f s (attempt %d)", self.url, delay, attempt + 1)
-                await asyncio.sleep(delay)
+            completion = await self._complete(
+                image_url, prompt, sampling, on_delta, on_restart, on_tokens
+            )
+        except ServerUnavailableError as exc:
+            self.gone = str(exc)
+            raise
         finally:
             self.busy -= 1
+        self.gone = None
+        return completion
+
+    async def _complete(
+        self,
+        image_url: str,
+        prompt: str,
+        sampling: Sampling,
+        on_delta: DeltaCallback | None,
+        on_restart: Callable[[], None] | None,
+        on_tokens: TokensCallback | None,
+    ) -> Completion:
+        model = await self.resolve_model()
+        messages = build_messages(image_url, prompt)
+        started = time.monotonic()
+        attempt = 0
+        no_answer = 0
+        while True:
+            attempt += 1
+            streamed_any = False
+            wait: float | None = None  # what the server asked for (Retry-After)
+            try:
+                text, finish, tokens, first, logprobs = await self._stream_once(
+                    model, messages, sampling, on_delta, on_tokens, started
+                )
+                return Completion(
+                    text, finish, tokens, time.monotonic() - started, first, attempt, logprobs
+                )
+            except openai.BadRequestError as exc:
+                if self.send_vllm_xargs and _rejects_vllm_xargs(exc):
+                    log.info("%s rejects vllm_xargs; sending without them", self.url)
+                    self.send_vllm_xargs = False
+                    continue
+                raise ServerError(f"{self.url} refused the request: {exc.message}") from exc
+            except AnswerTooLargeError as exc:
+                raise ServerError(f"{self.url}: {exc}") from exc
+            except _StreamedError as wrapped:
+                streamed_any = wrapped.streamed
+                cause = wrapped.cause
+                if not _retryable(cause) or attempt > self.max_retries:
+                    raise ServerError(f"{self.url}: stream broke off: {cause}") from cause
+            except _NoAnswer as exc:
+                no_answer += 1
+                if attempt > self.max_retries or no_answer > NO_ANSWER_RETRIES:
+                    raise ServerError(f"{self.url}: {exc}") from exc
+            except openai.APIStatusError as exc:
+                if not _retryable(exc) or attempt > self.max_retries:
+                    raise ServerError(f"{self.url}: HTTP {exc.status_code}: {exc.message}") from exc
+                wait = retry_after(exc.response.headers)
+            except (openai.APIConnectionError, OSError) as exc:
+                if attempt > self.max_retries:
+                    raise ServerUnavailableError(f"{self.url}: {exc}") from exc
+                if self.on_connection_error is not None:
+                    await self.on_connection_error()
+            if streamed_any and on_restart is not None:
+                on_restart()
+            delay = self.backoff * (2 ** (attempt - 1)) * (0.5 + random.random())
+            if wait is not None:
+                delay = wait  # the server knows when it has room again
+            log.info("retrying %s in %.1f s (attempt %d)", self.url, delay, attempt + 1)
+            await asyncio.sleep(delay)
 
     async def _stream_once(
         self,
@@ -561,7 +581,13 @@ def restarting(
 
     async def on_connection_error() -> None:
         async with lock:
-            url, api_key = await restart()
+            if client.gone is not None:  # its restart failed already: not asked again
+                raise ServerUnavailableError(client.gone)
+            try:
+                url, api_key = await restart()
+            except ServerUnavailableError as exc:
+                client.gone = str(exc)
+                raise
             if client.url != api_base(url):
                 client.retarget(url, api_key)
 
@@ -589,11 +615,23 @@ class ServerPool:
         self._picks = [0] * len(clients)
 
     def pick(self) -> ModelClient:
-        # Ties go to the server picked least: pages sent in one burst are picked before any of
-        # their requests has started (and raised its server's `busy`), and all went to the first.
-        index = min(range(len(self.clients)), key=lambda i: (self.clients[i].busy, self._picks[i]))
+        """The least busy server still there (`ModelClient.gone`), or of all when none is.
+
+        A gone server fails fast, so it would always look least busy and take the pages.
+        Ties go to the server picked least: pages sent in one burst are picked before any of
+        their requests has started (and raised its server's `busy`), and all went to the first."""
+        there = [i for i, c in enumerate(self.clients) if c.gone is None]
+        index = min(
+            there or range(len(self.clients)),
+            key=lambda i: (self.clients[i].busy, self._picks[i]),
+        )
         self._picks[index] += 1
         return self.clients[index]
+
+    @property
+    def any_there(self) -> bool:
+        """Whether a server of the pool is not gone."""
+        return any(c.gone is None for c in self.clients)
 
     @property
     def in_flight(self) -> int:
@@ -601,8 +639,9 @@ class ServerPool:
         return sum(c.busy for c in self.clients)
 
     async def load(self) -> ServerLoad | None:
-        """The servers' summed load; None if any of them gives no metrics."""
-        return combine(await asyncio.gather(*(c.load() for c in self.clients)))
+        """The summed load of the servers still there; None if any of them gives no metrics."""
+        there = [c for c in self.clients if c.gone is None] or self.clients
+        return combine(await asyncio.gather(*(c.load() for c in there)))
 
     async def close(self) -> None:
         await asyncio.gather(*(c.close() for c in self.clients))

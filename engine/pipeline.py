@@ -575,6 +575,16 @@ class Pipeline:
                         dataclasses.replace(b, source=BlockSource.RETRY) for b in result.blocks
                     ]
                 tried = _Try(strategy, result, result.raw, result.finish_reason, loop)
+            if (
+                tried.result.status is PageStatus.FAILED
+                and client.gone is not None
+                and self.pool.any_there
+            ):
+                # Its server is gone (not restarted) while another is there: the same attempt
+                # there, streaming from nothing, instead of a failed page.
+                client = self.pool.pick()
+                queue.put_nowait(PageRestarted(job, number))
+                continue
             if tried.result.status is not PageStatus.FAILED:
                 tried.result.flags = await asyncio.to_thread(self._check, tried, image)
             tries.append(tried)

@@ -369,3 +369,25 @@ async def test_other_documents_go_on_while_a_page_hangs_and_stopping_ends_it(
             break
         await asyncio.sleep(0.02)
     assert mupdf.busy_renders() == 0
+
+
+async def test_pages_of_a_server_that_is_gone_go_to_one_still_there(tmp_path: Path) -> None:
+    # A server that refuses every connection fails fast, so it looked least busy and took the
+    # pages, which failed; now it is left out once gone, and its pages are sent to the other.
+    pdf = make_pdf(tmp_path / "doc.pdf", 8)
+    with FakeOpenAIServer([GROUNDED]) as gone_server:
+        dead_url = gone_server.url  # stopped at the end of this block: nothing listens there
+    with FakeOpenAIServer([GROUNDED], token_delay=0.002) as live:
+        dead = ModelClient(dead_url, model="m", max_retries=1, backoff=0.01)
+        pool = ServerPool([dead, ModelClient(live.url, api_key=live.api_key)])
+        try:
+            events = await collect(
+                Pipeline(pool, ConvertOptions(concurrency=4)), [DocumentJob(pdf)]
+            )
+        finally:
+            await pool.close()
+    results = [e.result for e in events if isinstance(e, (PageFinished, PageFailed))]
+    assert len(results) == 8
+    assert all(r.status is PageStatus.DONE for r in results), [r.error for r in results]
+    assert len(live.requests) == 8
+    assert dead.gone is not None and pool.pick() is not dead
