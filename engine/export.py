@@ -334,12 +334,13 @@ _TEMP_FLAGS = (
 )
 
 
-def _create_temp(path: Path) -> tuple[int, str]:
+def create_temp(path: Path) -> tuple[int, str]:
     """A new file beside `path` for its next content, open for writing: (descriptor, path).
 
     Created with mode 0666, which the OS narrows by the umask as for any new file (0644 under
     umask 022, 0600 under 077); tempfile.mkstemp would make every export 0600 whatever the
-    umask. O_EXCL and a random name keep mkstemp's safety."""
+    umask. O_EXCL and a random name keep mkstemp's safety. Every export file is first made here
+    (the atomic writers; pandoc and the searchable PDF write into one), so that all follow it."""
     for _ in range(100):
         tmp = os.path.join(path.parent, f".{path.name[:40]}.{secrets.token_hex(4)}.tmp")
         try:
@@ -355,7 +356,7 @@ def atomic_writer(path: Path) -> Iterator[IO[str]]:
     replaces `path` only when the `with` block ends without an error. Lone surrogates written
     to it become U+FFFD."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = _create_temp(path)
+    fd, tmp = create_temp(path)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", errors="replace", newline="") as handle:
             yield handle
@@ -373,7 +374,7 @@ def atomic_binary_writer(path: Path) -> Iterator[IO[bytes]]:
     encoded block by block holding the GIL, which stalled the event loop 2.3 ms a page for the
     layout JPEG (py-spy --gil, issue 16's ceiling)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = _create_temp(path)
+    fd, tmp = create_temp(path)
     try:
         with os.fdopen(fd, "wb") as handle:
             yield handle

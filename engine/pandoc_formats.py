@@ -29,6 +29,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from . import export
+
 __all__ = ["FORMATS", "PandocError", "available", "pages_html", "write_document"]
 
 #: What `write_document` writes, by its file suffix.
@@ -148,7 +150,9 @@ def write_document(
     pypandoc = _pypandoc()
     out_path = Path(out_path)
     body = pages_html(pages, resource_dir=resource_dir)
-    fd, tmp_name = tempfile.mkstemp(prefix=".", suffix=f".tmp.{fmt}", dir=out_path.parent)
+    # pandoc writes into the file as it finds it, keeping its mode: made by the export's rule,
+    # it follows the umask (a mkstemp file stayed 0600).
+    fd, tmp_name = export.create_temp(out_path)
     os.close(fd)
     try:
         with tempfile.TemporaryDirectory(prefix="ocrdesk-pandoc-") as tmp:

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import stat
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -79,7 +79,12 @@ def write_searchable_pdf(
     # One page at a time, as MuPDF writes it: a long document's layouts are never all held.
     by_number = ((lay.number, _page_text(lay, turns.get(lay.number, 0))) for lay in layouts)
     out_path = Path(out_path)
-    fd, tmp_name = tempfile.mkstemp(prefix=".", suffix=".tmp.pdf", dir=out_path.parent)
+    from . import export  # export imports this module
+
+    fd, tmp_name = export.create_temp(out_path)
+    # MuPDF saves by removing the file and making a new one: the mode the export's rule gave
+    # (the umask's) is put back on the new file, whatever mode MuPDF's own creation had.
+    mode = stat.S_IMODE(os.fstat(fd).st_mode)
     os.close(fd)
     tmp = Path(tmp_name)
     images_pdf: Path | None = None
@@ -93,6 +98,7 @@ def write_searchable_pdf(
         report = mupdf.write_text_layers(
             pdf_path, by_number, tmp, replace=text_layer == "replace", password=password
         )
+        os.chmod(tmp, mode)
         os.replace(tmp, out_path)
         return report
     finally:

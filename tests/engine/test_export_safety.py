@@ -26,14 +26,14 @@ def convert(server: FakeOpenAIServer, *args: str) -> int:
 def failing_temp_files(monkeypatch: pytest.MonkeyPatch, code: int, when: str = "") -> None:
     """The export's temporary files fail with `code` (for names containing `when`): a full or
     read-only disk, as seen by the process (tests run as root, whom chmod does not stop)."""
-    create = export._create_temp
+    create = export.create_temp
 
     def create_temp(path: Path) -> tuple[int, str]:
         if when in f".{path.name[:40]}.":
             raise OSError(code, os.strerror(code), str(path.parent))
         return create(path)
 
-    monkeypatch.setattr(export, "_create_temp", create_temp)
+    monkeypatch.setattr(export, "create_temp", create_temp)
 
 
 def test_lone_surrogate_in_model_text_is_written_as_replacement_character(

@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from ocrdesk.engine import mupdf
 from ocrdesk.engine.cli import main
 from ocrdesk.engine.export import MathStyle, page_markdown
+from ocrdesk.engine.formats import FORMATS
 from ocrdesk.engine.parser import parse
 from ocrdesk.engine.results import PageResult, PageStatus
 from ocrdesk.engine.sanitize import Formula, split_math
@@ -63,10 +65,12 @@ def umask(request: pytest.FixtureRequest) -> Iterator[int]:
 
 
 def test_exports_follow_the_umask(tmp_path: Path, umask: int) -> None:
-    folder = convert(tmp_path, GROUNDED)
+    # Every format, default and optional: pandoc kept the 0600 of a mkstemp file (DOCX, HTML,
+    # EPUB), the searchable PDF was 0644 only because MuPDF re-creates the file it saves.
+    folder = convert(tmp_path, GROUNDED, "--formats", "all")
     files = [p for p in folder.rglob("*") if p.is_file()]
     names = {p.relative_to(folder).as_posix() for p in files}
-    assert {"page.md", "page.raw.mmd", "page.json", "page.layout.pdf", "pages/0001.json"} <= names
+    assert {f"page{f.suffix}" for f in FORMATS.values()} | {"pages/0001.json"} <= names
     modes = {p.relative_to(folder).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in files}
     assert modes == dict.fromkeys(modes, 0o666 & ~umask)  # 0644 under 022, 0600 under 077
 
@@ -159,3 +163,21 @@ def test_title_and_sub_title_blocks_are_headings_once(tmp_path: Path) -> None:
 def test_dollars_where_a_dollar_would_read_otherwise(text: str, written: str) -> None:
     result = PageResult(1, 10, 10, PageStatus.DONE, "", text, [])
     assert page_markdown(result).split("\n\n", 1)[1] == written
+
+
+def test_searchable_pdf_follows_the_umask_whatever_mode_mupdf_saves_with(
+    tmp_path: Path, umask: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # MuPDF removes the file it saves to and makes a new one: its mode is MuPDF's, not the
+    # export's rule. A save that makes it 0600 must still give the umask's mode.
+    save = mupdf.write_text_layers
+
+    def save_private(pdf: Path, pages: object, out: Path, **kw: object) -> object:
+        report = save(pdf, pages, out, **kw)  # type: ignore[arg-type]
+        os.chmod(out, 0o600)
+        return report
+
+    monkeypatch.setattr(mupdf, "write_text_layers", save_private)
+    folder = convert(tmp_path, GROUNDED, "--formats", "searchable")
+    mode = stat.S_IMODE((folder / "page.searchable.pdf").stat().st_mode)
+    assert mode == 0o666 & ~umask
