@@ -30,7 +30,7 @@ from pathlib import Path
 from PIL import Image
 
 from . import alto, hocr, mupdf, pandoc_formats, searchable_pdf
-from .export import DocumentExport, atomic_writer, source_id, valid_text
+from .export import DocumentExport, atomic_writer, mark_headings, source_id, valid_text
 from .results import PageStatus
 from .rotation import RotationStore
 from .sanitize import sanitize_html
@@ -72,8 +72,9 @@ def _layouts(export: DocumentExport) -> Iterator[PageLayout]:
 
 
 def _page_texts(export: DocumentExport) -> list[tuple[int, str]]:
+    # Headings marked as in the .md (`page_markdown`): a sub_title without `#` is a heading.
     return [
-        (r.number, sanitize_html(valid_text(r.markdown)))
+        (r.number, sanitize_html(valid_text(mark_headings(r.markdown, r.blocks))))
         for r in export.pages()
         if r.status is not PageStatus.FAILED
     ]

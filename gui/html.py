@@ -1,7 +1,9 @@
 """Model output to safe HTML: markdown rendered, model HTML sanitised, LaTeX kept for KaTeX.
 
 A single newline inside a block is a line break (markdown-it's `breaks`), except beside a display
-formula, which stands on lines of its own anyway; a blank line starts a paragraph.
+formula, which stands on lines of its own anyway; a blank line starts a paragraph. A title or
+sub_title block the model wrote without `#` is a heading, by the exports' rule (the engine's
+`mark_headings`).
 
 Each grounded block becomes `<div class="block" data-block="k" data-label="LABEL">…</div>` (class
 "block unsure" under the triage's LOW_CONFIDENCE, tinted in result.css) so the
@@ -24,7 +26,7 @@ from functools import lru_cache
 
 from markdown_it import MarkdownIt
 
-from ocrdesk.engine import LOW_CONFIDENCE, Block, Formula, clean_html, split_math
+from ocrdesk.engine import LOW_CONFIDENCE, Block, Formula, clean_html, mark_headings, split_math
 
 # Private-use characters: the model's text cannot forge a placeholder (they are taken out first).
 _MARK_OPEN, _MARK_CLOSE = "\ue000", "\ue001"
@@ -92,7 +94,8 @@ def render_blocks(blocks: Sequence[Block], figures: dict[int, str] | None = None
     figures = figures or {}
     for k, block in enumerate(blocks):
         label = html.escape(block.label, quote=True)
-        body = render_markdown(block.text) if block.text.strip() else ""
+        # A title or sub_title the model wrote without `#` is a heading, as in the exports.
+        body = render_markdown(mark_headings(block.text, (block,))) if block.text.strip() else ""
         if block.label == "image" and k in figures:
             body = f'<img class="figure" src="{html.escape(figures[k], quote=True)}" alt="figure">'
             if block.text.strip():

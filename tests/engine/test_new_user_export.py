@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import docx
 import pytest
 
 from ocrdesk.engine import mupdf
@@ -141,6 +144,34 @@ def test_title_and_sub_title_blocks_are_headings_once(tmp_path: Path) -> None:
     ]
     page = json.loads((folder / "page.json").read_text(encoding="utf-8"))["pages"][0]
     assert page["markdown"].startswith("A Report\n")  # the model's text, as it came
+
+
+def test_title_and_sub_title_blocks_are_headings_in_docx_html_and_epub(tmp_path: Path) -> None:
+    # The .md's rule (mark_headings) for the pandoc formats too: they read the page markdown.
+    folder = convert(tmp_path, HEADINGS, "--formats", "docx,html,epub")
+    document = docx.Document(str(folder / "page.docx"))
+    headings = [(p.style.name, p.text) for p in document.paragraphs if p.style is not None]
+    assert [h for h in headings if h[0].startswith("Heading")] == [
+        ("Heading 1", "A Report"),
+        ("Heading 2", "Methods"),
+        ("Heading 2", "Results"),
+        ("Heading 1", "Appendix"),
+    ]
+    html = (folder / "page.html").read_text(encoding="utf-8")
+    tags = re.findall(r"<(h[1-6])[^>]*>([^<]*)</h[1-6]>", html)
+    assert [t for t in tags if t[1] != "page"] == [  # "page": the document's title
+        ("h1", "A Report"),
+        ("h2", "Methods"),
+        ("h2", "Results"),
+        ("h1", "Appendix"),
+    ]
+    with zipfile.ZipFile(folder / "page.epub") as epub:
+        book = "".join(
+            epub.read(name).decode("utf-8")
+            for name in sorted(epub.namelist())
+            if name.endswith(".xhtml")
+        )
+    assert re.search(r"<h2[^>]*>Methods</h2>", book)
 
 
 @pytest.mark.parametrize(

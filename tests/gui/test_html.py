@@ -146,3 +146,21 @@ def test_the_legend_shows_only_the_labels_of_the_page_shown(qapp: Any) -> None:
         shown = [b.text() for b in legend.findChildren(QCheckBox) if b.isVisible()]
         assert sorted(shown) == sorted(labels)
     legend.close()
+
+
+def test_a_sub_title_block_without_a_hash_is_a_heading_in_the_result_view() -> None:
+    # The export's rule (mark_headings): the .md, DOCX, HTML and EPUB make it a heading.
+    from ocrdesk.gui.html import render_blocks
+
+    box = ((0.0, 0.0, 10.0, 10.0),)
+    page = render_blocks(
+        [
+            Block("title", box, "A Report"),
+            Block("sub_title", box, "Methods\nand data"),
+            Block("text", box, "We measured."),
+            Block("sub_title", box, "## Results"),
+        ]
+    )
+    headings = re.findall(r"<(h[1-6])>([^<]*)</h[1-6]>", page)
+    assert headings == [("h1", "A Report"), ("h2", "Methods and data"), ("h2", "Results")]
+    assert "<p>We measured.</p>" in page
