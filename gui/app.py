@@ -285,8 +285,19 @@ class HandedFiles:
     def window(self, window: MainWindow) -> None:
         self._window = window
         if self._early:
-            window.open_paths(self._early)
+            self._open(window, self._early)
             self._early = []
+
+    @staticmethod
+    def message(count: int) -> str:
+        """What the running window says of a hand-over (the second start prints its own)."""
+        files = "file" if count == 1 else "files"
+        return f"Opened {count} {files} handed over by another OCRDesk start"
+
+    def _open(self, window: MainWindow, files: list[str]) -> None:
+        window.open_paths(files)
+        # Said here too: the second start's own line goes to a terminal the person may not see.
+        window.statusBar().showMessage(self.message(len(files)), 10000)
 
     def receive(self, files: list[str]) -> None:
         window = self._window
@@ -294,7 +305,7 @@ class HandedFiles:
             self._early.extend(files)
             return
         if files:
-            window.open_paths(files)
+            self._open(window, files)
         if window.isMinimized():
             window.showNormal()
         window.raise_()
