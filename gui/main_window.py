@@ -26,7 +26,7 @@ from typing import Any
 
 import shiboken6
 from PIL import Image
-from PySide6.QtCore import QMimeData, Qt, QTimer, QUrl, Signal
+from PySide6.QtCore import QMimeData, QSize, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import (
     QAction,
     QCloseEvent,
@@ -38,6 +38,7 @@ from PySide6.QtGui import (
     QIcon,
     QImage,
     QKeySequence,
+    QResizeEvent,
     QTransform,
 )
 from PySide6.QtWidgets import (
@@ -52,7 +53,6 @@ from PySide6.QtWidgets import (
     QMainWindow,
     QMenu,
     QMessageBox,
-    QPushButton,
     QSpinBox,
     QSplitter,
     QToolBar,
@@ -135,7 +135,7 @@ def figure_urls(image: Image.Image, blocks: list[Block]) -> dict[int, str]:
 
 
 BOX_STEP = 0.005  # how far the keyboard moves a box edge: half a percent of the page
-ENGINE_LABEL_WIDTH = 420  # px of engine status text before it is elided
+ENGINE_LABEL_WIDTH = 420  # px of engine status line, at most (it shares the status bar)
 IMAGE_CACHE = 8  # page images kept, the one shown and those beside it among them
 #: Over a page turned since it was read.
 STALE_TEXT = "Turned since it was read: Run reads it again upright."
@@ -146,6 +146,50 @@ ENGINE_COLORS = {
     EngineState.NONE: "#d33",
     EngineState.STOPPED: "#666",
 }
+
+
+class EngineLabel(QLabel):
+    """The engine's light and line, the line elided to at most ENGINE_LABEL_WIDTH, and to the
+    width the status bar gives it when a narrow window gives it less."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._color, self._line = "", ""
+        self._room: int | None = None  # the width laid out, once it was
+
+    def set_status(self, color: str, line: str) -> None:
+        self._color, self._line = color, line
+        self.updateGeometry()
+        self._render()
+
+    def line(self) -> str:
+        """The whole line, not elided."""
+        return self._line
+
+    def _bullet(self) -> int:
+        return self.fontMetrics().horizontalAdvance("● ") + 6  # + the bold light's own width
+
+    def sizeHint(self) -> QSize:
+        # + 2: the advance is rounded, and elidedText cuts a line a fraction too long
+        line = min(self.fontMetrics().horizontalAdvance(self._line) + 2, ENGINE_LABEL_WIDTH)
+        return QSize(self._bullet() + line, super().sizeHint().height())
+
+    def minimumSizeHint(self) -> QSize:
+        return QSize(min(self.sizeHint().width(), 160), super().minimumSizeHint().height())
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        super().resizeEvent(event)
+        self._room = event.size().width()
+        self._render()
+
+    def _render(self) -> None:
+        width = self.sizeHint().width()
+        if self._room is not None and self._room < width:  # squeezed: a narrow window
+            width = self._room
+        shown = self.fontMetrics().elidedText(
+            self._line, Qt.TextElideMode.ElideRight, max(width - self._bullet(), 0)
+        )
+        self.setText(f"<b style='color:{self._color}'>●</b> {html_escape(shown)}")
 
 
 class MainWindow(QMainWindow):
@@ -422,20 +466,33 @@ class MainWindow(QMainWindow):
         bar.addAction(self.run_action)
         bar.addAction(self.stop_action)
         bar.addAction(self.export_action)
-        bar.addSeparator()
-        self.engine_label = QLabel(self)
+
+        # The engine's status lives in the status bar's permanent area, not in the tool bar: a
+        # tool bar too narrow for its widgets (1024 px with the prompt field, or a long error)
+        # moves its last ones into its overflow menu, and this status must stay in sight.
+        engine = QWidget(self)
+        engine.setObjectName("engine")
+        row = QHBoxLayout(engine)
+        row.setContentsMargins(0, 0, 0, 0)
+        self.engine_label = EngineLabel(engine)
         self.engine_label.setObjectName("engine-status")
         self.engine_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.engine_settings = QPushButton("Engine settings…", self)
+        # Tool buttons: as wide as their text (a push button is 80 px at least).
+        self.engine_settings = QToolButton(engine)
+        self.engine_settings.setText("Engine settings…")
         self.engine_settings.clicked.connect(self.open_settings)
-        self.engine_log = QPushButton("Log", self)
+        self.engine_log = QToolButton(engine)
+        self.engine_log.setText("Log")
+        self.engine_log.setToolTip("The engine's log (Ctrl+L)")
         self.engine_log.clicked.connect(self.show_log)
-        bar.addWidget(self.engine_label)
-        # A widget in a tool bar is shown and hidden through the action addWidget returns.
-        self.engine_settings_item = bar.addWidget(self.engine_settings)
-        self.engine_log_item = bar.addWidget(self.engine_log)
+        for widget in (self.engine_label, self.engine_settings, self.engine_log):
+            row.addWidget(widget)
+        # The names the tool bar's items had: what is shown and hidden with the state.
+        self.engine_settings_item = self.engine_settings
+        self.engine_log_item = self.engine_log
 
         self.stats_label = QLabel("0 of 0 pages done", self)
+        self.statusBar().addPermanentWidget(engine)
         self.statusBar().addPermanentWidget(self.stats_label)
         self._task_changed()
         self._engine_status(self.controller.state, self.controller.detail)
@@ -601,14 +658,9 @@ class MainWindow(QMainWindow):
             text = detail or "no engine configured"
         else:
             text = f"{state.value}: {detail}"
-        # Elided so that a long error never pushes the status into the tool bar's overflow
-        # menu: it must always be in sight. The whole text is in the tooltip and the log.
-        shown = self.engine_label.fontMetrics().elidedText(
-            text, Qt.TextElideMode.ElideRight, ENGINE_LABEL_WIDTH
-        )
-        self.engine_label.setText(
-            f"<b style='color:{ENGINE_COLORS[state]}'>●</b> {html_escape(shown)}"
-        )
+        # Elided (the whole text is in the tooltip and the log) so that a long error leaves
+        # room for the buttons beside it and the status bar's messages.
+        self.engine_label.set_status(ENGINE_COLORS[state], text)
         self.engine_label.setToolTip(tooltip(detail))
         self.engine_settings_item.setVisible(state in (EngineState.NONE, EngineState.ERROR))
         self.engine_log_item.setVisible(state is EngineState.ERROR)
