@@ -26,7 +26,7 @@ from typing import Any
 
 import shiboken6
 from PIL import Image
-from PySide6.QtCore import QMimeData, QSize, Qt, QTimer, QUrl, Signal
+from PySide6.QtCore import QMimeData, QModelIndex, QSize, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import (
     QAction,
     QCloseEvent,
@@ -209,6 +209,7 @@ class MainWindow(QMainWindow):
         self.resize(1400, 860)
         self.current: tuple[int, int] | None = None  # (doc id, page)
         self._images: OrderedDict[tuple[int, int], QImage] = OrderedDict()
+        self._password_dialogs: dict[int, QInputDialog] = {}  # doc id -> the one asking
         self._figures: dict[tuple[int, int], dict[int, str]] = {}
         self._render_token = 0
         self._boxes_wait = False  # the current page's boxes wait for its image
@@ -309,6 +310,8 @@ class MainWindow(QMainWindow):
             "Remove finished documents from the queue and history (their exports stay)"
         )
         self.run_again_action = self._action("Run &again", None, self.run_again_selected)
+        self.unlock_action = self._action("&Unlock…", None, self.unlock_selected)
+        self.unlock_action.setToolTip("Give the password of an encrypted PDF")
         self.settings_action = self._action("&Settings…", "Ctrl+,", self.open_settings)
         # Ctrl+Q on every platform: QKeySequence.Quit is empty on some desktops (GNOME, Windows).
         self.quit_action = self._action("&Quit", "Ctrl+Q", self.close)
@@ -405,7 +408,8 @@ class MainWindow(QMainWindow):
         self.recent_menu.fileChosen.connect(lambda path: self.open_paths([path]))
         menu = self.menuBar().addMenu("&File")
         for entry in (
-            self.open_action, self.recent_menu.menuAction(), self.paste_action, None,
+            self.open_action, self.recent_menu.menuAction(), self.paste_action,
+            self.unlock_action, None,
             self.export_action, self.export_all_action, self.open_folder_action, None,
             self.clear_finished_action, None, self.settings_action, None, self.quit_action,
         ):  # fmt: skip
@@ -616,6 +620,7 @@ class MainWindow(QMainWindow):
         self.queue.selectionModel().currentChanged.connect(lambda *_: self._queue_current())
         self.queue.selectionModel().selectionChanged.connect(lambda *_: self._update_doc_actions())
         self.queue.customContextMenuRequested.connect(self._queue_menu)
+        self.queue.activated.connect(self._queue_activated)
         self.task_combo.currentIndexChanged.connect(self._task_changed)
         self.page_view.boxClicked.connect(self._box_clicked)
         self.page_view.boxHovered.connect(self._box_hovered)
@@ -824,9 +829,14 @@ class MainWindow(QMainWindow):
     def _ask_password(self, doc_id: int, wrong: bool) -> None:
         """An encrypted PDF: ask for its password (again, when the one given was wrong)."""
         item = self.controller.docs.get(doc_id)
-        if item is None:
+        if item is None or not item.locked:
             return
+        asking = self._password_dialogs.get(doc_id)
+        if asking is not None and shiboken6.isValid(asking):
+            return  # asked already: that dialog is open, over the window (window-modal)
         dialog = QInputDialog(self)
+        self._password_dialogs[doc_id] = dialog
+        dialog.finished.connect(lambda _: self._password_dialogs.pop(doc_id, None))
         dialog.setObjectName("pdf-password")
         dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         dialog.setWindowTitle("Password")
@@ -836,9 +846,25 @@ class MainWindow(QMainWindow):
         dialog.setLabelText(tooltip(f"Wrong password. {ask}" if wrong else ask))
         dialog.textValueSelected.connect(lambda text: self.controller.unlock(doc_id, text))
         dialog.rejected.connect(
-            lambda: self.statusBar().showMessage(f"{item.name} is not opened: no password", 8000)
+            lambda: self.statusBar().showMessage(
+                f"{item.name} stays locked: double-click its row to give the password", 10000
+            )
         )
         dialog.open()
+
+    def unlock_selected(self) -> None:
+        """Ask for the password of the first chosen document that is locked."""
+        for doc_id in self._chosen_docs():
+            item = self.controller.docs.get(doc_id)
+            if item is not None and item.locked:
+                self._ask_password(doc_id, wrong=item.password is not None)
+                return
+
+    def _queue_activated(self, index: QModelIndex) -> None:
+        """A row double-clicked (or Enter): a locked document asks for its password."""
+        item = self.controller.docs.get(self.queue.queue_model.doc_id(index.row()))
+        if item is not None and item.locked:
+            self._ask_password(item.id, wrong=item.password is not None)
 
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:
         mime = event.mimeData()
@@ -865,6 +891,8 @@ class MainWindow(QMainWindow):
             self._update_page_label()
             item = self.controller.docs[doc_id]
             self._sync_thumbs(item)
+            if not item.pages:  # locked, or it cannot be opened: the result view says so
+                self.result_view.changed()
             # Opened since it was shown: now its page can be rendered (once, not again while
             # that render is under way).
             if (
@@ -899,6 +927,9 @@ class MainWindow(QMainWindow):
 
     def _queue_menu(self, pos: Any) -> None:
         menu = QMenu(self)
+        if self.unlock_action.isEnabled():  # only a locked document's menu offers it
+            menu.addAction(self.unlock_action)
+            menu.addSeparator()
         for entry in (
             self.run_action, self.pause_action, self.cancel_doc_action, self.retry_action,
             self.run_again_action, None, self.export_action, self.copy_doc_action, None,
@@ -942,6 +973,7 @@ class MainWindow(QMainWindow):
             any(d.count(PageStatus.FAILED) and d.job is None for d in docs)
         )
         self.remove_action.setEnabled(bool(docs))
+        self.unlock_action.setEnabled(any(d.locked for d in docs))
         self.run_again_action.setEnabled(
             any(d.job is None and d.document is not None and d.done for d in docs)
         )
@@ -1198,6 +1230,15 @@ class MainWindow(QMainWindow):
         item = self.controller.docs.get(doc_id)
         page = item.pages.get(number) if item else None
         if page is None:
+            if item is not None and item.locked:
+                why = "Wrong password" if item.password is not None else "Locked"
+                text = (
+                    f"**{why}:** {item.name} is an encrypted PDF. Double-click its row in the "
+                    "queue (or choose Unlock… in its menu) to give its password."
+                )
+                return [Block("error", (), text)], "", {}
+            if item is not None and item.error:
+                return [Block("error", (), f"**Cannot open it:** {item.error}")], "", {}
             return [], "", {}
         if page.result is not None:
             blocks = page.result.blocks
@@ -1212,6 +1253,18 @@ class MainWindow(QMainWindow):
             return
         doc_id, number = self.current
         item = self.controller.docs.get(doc_id)
+        if item is not None and not item.pages:  # not "page 1 of 0": say why it has none
+            if item.locked:
+                self.page_label.setText("locked: password needed")
+                self.page_label.setToolTip(
+                    "An encrypted PDF: double-click its row in the queue (or Unlock… in its "
+                    "menu) to give its password."
+                )
+            else:
+                self.page_label.setText("cannot open" if item.error else "opening…")
+                self.page_label.setToolTip(item.error or "")
+            return
+        self.page_label.setToolTip("")
         total = len(item.pages) if item else 0
         page = item.pages.get(number) if item else None
         status = page.status.value if page else ""

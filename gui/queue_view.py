@@ -52,6 +52,10 @@ def display_name(item: DocItem, docs: Iterable[DocItem]) -> str:
 
 def progress_text(item: DocItem) -> str:
     """The row's third line: the error, or pages done with ETA."""
+    if item.locked:  # an encrypted PDF: say how to give its password
+        if item.password is not None:
+            return "wrong password: double-click to try again"
+        return "locked: double-click to give its password"
     if item.error:
         return f"cannot open: {item.error}"
     total = len(item.pages)

@@ -21,7 +21,7 @@ from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QInputDialog, QLineEdit, QMessageBox
 
 from ocrdesk.engine import PageStatus
-from ocrdesk.gui.queue_view import display_name
+from ocrdesk.gui.queue_view import display_name, progress_text
 from tests.engine.helpers import make_pdf
 from tests.fakes.openai_server import FakeOpenAIServer, prose
 from tests.gui import conftest as gui_conftest
@@ -279,11 +279,36 @@ def test_an_encrypted_pdf_asks_for_its_password(app: App, qtbot: Any, tmp_path: 
     run_to_end(qtbot, controller, window)
     assert item.done == 2 and item.count(PageStatus.FAILED) == 0
 
-    # Cancelled, it stays in the queue and says what it needs.
+    # Cancelled, it stays in the queue and says what it needs, on its row and over its page
+    # (not "page 1 of 0").
     drop(window, [encrypted(tmp_path / "other.pdf")])
     password_dialog(qtbot, window).reject()
     other = controller.docs[controller.order[-1]]
     assert other.error == "encrypted: needs its password" and other.page_count == 0
+    window.queue.select_doc(other.id)
+    assert window.current == (other.id, 1)
+    assert window.page_label.text() == "locked: password needed"
+    blocks, _, _ = window._result_source(other.id, 1)  # what the result view shows
+    assert "Double-click its row" in blocks[0].text
+    assert progress_text(other) == "locked: double-click to give its password"
+    # Asked again: a double-click on its row, or Unlock… (in its menu and the File menu).
+    row = window.queue.visualRect(window.queue.queue_model.index(controller.order.index(other.id)))
+    # What a person's double-click sends: a click, then the double click.
+    QTest.mouseClick(window.queue.viewport(), Qt.MouseButton.LeftButton, pos=row.center())
+    QTest.mouseDClick(window.queue.viewport(), Qt.MouseButton.LeftButton, pos=row.center())
+    dialog = password_dialog(qtbot, window)
+    assert "other.pdf" in dialog.labelText()
+    dialog.reject()
+    assert window.unlock_action.isEnabled()
+    window.unlock_action.trigger()
+    dialog = password_dialog(qtbot, window)
+    window.unlock_action.trigger()  # one question at a time
+    assert len([d for d in window.findChildren(QInputDialog, "pdf-password") if d.isVisible()]) == 1
+    dialog.setTextValue("sesame")
+    dialog.accept()
+    arun(qtbot, wait_until(lambda: other.page_count == 2, what="opened when asked again"))
+    assert window.page_label.text().startswith("page 1 of 2")
+    assert not window.unlock_action.isEnabled()
 
 
 def test_the_whole_engine_error_is_in_the_status_tooltip(app: App) -> None:
