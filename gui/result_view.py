@@ -35,6 +35,10 @@ log = logging.getLogger(__name__)
 
 SHELL = RESOURCES / "result.html"
 MAX_FPS = 10
+#: A page switch draws a body of up to this many characters of raw output at once, on the GUI
+#: thread (about 1 ms for a typical page; a 36,000-character garbage loop took 80 ms).
+SWITCH_NOW_CHARS = 8000
+LOADING = '<p class="empty">Loading…</p>'
 LOCAL_SCHEMES = {"file", "qrc", "data", "blob", "about"}
 #: Double-click (edit) and right-click (menu) on a block, reported like the shell's clicks. Run
 #: from here once the shell has loaded (its policy allows no inline script; this is not one).
@@ -199,10 +203,20 @@ class ResultView(QWidget):
         self._source = source
         self.title.setText(title)
         self.highlighted = None
-        if self.ready and self._busy:
-            # The previous page's render is still in flight: never leave its body under this
-            # title (under load that lasted over a second); this page's body follows.
-            self._set('<p class="empty">Loading…</p>')
+        if not self.ready:
+            self._redraw_now()  # drawn once the shell has loaded
+            return
+        # The previous page's body must never stand under this title, not even for the hop
+        # to the render thread (under load that lasted over a second): a body that is quick
+        # to make is made here, with the title; a long one clears the view until it is ready.
+        blocks, raw, figures = source() if source is not None else ([], "", {})
+        if len(raw) <= SWITCH_NOW_CHARS:
+            self._timer.stop()
+            self._token += 1  # a render in flight is of the page before
+            self._dirty = False
+            self._set(self._placeholder(blocks) or _body(self._raw_mode, blocks, raw, figures))
+            return
+        self._set(LOADING)
         self._redraw_now()
 
     def changed(self) -> None:
@@ -218,14 +232,12 @@ class ResultView(QWidget):
         if not self.ready or self._busy:
             return
         self._dirty = False
-        if self._source is None:
-            self._set('<p class="empty">No page selected.</p>')
+        blocks, raw, figures = self._source() if self._source is not None else ([], "", {})
+        placeholder = self._placeholder(blocks)
+        if placeholder:
+            self._set(placeholder)
             return
-        blocks, raw, figures = self._source()
-        raw_mode = self.raw_switch.isChecked()
-        if not raw_mode and not blocks:
-            self._set('<p class="empty">Nothing yet.</p>')
-            return
+        raw_mode = self._raw_mode
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -236,6 +248,18 @@ class ResultView(QWidget):
         # markdown rendering and sanitising in a worker thread, not on the GUI thread
         self._busy = True
         self._task = loop.create_task(self._render(self._token, raw_mode, blocks, raw, figures))
+
+    @property
+    def _raw_mode(self) -> bool:
+        return self.raw_switch.isChecked()
+
+    def _placeholder(self, blocks: list[Any]) -> str:
+        """What stands in for a body that has nothing to show yet ("" when it has)."""
+        if self._source is None:
+            return '<p class="empty">No page selected.</p>'
+        if not self._raw_mode and not blocks:
+            return '<p class="empty">Nothing yet.</p>'
+        return ""
 
     async def _render(
         self, token: int, raw_mode: bool, blocks: list[Any], raw: str, figures: dict[int, str]
