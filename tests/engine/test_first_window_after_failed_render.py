@@ -56,10 +56,14 @@ def check_window(events: list[tuple[float, Event]], server: FakeOpenAIServer) ->
         f"{type(e).__name__}:{e.number if isinstance(e, PageStarted) else e.result.number}"
         for e in pages
     ]
-    # page 1 failed while page 2 was on its way, and did not open the window: page 2 stayed
-    # alone until it came back, then the others went
-    assert order[:3] == ["PageStarted:2", "PageFailed:1", "PageFinished:2"], order
-    assert order[3].startswith("PageStarted:"), order
+    # page 1 failed while the first good page was on its way (whichever of 2-5 rendered first:
+    # they render side by side), and did not open the window: that page stayed alone until it
+    # came back, then the others went
+    first = next(x for x in order if x.startswith("PageStarted:")).split(":")[1]
+    back = order.index(f"PageFinished:{first}")
+    assert [x for x in order[:back] if x.startswith("PageStarted:")] == [f"PageStarted:{first}"]
+    assert "PageFailed:1" in order[:back], order
+    assert order[back + 1].startswith("PageStarted:"), order
     assert server.max_in_flight >= 2  # the window did open once page 2 was back
 
 
