@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import json
 import logging
 from collections.abc import Callable
@@ -57,6 +58,14 @@ LISTENERS = """
 def _body(raw_mode: bool, blocks: list[Any], raw: str, figures: dict[int, str]) -> str:
     """The result HTML (worker thread)."""
     return render_raw(raw) if raw_mode else render_blocks(blocks, figures)
+
+
+def _none_back() -> None:
+    """Give back the reference to None that PySide6 (6.12) drops per runJavaScript call: one
+    per call without a callback, one per callback run (measured with sys.getrefcount). Within
+    a few thousand calls (redraws of a long run) the interpreter aborted: "none_dealloc:
+    deallocating None". A spare reference to None, should a release not drop it, is harmless."""
+    ctypes.pythonapi.Py_IncRef(ctypes.py_object(None))
 
 
 class LocalOnly(QWebEngineUrlRequestInterceptor):
@@ -181,7 +190,7 @@ class ResultView(QWidget):
 
     def _loaded(self, ok: bool) -> None:
         if ok:
-            self.page.runJavaScript(LISTENERS)
+            self._js(LISTENERS)
         self.ready = ok
         if ok and self._dirty:
             self._redraw_now()
@@ -276,7 +285,7 @@ class ResultView(QWidget):
     def _set(self, body: str) -> None:
         self.redraws += 1
         highlight = -1 if self.highlighted is None else self.highlighted
-        self.page.runJavaScript(f"ocrSet({json.dumps(body)}, {highlight});")
+        self._js(f"ocrSet({json.dumps(body)}, {highlight});")
 
     # -- linking -------------------------------------------------------------------------------
 
@@ -284,8 +293,17 @@ class ResultView(QWidget):
         self.highlighted = index
         if self.ready:
             k = -1 if index is None else index
-            self.page.runJavaScript(f"ocrHighlight({k}, {str(scroll).lower()});")
+            self._js(f"ocrHighlight({k}, {str(scroll).lower()});")
 
     def run_js(self, script: str, callback: Callable[[Any], None]) -> None:
         """Evaluate `script` in the page (tests and the linking code read the DOM with it)."""
-        self.page.runJavaScript(script, 0, callback)
+
+        def answered(value: Any) -> None:
+            _none_back()
+            callback(value)
+
+        self.page.runJavaScript(script, 0, answered)
+
+    def _js(self, script: str) -> None:
+        self.page.runJavaScript(script)
+        _none_back()
