@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import json
 import logging
 from collections.abc import Callable
@@ -58,14 +57,6 @@ LISTENERS = """
 def _body(raw_mode: bool, blocks: list[Any], raw: str, figures: dict[int, str]) -> str:
     """The result HTML (worker thread)."""
     return render_raw(raw) if raw_mode else render_blocks(blocks, figures)
-
-
-def _none_back() -> None:
-    """Give back the reference to None that PySide6 (6.12) drops per runJavaScript call: one
-    per call without a callback, one per callback run (measured with sys.getrefcount). Within
-    a few thousand calls (redraws of a long run) the interpreter aborted: "none_dealloc:
-    deallocating None". A spare reference to None, should a release not drop it, is harmless."""
-    ctypes.pythonapi.Py_IncRef(ctypes.py_object(None))
 
 
 class LocalOnly(QWebEngineUrlRequestInterceptor):
@@ -298,12 +289,7 @@ class ResultView(QWidget):
     def run_js(self, script: str, callback: Callable[[Any], None]) -> None:
         """Evaluate `script` in the page (tests and the linking code read the DOM with it)."""
 
-        def answered(value: Any) -> None:
-            _none_back()
-            callback(value)
-
-        self.page.runJavaScript(script, 0, answered)
+        self.page.runJavaScript(script, 0, callback)
 
     def _js(self, script: str) -> None:
         self.page.runJavaScript(script)
-        _none_back()
