@@ -60,9 +60,11 @@ from types import TracebackType
 from typing import IO, Any, NoReturn, TypeVar
 
 from .app_settings import saved_gpus, saved_vllm
+from .client import ModelClient
 from .errors import EngineStartError, OCRDeskError
 from .export import atomic_write
 from .gpus import ALL_GPUS, Gpu, GpuChoice, GpuChoiceError, cuda_env, find_gpus, parse_gpus
+from .reference_page import load_reference
 from .tasks import (
     BATCH_PROCESSOR_MODULE,
     DEFAULT_MODEL,
@@ -665,9 +667,6 @@ class LocalServer:
         """Send the reference page with a few output tokens before the server is called ready
         (see WARM_UP_TOKENS). A warm-up that fails says so in the log and is not a failed start:
         the pages will meet whatever it met, with their own errors."""
-        from .client import ModelClient  # the client imports the engine's tuner, not this module
-        from .reference_page import load_reference
-
         self._set_state(ServerState.STARTING, "warming up")
         client = ModelClient(self.url, api_key=self.api_key, timeout=WARM_UP_TIMEOUT)
         try:
