@@ -4,11 +4,12 @@
 #   served  `ocrdesk serve` at its defaults, then the same pages through `convert --server` at the
 #           DEFAULTS (no --concurrency) and at each fixed count of FIXED, alternated for ROUNDS
 #           rounds in one server's life (auto_concurrency.sh with --retry none), one page alone
-#   local   `convert --local` at its DEFAULTS (it starts and stops its own vLLM), files written
+#   local   `convert --local` at its DEFAULTS (it starts and stops its own vLLM), files written,
+#           then at each fixed count of LOCAL_FIXED (a fresh vLLM each)
 #   raw     the recipe's raw LLM.generate at batch RAW_BATCH with its NGramPerReqLogitsProcessor
 # `--retry none` everywhere: the dummy model's noise is flagged on every page and would be retried
 # (results/gpu-ngram-processor.md); a real model's pages are not. Figures as JSON into $OUT.
-#   STEP (served)  PAGES (192)  FIXED ("64 128 256")  ROUNDS (2)  RAW_BATCH (256)
+#   STEP (served)  PAGES (192)  FIXED ("64 128 256")  ROUNDS (2)  LOCAL_FIXED ("")  RAW_BATCH (256)
 set -uo pipefail
 export PYTHONPATH=/tmp/site:$PWD VLLM_USE_FLASHINFER_SAMPLER=0
 OUT=${OUT:-/tmp/goals}; mkdir -p "$OUT"
@@ -26,11 +27,14 @@ served)
     bash benchmarks/gpu/auto_concurrency.sh
   ;;
 local)
-  python3 -m ocrdesk convert /tmp/pages -o /tmp/out_local --local "${SERVER_FLAGS[@]}" "${JOB[@]}" \
-    --stats "$OUT/local.json" 2> "$OUT/local.err"
-  echo "local rc=$? wall=$(( $(date +%s) - t0 )) s"
-  python3 -c "import json; s=json.load(open('$OUT/local.json')); print({k: s.get(k) for k in ('pages_per_second', 'first_page_seconds', 'seconds', 'in_flight_limits')})"
-  tail -3 "$OUT/local.err"
+  for c in auto ${LOCAL_FIXED:-}; do
+    flags=(); [ "$c" = auto ] || flags=(--concurrency "$c")
+    python3 -m ocrdesk convert /tmp/pages -o "/tmp/out_local_$c" --local "${SERVER_FLAGS[@]}" "${JOB[@]}" \
+      "${flags[@]}" --stats "$OUT/local_$c.json" 2> "$OUT/local_$c.err"
+    echo "local $c rc=$? wall=$(( $(date +%s) - t0 )) s"
+    python3 -c "import json; s=json.load(open('$OUT/local_$c.json')); print({k: s.get(k) for k in ('pages_per_second', 'first_page_seconds', 'seconds', 'in_flight_limits')})"
+    tail -3 "$OUT/local_$c.err"
+  done
   ;;
 raw)
   python3 .gpu/tools/bench_offline.py --model /tmp/dsocr --batch "${RAW_BATCH:-256}" --max-tokens 1000 \

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from ocrdesk.engine.cli import main
+from ocrdesk.engine.local_server import WARM_UP_REQUESTS
 from tests.conftest import REPO
 from tests.engine.helpers import isolate_fake_vllm, make_pdf
 from tests.fakes.openai_server import FakeOpenAIServer
@@ -30,7 +31,8 @@ def test_convert_local_survives_a_server_crash(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     pdf = make_pdf(tmp_path / "doc.pdf", 5)
-    monkeypatch.setenv("FAKE_VLLM_CRASH_AFTER", "2")  # dies after two pages, once
+    # It dies after the warm-up and two pages, once.
+    monkeypatch.setenv("FAKE_VLLM_CRASH_AFTER", str(WARM_UP_REQUESTS + 2))
     monkeypatch.setenv("FAKE_VLLM_TOKEN_DELAY", "0.002")
     out = tmp_path / "out"
     status = main(

@@ -372,7 +372,7 @@ async def test_missing_vllm_named_by_ocrdesk_vllm(
 
 @pytest.mark.allow_log(RESTART_WARNING)
 async def test_ensure_running_restarts_a_crashed_server(config: LocalServerConfig) -> None:
-    config.env["FAKE_VLLM_CRASH_AFTER"] = "1"
+    config.env["FAKE_VLLM_CRASH_AFTER"] = str(1 + config.warm_up_batch + 1)  # the warm-up, a page
     statuses: list[str] = []
     states: list[ServerStatus] = []
     async with LocalServer(config, on_status=statuses.append, on_state=states.append) as server:
@@ -531,7 +531,7 @@ async def test_a_fresh_server_is_warmed_up_before_it_is_ready(config: LocalServe
     await server.start()
     try:
         assert server.current.state is ServerState.READY
-        assert await _posts_logged(server, 0.5) == 1
+        assert await _posts_logged(server, 0.5) == 1 + config.warm_up_batch
         messages = [s.message for s in seen if s.state is ServerState.STARTING]
         assert messages[-1] == "warming up"
         assert "warm-up request failed" not in server.log_tail(500)

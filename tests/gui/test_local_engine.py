@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from ocrdesk.engine import PageStatus
+from ocrdesk.engine.local_server import WARM_UP_REQUESTS
 from tests.conftest import REPO
 from tests.engine.helpers import isolate_fake_vllm, make_pdf
 from tests.gui.conftest import arun, wait_until
@@ -45,7 +46,8 @@ def test_local_engine_starts_converts_restarts_and_stops(
 ) -> None:
     from ocrdesk.gui.app import build
 
-    monkeypatch.setenv("FAKE_VLLM_CRASH_AFTER", "2")  # the server dies after two pages, once
+    # The server dies after its warm-up and two pages, once.
+    monkeypatch.setenv("FAKE_VLLM_CRASH_AFTER", str(WARM_UP_REQUESTS + 2))
     monkeypatch.setenv("FAKE_VLLM_TOKEN_DELAY", "0.002")
     states: list[tuple[str, str]] = []
     pdf = make_pdf(tmp_path / "doc.pdf", 5)
