@@ -54,7 +54,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -403,10 +403,11 @@ class _TextFonts:
         self.fonts: list[Any] = fonts or [_fitz.Font("helv")]
         self.names = _FONT_NAMES[: len(self.fonts)]
         self.buffers = [f.buffer for f in self.fonts]  # a copy each time it is read (3.5 MB CJK)
-        self.xrefs: list[int] = []  # the fonts' objects, once the first page has them
+        self.xrefs: dict[int, int] = {}  # font index -> its object, once a page has used it
         self.ascender = [float(f.ascender) for f in self.fonts]
         self.descender = [float(f.descender) for f in self.fonts]
         self._chars: dict[str, tuple[int, float]] = {}
+        self.glyphs: dict[str, str] = {}  # a character's glyph in its font, as 4 hex digits
 
     def _char(self, char: str) -> tuple[int, float]:
         found = self._chars.get(char)
@@ -415,6 +416,9 @@ class _TextFonts:
             index = next((i for i, f in enumerate(self.fonts) if f.has_glyph(code)), 0)
             found = (index, float(self.fonts[index].glyph_advance(code)))
             self._chars[char] = found
+            # The fonts are embedded as Type0 fonts with Identity-H: a string's codes are glyph
+            # ids, two bytes each (what Shape.insert_text writes for them).
+            self.glyphs[char] = f"{self.fonts[index].has_glyph(code) & 0xFFFF:04x}"
         return found
 
     def runs(self, text: str) -> list[tuple[int, str, float]]:
@@ -474,102 +478,143 @@ def _remove_invisible_text(page: Any) -> None:
         )
 
 
+_Matrix = tuple[float, float, float, float, float, float]
+
+
+def _concat(m: _Matrix, n: _Matrix) -> _Matrix:
+    """`m` then `n` (PDF's row-vector convention, as fitz.Matrix's `m * n`), in plain floats:
+    fitz.Matrix arithmetic is Python calling MuPDF for each product, most of a line's time."""
+    a, b, c, d, e, f = m
+    p, q, r, s, t, u = n
+    return (
+        a * p + b * r,
+        a * q + b * s,
+        c * p + d * r,
+        c * q + d * s,
+        e * p + f * r + t,
+        e * q + f * s + u,
+    )
+
+
+def _number(value: float) -> str:
+    """A content stream number: four decimals at most (1/10,000 pt), never an exponent."""
+    text = f"{value:.4f}".rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
+
+
 @dataclasses.dataclass(frozen=True)
 class _Placement:
-    """How a page's pixel boxes become its text: scale to the visible page, then /Rotate."""
+    """How a page's pixel boxes become its text: scale to the visible page, undo /Rotate,
+    then PDF space (y up, from the media box's corner)."""
 
     scale: tuple[float, float]
-    derotation: Any  # visible page -> unrotated page space
-    rotate: int
-    to_visible: Any  # rotation only (no translation), for the along-the-line stretch
-    to_page: Any
+    derotation: _Matrix  # visible page -> unrotated page space (y down)
+    to_visible: _Matrix  # rotation only (no translation), for the along-the-line stretch
+    to_page: _Matrix
+    to_pdf: _Matrix  # unrotated page space -> PDF space
+    upright: _Matrix  # the glyphs turned with the page's /Rotate, so they read as shown
 
 
 def _add_text_layer(page: Any, text: PageText, fonts: _TextFonts) -> bool:
+    visible = page.rect  # the crop box, rotated: what a viewer shows
+    # Along the line in the visible page, whatever /Rotate: unrotate, scale x, rotate back.
+    a, b, c, d, _, _ = page.rotation_matrix
+    to_visible = (a, b, c, d, 0.0, 0.0)
+    a, b, c, d, _, _ = page.derotation_matrix
+    to_page = (a, b, c, d, 0.0, 0.0)
+    corner = page.cropbox_position
+    # y down from the crop box's corner -> y up from the media box's (page.transformation_matrix
+    # would do it for the media box alone).
+    to_pdf = (1.0, 0.0, 0.0, -1.0, float(corner.x), float(page.mediabox_size.y - corner.y))
+    placement = _Placement(
+        (visible.width / text.width, visible.height / text.height),
+        tuple(page.derotation_matrix),
+        to_visible,
+        to_page,
+        to_pdf,
+        _UPRIGHT[int(page.rotation) % 360],
+    )
+    # Written as PDF operators here rather than through Shape.insert_text, which measured the
+    # run again, fetched the font's widths up to its highest character (a list of thousands for
+    # a dash or a quote) and did its matrix arithmetic through MuPDF: 60 % of the layer's time.
+    # tests/engine/test_searchable_pdf.py checks the text lands where insert_text put it.
+    operators: list[str] = []
+    used: set[int] = set()
+    for line in text.lines:
+        _add_text_line(operators, used, line, fonts, placement)
+    if not operators:
+        return False
+    _give_fonts(page, fonts, sorted(used))
+    shape = page.new_shape()
+    shape.text_cont = f"\nq\n{_INVISIBLE} Tr\n{''.join(operators)}Q\n"
+    shape.commit()  # the page's own content wrapped in q/Q, this stream after it
+    return True
+
+
+#: The text matrix's turn for each /Rotate, so that the text runs along the visible line.
+_UPRIGHT: dict[int, _Matrix] = {
+    0: (1.0, 0.0, 0.0, 1.0, 0.0, 0.0),
+    90: (0.0, 1.0, -1.0, 0.0, 0.0, 0.0),
+    180: (-1.0, 0.0, 0.0, -1.0, 0.0, 0.0),
+    270: (0.0, -1.0, 1.0, 0.0, 0.0, 0.0),
+}
+
+
+def _give_fonts(page: Any, fonts: _TextFonts, used: list[int]) -> None:
+    """Put the fonts of `used` (indices) in `page`'s resources: only those, as a font that no
+    page uses is not subset and would be embedded whole (3.5 MB for the CJK one)."""
     # A page with fonts of these names already (an OCRDesk PDF read again) keeps them, as
     # insert_font does; their objects are not the ones the next pages are given.
     taken = any(font[4] in fonts.names for font in page.get_fonts())
-    if taken or not (fonts.xrefs and _link_fonts(page, zip(fonts.names, fonts.xrefs, strict=True))):
-        xrefs = [
-            page.insert_font(fontname=name, fontbuffer=buffer)
-            for name, buffer in zip(fonts.names, fonts.buffers, strict=True)
-        ]
+    known = [(fonts.names[i], fonts.xrefs[i]) for i in used if i in fonts.xrefs]
+    linked = not taken and _link_fonts(page, known)
+    for i in used:
+        if linked and i in fonts.xrefs:
+            continue
+        xref = page.insert_font(fontname=fonts.names[i], fontbuffer=fonts.buffers[i])
         if not taken:
-            fonts.xrefs = xrefs
-    visible = page.rect  # the crop box, rotated: what a viewer shows
-    # Along the line in the visible page, whatever /Rotate: unrotate, scale x, rotate back.
-    to_visible = _fitz.Matrix(page.rotation_matrix)
-    to_visible.e = to_visible.f = 0
-    to_page = _fitz.Matrix(page.derotation_matrix)
-    to_page.e = to_page.f = 0
-    placement = _Placement(
-        (visible.width / text.width, visible.height / text.height),
-        page.derotation_matrix,
-        int(page.rotation),
-        to_visible,
-        to_page,
-    )
-    shape = page.new_shape()
-    wrote = False
-    # Shape.insert_text calls page.insert_font for every run, which lists the page's fonts
-    # (a scan of its resources) to find the one it has: a third of the layer's time. The fonts
-    # cannot change while the shape is written, so each name's first answer is the answer.
-    page.insert_font = _FontMemo(page.insert_font)
-    try:
-        for line in text.lines:
-            wrote |= _add_text_line(shape, line, fonts, placement)
-    finally:
-        del page.insert_font
-    if wrote:
-        shape.commit()
-    return wrote
+            fonts.xrefs[i] = xref
 
 
-class _FontMemo:
-    """`Page.insert_font` answering each font name after the first from what it said then."""
-
-    def __init__(self, insert_font: Callable[..., int]) -> None:
-        self._insert_font = insert_font
-        self._xrefs: dict[str, int] = {}
-
-    def __call__(self, fontname: str = "helv", **kwargs: Any) -> int:
-        xref = self._xrefs.get(fontname)
-        if xref is None:
-            xref = self._xrefs[fontname] = self._insert_font(fontname=fontname, **kwargs)
-        return xref
-
-
-def _add_text_line(shape: Any, line: TextLine, fonts: _TextFonts, where: _Placement) -> bool:
+def _add_text_line(
+    out: list[str], used: set[int], line: TextLine, fonts: _TextFonts, where: _Placement
+) -> None:
+    """Append the operators that write `line` (one text object a run of one font), and the
+    fonts they use to `used`."""
     x1, y1, x2, y2 = line.box
     sx, sy = where.scale
     left, top, right, bottom = x1 * sx, y1 * sy, x2 * sx, y2 * sy
     if right - left <= 0 or bottom - top <= 0:
-        return False
+        return
     runs = fonts.runs(line.text)
     if not runs:
-        return False
+        return
     ascender = max(fonts.ascender[i] for i, _, _ in runs)
     descender = min(fonts.descender[i] for i, _, _ in runs)
     size = (bottom - top) / max(0.5, ascender - descender)
     natural = sum(advance for _, _, advance in runs) * size
     if natural <= 0:
-        return False
+        return
     stretch = (right - left) / natural
-    morph = where.to_visible * _fitz.Matrix(stretch, 1) * where.to_page
+    # Text space -> PDF space: the glyphs turned upright, stretched along the visible line
+    # (a diagonal matrix whatever the turn, so the same with y up or down), then moved to each
+    # run's origin on the baseline.
+    stretched = (stretch, 0.0, 0.0, 1.0, 0.0, 0.0)
+    along = _concat(_concat(_concat(where.upright, where.to_visible), stretched), where.to_page)
+    a, b, c, d, _, _ = along
+    ra, rb, rc, rd, re, rf = where.derotation
+    pa, pb, pc, pd, pe, pf = where.to_pdf
+    glyphs = fonts.glyphs
+    baseline = bottom + descender * size
     x = left
     for index, run, advance in runs:
-        origin = _fitz.Point(x, bottom + descender * size) * where.derotation
-        shape.insert_text(
-            origin,
-            run,
-            fontname=fonts.names[index],
-            fontsize=size,
-            rotate=where.rotate,
-            render_mode=_INVISIBLE,
-            morph=(origin, morph),
-        )
+        px, py = x * ra + baseline * rc + re, x * rb + baseline * rd + rf  # unrotated page
+        ex, ey = px * pa + py * pc + pe, px * pb + py * pd + pf
+        matrix = " ".join(_number(v) for v in (a, b, c, d, ex, ey))
+        code = "".join(glyphs[char] for char in run)
+        out.append(f"BT /{fonts.names[index]} {_number(size)} Tf {matrix} Tm <{code}> Tj ET\n")
+        used.add(index)
         x += advance * size * stretch
-    return True
 
 
 # --------------------------------------------------------------------------- the render process
