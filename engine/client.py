@@ -241,8 +241,9 @@ class SSEDecoder:
                 out.append("[DONE]")
                 continue
             try:
-                chunk = json.loads(payload)
-            except ValueError as exc:
+                # Decoded here: json.loads of bytes guesses their encoding first, per chunk.
+                chunk = json.loads(payload.decode())
+            except ValueError as exc:  # UnicodeDecodeError too
                 raise StreamDecodeError(f"not JSON: {payload[:80]!r}") from exc
             if not isinstance(chunk, dict):
                 raise StreamDecodeError(f"not a JSON object: {payload[:80]!r}")
