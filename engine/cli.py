@@ -414,6 +414,7 @@ def _options(args: argparse.Namespace) -> ConvertOptions:
         first_window=args.first_window,
         retry=args.retry == "auto",
         image_format=args.image_format,
+        deltas=False,  # the progress is of pages, not of their text
     )
 
 

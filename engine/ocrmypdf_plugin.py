@@ -214,7 +214,7 @@ async def _convert(image: Path, settings: OcrDeskOptions) -> PageResult:
     api_key = settings.api_key or os.environ.get(API_KEY_ENV)
     pool = ServerPool([ModelClient(settings.server, api_key=api_key, model=settings.model)])
     # One page in flight: OCRmyPDF already runs a worker per page (--jobs).
-    pipeline = Pipeline(pool, ConvertOptions(task=settings.task, concurrency=1))
+    pipeline = Pipeline(pool, ConvertOptions(task=settings.task, concurrency=1, deltas=False))
     result: PageResult | None = None
     failure = ""
     try:

@@ -86,6 +86,11 @@ class ConvertOptions:
     render_timeout: float | None = None
     # A page the triage flags is tried again where a retry can mend it (engine/retry.py).
     retry: bool = True
+    # PageDelta events: the text and boxes as they stream, for a window to draw. Without them
+    # (the CLI, which shows pages, not text) each page is parsed once when its answer is in,
+    # not delta by delta, and no event is made per token: 9 % of the client's time at its
+    # ceiling (benchmarks/results/engine-cpu.md).
+    deltas: bool = True
 
 
 __all__ = [
@@ -333,6 +338,8 @@ class Pipeline:
             raise ValueError("concurrency must be at least 1")
         #: The in-flight limits the run went through, in order (one entry for a fixed one).
         self.limits: list[int] = []
+        #: Characters of answer text streamed so far: the output the tuner sees without metrics.
+        self.streamed = 0
         if self.options.first_window is not None and self.options.first_window < 1:
             raise ValueError("first_window must be at least 1")
 
@@ -471,7 +478,6 @@ class Pipeline:
                 queue.put_nowait(None)
 
         climb = concurrency.Climb()
-        streamed = 0  # characters of answer text streamed so far: the output without metrics
 
         async def tune() -> None:
             while True:
@@ -480,7 +486,7 @@ class Pipeline:
                     continue
                 load = await self.pool.load()
                 in_flight, now = self.pool.in_flight, time.monotonic()
-                limit = climb.step(slots.limit, in_flight, load, now, streamed)
+                limit = climb.step(slots.limit, in_flight, load, now, self.streamed)
                 if limit != slots.limit:
                     slots.set_limit(limit)
                     self.limits.append(limit)
@@ -493,9 +499,7 @@ class Pipeline:
                 if event is None:
                     break
                 yield event
-                if isinstance(event, PageDelta):
-                    streamed += len(event.text)
-                elif isinstance(event, (PageFinished, PageFailed, PageCancelled)):
+                if isinstance(event, (PageFinished, PageFailed, PageCancelled)):
                     slots.release()
             await producer
         finally:
@@ -786,14 +790,22 @@ class Pipeline:
         width, height = image.size
         started = time.monotonic()
         parser = StreamParser(width, height, image_prefix(number))
+        deltas = self.options.deltas
+        pieces: list[str] = []  # without deltas: the text so far, parsed once it is all in
 
         def on_delta(text: str) -> None:
-            queue.put_nowait(PageDelta(job, number, text, parser.feed(text)))
+            self.streamed += len(text)
+            if deltas:
+                queue.put_nowait(PageDelta(job, number, text, parser.feed(text)))
+            else:
+                pieces.append(text)
 
         def on_restart() -> None:
             nonlocal parser
             parser = StreamParser(width, height, image_prefix(number))
-            queue.put_nowait(PageRestarted(job, number))
+            pieces.clear()
+            if deltas:
+                queue.put_nowait(PageRestarted(job, number))
 
         try:
             streamed = await stream_watched(
@@ -805,7 +817,7 @@ class Pipeline:
                 width,
                 height,
                 PageStatus.FAILED,
-                raw=parser.text,
+                raw=parser.text if deltas else "".join(pieces),
                 error=str(exc),
                 seconds=time.monotonic() - started,
             )
@@ -817,6 +829,8 @@ class Pipeline:
             tokens = None
         else:
             assert streamed.completion is not None
+            if not deltas:
+                parser.feed("".join(pieces))
             parsed = parser.finish()
             tokens = streamed.completion.output_tokens
         logprobs = streamed.logprobs

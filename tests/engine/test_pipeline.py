@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import weakref
 from pathlib import Path
@@ -80,6 +81,51 @@ async def test_events_and_results_for_a_pdf(tmp_path: Path) -> None:
     done = events[-1]
     assert isinstance(done, DocumentFinished)
     assert done.statuses == dict.fromkeys([1, 2, 3], PageStatus.DONE)
+
+
+@pytest.mark.parametrize("name", ["03_formulas_table_image_de", "07_broken_det_and_garbage_loop"])
+async def test_without_deltas_the_results_are_the_same_and_no_delta_is_sent(
+    tmp_path: Path, name: str
+) -> None:
+    # The CLI asks for no PageDelta events: each page is parsed once when its answer is in,
+    # and nothing is made per token. Its results must be the window's, to the last box,
+    # for a real grounded page and for a loop closed early (broken tags, garbage).
+    (output,) = need(MODEL_OUTPUTS).glob(f"{name}.txt")
+    pdf = make_pdf(tmp_path / "doc.pdf", 2)
+    results: dict[bool, list[PageResult]] = {}
+    with FakeOpenAIServer([output.read_text(encoding="utf-8")]) as server:
+        pool = pool_for(server)
+        for deltas in (True, False):
+            options = ConvertOptions(concurrency=2, deltas=deltas, retry=False)
+            events = await collect(Pipeline(pool, options), [DocumentJob(pdf)])
+            streamed = [e for e in events if isinstance(e, (PageDelta, PageRestarted))]
+            assert bool(streamed) is deltas
+            finished = sorted(
+                (e.result for e in events if isinstance(e, PageFinished)), key=lambda r: r.number
+            )
+            results[deltas] = finished
+        await pool.close()
+    assert len(results[False]) == 2 and results[False][0].blocks
+    for without, with_deltas in zip(results[False], results[True], strict=True):
+        for field in dataclasses.fields(PageResult):
+            if field.name not in ("seconds", "raw"):
+                assert getattr(without, field.name) == getattr(with_deltas, field.name), field.name
+        # The raw text is what came before the stream was closed at its loop: how much more
+        # was on its way by then is the timing's.
+        short, long = sorted((without.raw, with_deltas.raw), key=len)
+        assert long.startswith(short) and (short == long or without.finish_reason == LOOP_FINISH)
+
+
+async def test_without_deltas_a_cut_stream_keeps_its_text(tmp_path: Path) -> None:
+    png = make_png(tmp_path / "shot.png")
+    with FakeOpenAIServer([GROUNDED]) as server:
+        server.fail_next("cut", 10)
+        pool = pool_for(server, max_retries=0)
+        options = ConvertOptions(deltas=False, retry=False)
+        events = await collect(Pipeline(pool, options), [DocumentJob(png)])
+        await pool.close()
+    (failed,) = [e for e in events if isinstance(e, PageFailed)]
+    assert failed.result.raw and GROUNDED.startswith(failed.result.raw)
 
 
 async def test_no_result_is_held_once_its_event_is_taken(tmp_path: Path) -> None:
