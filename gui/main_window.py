@@ -844,13 +844,18 @@ class MainWindow(QMainWindow):
         dialog.setTextEchoMode(QLineEdit.EchoMode.Password)
         ask = f"{item.name} is encrypted. Its password:"
         dialog.setLabelText(tooltip(f"Wrong password. {ask}" if wrong else ask))
-        dialog.textValueSelected.connect(lambda text: self.controller.unlock(doc_id, text))
+        dialog.textValueSelected.connect(lambda text: self._unlock(doc_id, text))
         dialog.rejected.connect(
             lambda: self.statusBar().showMessage(
                 f"{item.name} stays locked: double-click its row to give the password", 10000
             )
         )
         dialog.open()
+
+    def _unlock(self, doc_id: int, password: str) -> None:
+        if "stays locked" in self.statusBar().currentMessage():  # said after an earlier Cancel
+            self.statusBar().clearMessage()
+        self.controller.unlock(doc_id, password)
 
     def unlock_selected(self) -> None:
         """Ask for the password of the first chosen document that is locked."""
@@ -1013,8 +1018,10 @@ class MainWindow(QMainWindow):
         self._sync_thumbs(item)
         self.thumbs.set_current(number)
         page = item.pages.get(number)
-        width, height = self._page_size(doc_id, number)
-        self.page_view.set_page(width, height)
+        if not item.pages and item.error is not None:  # locked, or it cannot be opened
+            self.page_view.set_no_page()
+        else:
+            self.page_view.set_page(*self._page_size(doc_id, number))
         self._update_page_label()
         self.result_view.show_source(
             lambda: self._result_source(doc_id, number), f"{item.name} — page {number}"

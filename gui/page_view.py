@@ -242,6 +242,7 @@ class PageView(QGraphicsView):
 
     def set_page(self, width: int, height: int) -> None:
         """A new page of `width` x `height` result pixels: no image yet, no boxes."""
+        self._page.setVisible(True)
         self.clear_boxes()
         self.show_region(None)
         self._pixmap.setPixmap(QPixmap())
@@ -250,6 +251,15 @@ class PageView(QGraphicsView):
         self._page.setRect(rect)
         self.scene().setSceneRect(rect)
         self._refit()
+
+    def set_no_page(self) -> None:
+        """Nothing to show (a locked document, one that cannot be opened): not even the blank
+        sheet, which would read as an empty page."""
+        self.set_page(1, 1)
+        self._page.setVisible(False)
+
+    def has_page(self) -> bool:
+        return self._page.isVisible()
 
     def set_image(self, image: QImage) -> None:
         """Show the page image, scaled into the page's result pixel space."""

@@ -27,7 +27,7 @@ import logging
 import subprocess
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
@@ -143,7 +143,8 @@ class RunSession(QObject):
             self.spawn(self._join(items, only_failed))
             return True
         self.options = options
-        self._run_task = self.spawn(self._run(items, only_failed))
+        locked = [docs[i].name for i in ids if i in docs and docs[i].locked]
+        self._run_task = self.spawn(self._run(items, only_failed, locked))
         return True
 
     def run_again(self, options: ConvertOptions, doc_ids: list[int]) -> bool:
@@ -336,11 +337,21 @@ class RunSession(QObject):
 
     # -- the run ---------------------------------------------------------------------------------
 
-    async def _run(self, items: list[DocItem], only_failed: bool = False) -> None:
+    async def _run(
+        self, items: list[DocItem], only_failed: bool = False, locked: Sequence[str] = ()
+    ) -> None:
+        """Convert `items`; `locked`: the documents left out for want of their password (said
+        when nothing else is to do)."""
         self.pages.begin()
         jobs = await self._jobs(items, only_failed)
         if not jobs:
-            self.message.emit("nothing to convert")
+            if len(locked) == 1:
+                why = f": {locked[0]} is locked (double-click its row to give its password)"
+            elif locked:
+                why = f": {len(locked)} documents are locked (double-click a row to unlock it)"
+            else:
+                why = ""
+            self.message.emit(f"nothing to convert{why}")
             return
         self.run_started, self.run_ended = time.monotonic(), None
         self.runningChanged.emit(True)

@@ -288,9 +288,16 @@ def test_an_encrypted_pdf_asks_for_its_password(app: App, qtbot: Any, tmp_path: 
     window.queue.select_doc(other.id)
     assert window.current == (other.id, 1)
     assert window.page_label.text() == "locked: password needed"
+    assert not window.page_view.has_page()  # no blank sheet that would read as an empty page
     blocks, _, _ = window._result_source(other.id, 1)  # what the result view shows
     assert "Double-click its row" in blocks[0].text
     assert progress_text(other) == "locked: double-click to give its password"
+    window.run()  # the other one is done: Run says why there is nothing to do
+    said = window.statusBar().currentMessage
+    arun(qtbot, wait_until(lambda: said().startswith("nothing to convert"), what="Run's answer"))
+    assert window.statusBar().currentMessage() == (
+        "nothing to convert: other.pdf is locked (double-click its row to give its password)"
+    )
     # Asked again: a double-click on its row, or Unlock… (in its menu and the File menu).
     row = window.queue.visualRect(window.queue.queue_model.index(controller.order.index(other.id)))
     # What a person's double-click sends: a click, then the double click.
@@ -311,6 +318,9 @@ def test_an_encrypted_pdf_asks_for_its_password(app: App, qtbot: Any, tmp_path: 
     dialog.accept()
     arun(qtbot, wait_until(lambda: other.page_count == 2, what="opened when asked again"))
     assert window.page_label.text().startswith("page 1 of 2")
+    arun(qtbot, wait_until(window.page_view.has_image, what="its first page drawn"))
+    assert window.page_view.has_page()
+    assert "stays locked" not in window.statusBar().currentMessage()
     assert not window.unlock_action.isEnabled()
 
 
