@@ -160,6 +160,12 @@ class EngineLink(QObject):
         if self.group is not group:
             return
         state = status.state
+        serving = [s for s in group.servers if s.current.state is ServerState.READY]
+        if state is not ServerState.READY and serving and self.client is not None:
+            # One GPU's server restarts (or could not be brought back) while the others serve:
+            # the run goes on there (the pool leaves a gone server out), so Run stays usable.
+            self._set(EngineState.READY, self._degraded_text(group))
+            return
         if state is ServerState.READY and self.client is not None:  # up again after a restart
             if self.client.url != group.servers[0].url:  # it came back on another port and key
                 self.spawn(self._reconnect(group))
@@ -179,6 +185,17 @@ class EngineLink(QObject):
         if old is not None:
             with contextlib.suppress(Exception):
                 await self.engine_thread.run(old.close())
+
+    def _degraded_text(self, group: LocalServerGroup) -> str:
+        """The ready line while some GPUs' servers serve and another does not: which serve,
+        then the first other one's state and why (the label elides the end; the model is in
+        the ready line before and after)."""
+        pairs = list(zip(group.gpus, group.servers, strict=True))
+        up = [str(gpu.index) for gpu, server in pairs if server.current.state is ServerState.READY]
+        gpu, server = next((g, s) for g, s in pairs if s.current.state is not ServerState.READY)
+        down = server.current
+        why = f": {down.message}" if down.message else ""
+        return f"local vLLM on GPU {', '.join(up)}; GPU {gpu.index} {down.state.value}{why}"
 
     def _ready_text(self, group: LocalServerGroup) -> str:
         """The ready line: the model, and the GPUs when it runs on more than one."""

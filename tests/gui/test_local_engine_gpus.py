@@ -15,6 +15,7 @@ import pytest
 
 from ocrdesk.engine import PageStatus
 from ocrdesk.engine.local_server import WARM_UP_REQUESTS
+from ocrdesk.gui.engine_link import EngineState
 from tests.conftest import REPO
 from tests.engine.helpers import isolate_fake_vllm, make_pdf
 from tests.gui.conftest import arun, wait_until
@@ -84,6 +85,8 @@ def test_the_window_runs_a_vllm_on_each_gpu_and_restarts_only_the_one_that_died(
 
     pdf = make_pdf(tmp_path / "doc.pdf", PAGES)
     controller, window = build([str(pdf)], settings=settings, history=False)
+    states: list[tuple[EngineState, str]] = []
+    controller.engineStatus.connect(lambda state, detail: states.append((state, detail)))
     qtbot.addWidget(window)
     window.show()
     arun(qtbot, wait_until(lambda: controller.state in ("ready", "error"), timeout=60))
@@ -103,6 +106,12 @@ def test_the_window_runs_a_vllm_on_each_gpu_and_restarts_only_the_one_that_died(
     arun(qtbot, wait_until(lambda: doc.finished == PAGES, timeout=120, what="all pages"))
     arun(qtbot, wait_until(lambda: not controller.running, what="run over"))
     assert (tmp_path / "gpu1" / "crashed").exists(), "GPU 1's server was meant to crash once"
+    # While GPU 1's server came back, GPU 0's served: the engine stayed ready (Run usable),
+    # saying what GPU 1's was doing.
+    since_ready = states[[state for state, _ in states].index(EngineState.READY) :]
+    assert {state for state, _ in since_ready} == {EngineState.READY}, since_ready
+    assert any(d.startswith("local vLLM on GPU 0; GPU 1 restarting: ")
+               for _, d in since_ready), since_ready  # fmt: skip
     assert doc.count(PageStatus.DONE) == PAGES
     assert started(two_gpus) == ["0", "1", "1"], "only GPU 1's server was started again"
     assert group.servers[0].pid == first_pid and group.servers[0].is_running()
