@@ -720,6 +720,12 @@ class _Process:
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             close_fds=True,
+            # A copy, not the process's live environment: render processes start from worker
+            # threads, and CPython lets other threads run while a vfork()ed child execs
+            # (gh-104372); one that sets a variable then (libc may move `environ`) makes exec
+            # fail with EFAULT, "Bad address": seen in a loaded CI run (the corpus probes);
+            # 4 threads spawning while another sets variables, 15 s: 421 failures, 0 with a copy.
+            env=dict(os.environ),
         )
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.stdin = self.proc.stdin

@@ -535,6 +535,7 @@ def _run_probe(path: Path) -> _Probe:
             text=True,
             timeout=PROBE_TIMEOUT_S,
             cwd=REPO,
+            env=dict(os.environ),  # started from a thread: see engine/mupdf.py's _Process
         )
     except subprocess.TimeoutExpired:
         return -1, "", f"hung for more than {PROBE_TIMEOUT_S} s"
