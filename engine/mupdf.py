@@ -442,7 +442,7 @@ class _TextFonts:
 
 def _link_fonts(page: Any, fonts: Iterable[tuple[str, int]]) -> bool:
     """Name the fonts already in the document (name, xref) in `page`'s resources; False where
-    the resources are not simply the page's own (inherited: `insert_font` knows those cases).
+    they are not the page's own object or dictionary (`_own_resources` made them so first).
 
     Why not `insert_font` on every page: it hashes the whole font file each time to find the
     copy already there, ~8 ms a page for the CJK font, a third of the searchable PDF's time."""
@@ -563,6 +563,7 @@ _UPRIGHT: dict[int, _Matrix] = {
 def _give_fonts(page: Any, fonts: _TextFonts, used: list[int]) -> None:
     """Put the fonts of `used` (indices) in `page`'s resources: only those, as a font that no
     page uses is not subset and would be embedded whole (3.5 MB for the CJK one)."""
+    _own_resources(page)
     # A page with fonts of these names already (an OCRDesk PDF read again) keeps them, as
     # insert_font does; their objects are not the ones the next pages are given.
     taken = any(font[4] in fonts.names for font in page.get_fonts())
@@ -574,6 +575,27 @@ def _give_fonts(page: Any, fonts: _TextFonts, used: list[int]) -> None:
         xref = page.insert_font(fontname=fonts.names[i], fontbuffer=fonts.buffers[i])
         if not taken:
             fonts.xrefs[i] = xref
+
+
+def _own_resources(page: Any) -> None:
+    """Give `page` the /Resources it inherits from its /Pages parents as its own, before fonts
+    are added: PyMuPDF's insert_font on a page without its own gives it /Resources holding only
+    /Font, which hides the inherited /XObject: the scan went blank, only the invisible text
+    left. The parents' object (or a copy of their inline dictionary) becomes the page's."""
+    doc = page.parent
+    kind, _ = doc.xref_get_key(page.xref, "Resources")
+    if kind != "null":
+        return
+    holder = page.xref
+    for _ in range(64):  # a /Parent chain that loops is not followed for ever
+        kind, value = doc.xref_get_key(holder, "Parent")
+        if kind != "xref":
+            return
+        holder = int(value.split()[0])
+        kind, value = doc.xref_get_key(holder, "Resources")
+        if kind in ("xref", "dict"):
+            doc.xref_set_key(page.xref, "Resources", value)
+            return
 
 
 def _add_text_line(

@@ -213,6 +213,38 @@ def test_a_font_no_page_uses_is_not_embedded(tmp_path: Path) -> None:
     assert (tmp_path / "both.pdf").stat().st_size < scan + 120_000  # both fonts subset
 
 
+def test_a_page_that_inherits_its_resources_keeps_its_scan(tmp_path: Path) -> None:
+    # Pages without /Resources of their own take their parent /Pages node's (some scanners
+    # write them so): adding the fonts gave the page /Resources with only /Font, which hid
+    # the inherited image: the page rendered blank.
+    doc = fitz.open()
+    for _ in range(2):
+        doc.new_page(width=500, height=350).insert_image(
+            fitz.Rect(0, 0, 500, 350), stream=_scan_jpeg()
+        )
+    _, shared = doc.xref_get_key(doc[0].xref, "Resources")
+    root = int(doc.xref_get_key(doc[0].xref, "Parent")[1].split()[0])
+    doc.xref_set_key(root, "Resources", shared)
+    for page in doc:
+        doc.xref_set_key(page.xref, "Resources", "null")
+    doc.save(tmp_path / "in.pdf")
+    doc.close()
+    with fitz.open(tmp_path / "in.pdf") as doc:
+        assert doc.xref_get_key(doc[0].xref, "Resources")[0] == "null"
+        assert doc[1].get_image_info()  # the inherited image is there
+        scan = doc[1].get_pixmap(dpi=36).samples
+    write_searchable_pdf(
+        tmp_path / "in.pdf",
+        [layout_page(_result(1)), layout_page(_result(2))],
+        tmp_path / "out.pdf",
+    )
+    with fitz.open(tmp_path / "out.pdf") as doc:
+        for page in doc:
+            assert page.get_image_info(), f"page {page.number + 1} lost its scan"
+            assert "Alpha beta" in page.get_text()
+        assert doc[1].get_pixmap(dpi=36).samples == scan  # nothing visible changed
+
+
 def test_original_page_content_is_kept(tmp_path: Path) -> None:
     source = _scanned_pdf(tmp_path / "in.pdf", [{}, {"rotation": 90}])
     with fitz.open(source) as doc:
