@@ -176,7 +176,13 @@ class LocalServerGroup:
         message = statuses[index].message
         if message and len(self.servers) > 1:
             message = f"GPU {self.gpus[index].index}: {message}"
-        self._set(ServerStatus(state, message))
+        status = ServerStatus(state, message)
+        if status == self.current and len(self.servers) > 1 and self.on_state is not None:
+            # The fold is the same (GPU 1 still failed) but a server changed (GPU 0 restarts):
+            # `on_state` hears it, for who shows each server (the window's GPUs line).
+            self.on_state(status)
+            return
+        self._set(status)
 
     def _set(self, status: ServerStatus) -> None:
         if status == self.current:

@@ -156,28 +156,37 @@ class EngineLink(QObject):
         return self._connecting
 
     def _local_state(self, group: LocalServerGroup, status: ServerStatus) -> None:
-        """The group's folded state, on the GUI thread; a group no longer used is not heard."""
+        """A server of the group changed, heard on the GUI thread (a group no longer used is
+        not heard). The servers are looked at as they are now, all at once: the event may be
+        older than what it says (a restart's "warming up" handled after it became ready)."""
         if self.group is not group:
             return
-        state = status.state
-        serving = [s for s in group.servers if s.current.state is ServerState.READY]
-        if state is not ServerState.READY and serving and self.client is not None:
-            # One GPU's server restarts (or could not be brought back) while the others serve:
-            # the run goes on there (the pool leaves a gone server out), so Run stays usable.
-            self._set(EngineState.READY, self._degraded_text(group))
+        servers = list(group.servers)
+        now = [server.current for server in servers]
+        serving = [i for i, current in enumerate(now) if current.state is ServerState.READY]
+        if serving and self.client is not None:
+            # The window's client (region OCR) follows the first server that serves, to its
+            # address now (a restarted one has a new port and key).
+            first = servers[serving[0]]
+            if self.client.url != first.url:
+                self.spawn(self._reconnect(group, first))
+            if len(serving) == len(servers):
+                self._set(EngineState.READY, self._ready_text(group))
+            else:
+                # One GPU's server restarts (or could not be brought back) while the others
+                # serve: the run goes on there (the pool leaves a gone server out), so Run
+                # stays usable.
+                self._set(EngineState.READY, self._degraded_text(group, now))
             return
-        if state is ServerState.READY and self.client is not None:  # up again after a restart
-            if self.client.url != group.servers[0].url:  # it came back on another port and key
-                self.spawn(self._reconnect(group))
-            self._set(EngineState.READY, self._ready_text(group))
-        elif state is ServerState.FAILED:
-            self._set(EngineState.ERROR, f"local vLLM {status}")
+        state = group.current.state if servers else status.state
+        if state is ServerState.FAILED:
+            self._set(EngineState.ERROR, f"local vLLM {group.current}")
         elif state in (ServerState.STARTING, ServerState.RESTARTING):
-            self._set(EngineState.STARTING, f"local vLLM: {status}")
+            self._set(EngineState.STARTING, f"local vLLM: {group.current}")
 
-    async def _reconnect(self, group: LocalServerGroup) -> None:
-        """The first server was restarted: the window's client follows it to its new address."""
-        client = await self.engine_thread.run(_first_server_client(group))
+    async def _reconnect(self, group: LocalServerGroup, server: LocalServer) -> None:
+        """The window's client follows `server` (the first that serves) to its address."""
+        client = await self.engine_thread.run(_server_client(server))
         if self.group is not group:  # the engine changed meanwhile
             await self.engine_thread.run(client.close())
             return
@@ -186,16 +195,21 @@ class EngineLink(QObject):
             with contextlib.suppress(Exception):
                 await self.engine_thread.run(old.close())
 
-    def _degraded_text(self, group: LocalServerGroup) -> str:
-        """The ready line while some GPUs' servers serve and another does not: which serve,
-        then the first other one's state and why (the label elides the end; the model is in
-        the ready line before and after)."""
-        pairs = list(zip(group.gpus, group.servers, strict=True))
-        up = [str(gpu.index) for gpu, server in pairs if server.current.state is ServerState.READY]
-        gpu, server = next((g, s) for g, s in pairs if s.current.state is not ServerState.READY)
-        down = server.current
+    def _degraded_text(self, group: LocalServerGroup, now: list[ServerStatus]) -> str:
+        """The ready line while some GPUs' servers serve and another does not (`now`: their
+        statuses, in the group's order): which serve, then the first other one's state and
+        why (the label elides the end; the model is in the ready line before and after)."""
+        gpus = [str(gpu.index) for gpu in group.gpus] or [str(i) for i in range(len(now))]
+        up = [
+            gpu
+            for gpu, current in zip(gpus, now, strict=True)
+            if current.state is ServerState.READY
+        ]
+        gpu, down = next(
+            (g, c) for g, c in zip(gpus, now, strict=True) if c.state is not ServerState.READY
+        )
         why = f": {down.message}" if down.message else ""
-        return f"local vLLM on GPU {', '.join(up)}; GPU {gpu.index} {down.state.value}{why}"
+        return f"local vLLM on GPU {', '.join(up)}; GPU {gpu} {down.state.value}{why}"
 
     def _ready_text(self, group: LocalServerGroup) -> str:
         """The ready line: the model, and the GPUs when it runs on more than one."""
@@ -306,5 +320,9 @@ async def _first_server_client(group: LocalServerGroup) -> ModelClient:
     never go through it (the run's worker has one per server, each asking for its server's
     restart when it dies under a page); it marks the engine as connected, and the window's
     region OCR uses it."""
-    first = group.servers[0]
-    return ModelClient(first.url, api_key=first.api_key, model=first.model)
+    return await _server_client(group.servers[0])
+
+
+async def _server_client(server: LocalServer) -> ModelClient:
+    """Engine thread: a client of `server` at its address now."""
+    return ModelClient(server.url, api_key=server.api_key, model=server.model)
