@@ -50,6 +50,10 @@ def two_gpus(settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
         f"    os.environ['FAKE_VLLM_CRASH_AFTER'] = '{WARM_UP_REQUESTS + 2}'\n"
         f"    os.environ['FAKE_VLLM_STATE_DIR'] = {str(tmp_path / 'gpu1')!r}\n"
         f"    os.makedirs({str(tmp_path / 'gpu1')!r}, exist_ok=True)\n"
+        # Its restart takes 2 s, so that the window is seen serving on GPU 0 meanwhile
+        # however late a loaded machine lets it hear the events.
+        f"    if os.path.exists({str(tmp_path / 'gpu1' / 'crashed')!r}):\n"
+        "        os.environ['FAKE_VLLM_START_DELAY'] = '2'\n"
         f"os.execv(sys.executable, [sys.executable, {str(FAKE_VLLM)!r}, *sys.argv[1:]])\n"
     )
     wrapper.chmod(0o755)
