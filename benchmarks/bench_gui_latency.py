@@ -44,9 +44,10 @@ LIMIT = float(os.environ.get("BENCH_LIMIT", "30"))
 
 
 @contextlib.contextmanager
-def server_process() -> Iterator[str]:
+def server_process(outputs: list[str] | None = None) -> Iterator[str]:
     """The loopback server in its own process (as vLLM would be), so its work does not
-    compete with the GUI thread for this interpreter's GIL."""
+    compete with the GUI thread for this interpreter's GIL; its URL. `outputs`: the server's
+    arguments that say what it answers (default: the real corpus outputs in turn)."""
     # BENCH_SERVER_NICE=19 runs the server at the lowest CPU priority: a stand-in for a machine
     # where the model server does not compete with the app for the same cores.
     nice = (
@@ -56,7 +57,7 @@ def server_process() -> Iterator[str]:
     )
     proc = subprocess.Popen(
         [*nice, sys.executable, "-m", "tests.fakes.openai_server", "--token-delay", "0",
-         "--outputs-dir", str(MODEL_OUTPUTS_DIR)],
+         *(outputs or ["--outputs-dir", str(MODEL_OUTPUTS_DIR)])],
         cwd=REPO, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     assert proc.stdout is not None

@@ -19,11 +19,9 @@ import asyncio
 import contextlib
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,33 +35,22 @@ from PySide6 import QtWebEngineWidgets  # noqa: E402, F401
 from PySide6.QtCore import QSettings  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
-from benchmarks.bench_gui_latency import make_pdf  # noqa: E402
+from benchmarks.bench_gui_latency import make_pdf, server_process  # noqa: E402
 from ocrdesk.gui.app import build, install_asyncgen_hooks  # noqa: E402
 from ocrdesk.gui.settings import Settings  # noqa: E402
-from tests.fakes.openai_server import MODEL_OUTPUTS_DIR, prose  # noqa: E402
+from tests.fakes.openai_server import prose  # noqa: E402
 
 PAGES = 40
 
 
-@contextlib.contextmanager
-def server(tmp: Path) -> Iterator[str]:
+def server(tmp: Path) -> contextlib.AbstractContextManager[str]:
     """The loopback server in its own process (as vLLM would be): a page of text and a box for
     every page, or with BENCH_CORPUS=1 the real corpus outputs (figures: their crops too)."""
-    args = ["--outputs-dir", str(MODEL_OUTPUTS_DIR)]
-    if not os.environ.get("BENCH_CORPUS"):
-        plain = tmp / "plain.txt"
-        plain.write_text("<|ref|>text<|/ref|><|det|>[[60, 40, 940, 700]]<|/det|>\n" + prose(200))
-        args = ["--outputs", str(plain)]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakes.openai_server", "--token-delay", "0", *args],
-        cwd=REPO, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    assert proc.stdout is not None
-    try:
-        yield proc.stdout.readline().split()[1]
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    if os.environ.get("BENCH_CORPUS"):
+        return server_process()
+    plain = tmp / "plain.txt"
+    plain.write_text("<|ref|>text<|/ref|><|det|>[[60, 40, 940, 700]]<|/det|>\n" + prose(200))
+    return server_process(["--outputs", str(plain)])
 
 
 LOOK = 0.3  # seconds a person looks at a page before the next switch (prefetch has it)
