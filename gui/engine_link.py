@@ -178,11 +178,11 @@ class EngineLink(QObject):
                 # stays usable.
                 self._set(EngineState.READY, self._degraded_text(group, now))
             return
-        state = group.current.state if servers else status.state
-        if state is ServerState.FAILED:
-            self._set(EngineState.ERROR, f"local vLLM {group.current}")
-        elif state in (ServerState.STARTING, ServerState.RESTARTING):
-            self._set(EngineState.STARTING, f"local vLLM: {group.current}")
+        folded = group.current if servers else status  # the group's state now
+        if folded.state is ServerState.FAILED:
+            self._set(EngineState.ERROR, f"local vLLM {folded}")
+        elif folded.state in (ServerState.STARTING, ServerState.RESTARTING):
+            self._set(EngineState.STARTING, f"local vLLM: {folded}")
 
     async def _reconnect(self, group: LocalServerGroup, server: LocalServer) -> None:
         """The window's client follows `server` (the first that serves) to its address."""

@@ -181,7 +181,7 @@ class ResultView(QWidget):
 
     def _loaded(self, ok: bool) -> None:
         if ok:
-            self._js(LISTENERS)
+            self.page.runJavaScript(LISTENERS)
         self.ready = ok
         if ok and self._dirty:
             self._redraw_now()
@@ -276,7 +276,7 @@ class ResultView(QWidget):
     def _set(self, body: str) -> None:
         self.redraws += 1
         highlight = -1 if self.highlighted is None else self.highlighted
-        self._js(f"ocrSet({json.dumps(body)}, {highlight});")
+        self.page.runJavaScript(f"ocrSet({json.dumps(body)}, {highlight});")
 
     # -- linking -------------------------------------------------------------------------------
 
@@ -284,12 +284,8 @@ class ResultView(QWidget):
         self.highlighted = index
         if self.ready:
             k = -1 if index is None else index
-            self._js(f"ocrHighlight({k}, {str(scroll).lower()});")
+            self.page.runJavaScript(f"ocrHighlight({k}, {str(scroll).lower()});")
 
     def run_js(self, script: str, callback: Callable[[Any], None]) -> None:
         """Evaluate `script` in the page (tests and the linking code read the DOM with it)."""
-
         self.page.runJavaScript(script, 0, callback)
-
-    def _js(self, script: str) -> None:
-        self.page.runJavaScript(script)
